@@ -1,0 +1,83 @@
+"""Names of every file a run writes, and how files are written: atomically, never half-written."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Sequence
+
+import joblib
+
+COMBINED_FIGURE = "loss_plot_combined.jpg"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The reference's output files of one run (``lr_*`` only for warm restarts)."""
+
+    loss_figure: Path
+    train_loss: Path
+    val_loss: Path
+    lr_figure: Path | None = None
+    lr_values: Path | None = None
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.loss_figure, self.train_loss, self.val_loss, self.lr_figure, self.lr_values) if p]
+
+
+def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:
+    """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts."""
+    out = Path(output_dir)
+    if not warm_restart:
+        return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl")
+    tag = f"s{t_zero}_m{t_mult}"
+    return RunFiles(
+        loss_figure=out / f"wr_loss_{tag}.jpg",
+        train_loss=out / f"wr_train_loss_{tag}.pkl",
+        val_loss=out / f"wr_val_loss_{tag}.pkl",
+        lr_figure=out / f"lr_schedule_{tag}.jpg",
+        lr_values=out / f"lr_schedule_{tag}.pkl",
+    )
+
+
+def combined_figure(output_dir: str | Path) -> Path:
+    """Where ``plot.py`` writes the three validation-loss curves."""
+    return Path(output_dir) / COMBINED_FIGURE
+
+
+def train_command(warm_restart: bool, t_zero: int, t_mult: int, output_dir: str | Path) -> str:
+    """The ``train.py`` flags that select a run's files (used in error messages; epochs are free)."""
+    words = ["python train.py"]
+    if warm_restart:
+        words.append(f"--warm-restart -t0 {t_zero}" + (f" -tm {t_mult}" if t_mult != 1 else ""))
+    if Path(output_dir) != Path("outputs"):
+        words.append(f"--output-dir {output_dir}")
+    return " ".join(words)
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` only once fully written and flushed to disk.
+
+    The data go to a temporary file in the same folder, then ``os.replace`` swaps it in:
+    a reader (or a crash) sees the old complete file or the new complete file, nothing else.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_floats(path: str | Path, values: Sequence[float]) -> None:
+    """A joblib dump of a plain list of Python floats, the reference's ``*.pkl`` format."""
+    with atomic_write(path) as f:
+        joblib.dump([float(v) for v in values], f)

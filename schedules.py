@@ -1,0 +1,101 @@
+"""Learning-rate schedules: the multistep default and SGDR's cosine annealing with warm restarts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LRScheduler, MultiStepLR
+
+
+def sgdr_lr(t_cur: float, t_i: float, eta_max: float, eta_min: float = 0.0) -> float:
+    """The paper's eq. (5): eta_min + (eta_max - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2."""
+    return eta_min + 0.5 * (eta_max - eta_min) * (1.0 + math.cos(math.pi * t_cur / t_i))
+
+
+def locate_cycle(epoch: float, t_0: int, t_mult: int) -> tuple[int, int]:
+    """(first epoch, length) of the cycle that contains ``epoch``, in exact integer arithmetic.
+
+    Cycles have lengths T_0, T_0 * T_mult, T_0 * T_mult**2, ... and start at integer
+    epochs, so the integer part of ``epoch`` decides the cycle. torch's closed form takes
+    a floating-point logarithm instead and lands one cycle low at some exact restarts
+    when T_mult >= 3 (e.g. log3(27) evaluates to 2.9999999999999996).
+    """
+    whole = math.floor(epoch)
+    if t_mult == 1:
+        return whole - whole % t_0, t_0
+    start, length = 0, t_0
+    while start + length <= whole:
+        start += length
+        length *= t_mult
+    return start, length
+
+
+class WarmRestarts(CosineAnnealingWarmRestarts):
+    """torch's ``CosineAnnealingWarmRestarts`` with the cycle located exactly (see ``locate_cycle``).
+
+    Same constructor, same state and the same fractional-epoch ``step(epoch)`` interface;
+    only the choice of cycle differs, and only where torch's logarithm rounds down.
+    """
+
+    def step(self, epoch: float | None = None) -> None:
+        if epoch is None:  # integer stepping is exact in torch already
+            super().step()
+            return
+        if epoch < 0:
+            raise ValueError(f"Expected non-negative epoch, but got {epoch}")
+        start, self.T_i = locate_cycle(epoch, self.T_0, self.T_mult)
+        self.T_cur = epoch - start
+        self.last_epoch = math.floor(epoch)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = sgdr_lr(self.T_cur, self.T_i, base_lr, self.eta_min)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+@dataclass
+class Schedule:
+    """When the training loop steps its scheduler: after every batch or after every epoch.
+
+    The loop calls both hooks unconditionally, so it reads the same for either schedule.
+    """
+
+    scheduler: LRScheduler
+    per_batch: bool
+
+    def after_batch(self, epoch: int, batch: int, batches: int) -> None:
+        """After ``optimizer.step()``: SGDR moves to the fractional epoch ``epoch + batch / batches``.
+
+        So the next batch uses the rate of this batch's position: the first batch of a run
+        uses eta_max, and the first batch after a restart still uses the previous cycle's
+        last rate (the reference's one-batch lag).
+        """
+        if self.per_batch:
+            self.scheduler.step(epoch + batch / batches)
+
+    def after_epoch(self) -> None:
+        """After validation: the multistep schedule counts epochs."""
+        if not self.per_batch:
+            self.scheduler.step()
+
+    def describe(self) -> str:
+        """The line a run prints to say which schedule it uses."""
+        s = self.scheduler
+        if isinstance(s, CosineAnnealingWarmRestarts):
+            return f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}, eta_min = {s.eta_min:g}."
+        epochs = ", ".join(str(m) for m in sorted(s.milestones))
+        return f"Using the multistep schedule: lr x {s.gamma:g} at epochs {epochs}."
+
+
+def build_schedule(
+    optimizer: Optimizer,
+    warm_restart: bool,
+    t_zero: int,
+    t_mult: int,
+    milestones: list[int],
+    gamma: float = 0.2,
+) -> Schedule:
+    """SGDR stepped per batch when ``warm_restart``, else the multistep default stepped per epoch."""
+    if warm_restart:
+        return Schedule(WarmRestarts(optimizer, T_0=t_zero, T_mult=t_mult, eta_min=0.0), per_batch=True)
+    return Schedule(MultiStepLR(optimizer, milestones=milestones, gamma=gamma), per_batch=False)

@@ -1,0 +1,193 @@
+"""train.py end to end on tiny CIFAR-10 data, and plot.py on what it wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from pathlib import Path
+
+import joblib
+import pytest
+from PIL import Image
+
+import plot
+import train
+from cifar_format import use_checksums_of
+
+TINY = ["-b", "16", "--workers", "0"]  # 40 training images: 3 batches; 16 test images: 1 batch
+MULTISTEP = ["loss.jpg", "train_loss.pkl", "val_loss.pkl"]
+
+
+def wr_files(t0: int, tm: int = 1) -> list[str]:
+    tag = f"s{t0}_m{tm}"
+    return [f"wr_loss_{tag}.jpg", f"wr_train_loss_{tag}.pkl", f"wr_val_loss_{tag}.pkl",
+            f"lr_schedule_{tag}.jpg", f"lr_schedule_{tag}.pkl"]
+
+
+def call(main, argv: list[str]) -> tuple[int, str, str]:
+    """Run a script's main in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_cifar, tmp_path_factory):
+    """The three kinds of run, 3 epochs each, in one output folder: (folder, stdout by run)."""
+    out = tmp_path_factory.mktemp("outputs")
+    logs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        use_checksums_of(tiny_cifar, mp.setattr)
+        for name, flags in [("multistep", ["--milestones", "1", "2"]), ("wr1", ["-wr", "-t0", "1"]),
+                            ("wr2", ["-wr", "-t0", "2", "-tm", "2"])]:
+            argv = ["-e", "3", "--seed", "0", "--data-dir", str(tiny_cifar), "--output-dir", str(out), *TINY, *flags]
+            code, logs[name], err = call(train.main, argv)
+            assert code == 0, err
+    return out, logs
+
+
+def test_the_three_runs_write_exactly_the_reference_files(finished):
+    out, _ = finished
+    assert sorted(os.listdir(out)) == sorted(MULTISTEP + wr_files(1) + wr_files(2, 2))
+
+
+def test_each_loss_pickle_holds_one_finite_float_per_epoch(finished):
+    out, _ = finished
+    for name in os.listdir(out):
+        if name.endswith(".pkl") and "loss" in name:
+            values = joblib.load(out / name)
+            assert type(values) is list and len(values) == 3, name
+            assert all(type(v) is float and math.isfinite(v) for v in values), name
+
+
+def test_lr_pickle_holds_the_rate_of_every_iteration(finished):
+    out, _ = finished
+    lrs = joblib.load(out / "lr_schedule_s1_m1.pkl")
+    assert type(lrs) is list and all(type(v) is float for v in lrs)
+    assert len(lrs) == 3 * 3  # epochs x batches
+    # T_0 = 1 with 3 batches: the peak, eq. (5) at 0, 1/3, 2/3, then the restart one batch late.
+    want = [0.05, 0.05, 0.0375, 0.0125, 0.05, 0.0375, 0.0125, 0.05, 0.0375]
+    assert lrs == pytest.approx(want, abs=1e-12)
+
+
+def test_figures_are_10_by_7_inch_jpegs(finished):
+    out, _ = finished
+    for name in ["loss.jpg", "wr_loss_s1_m1.jpg", "lr_schedule_s1_m1.jpg"]:
+        with Image.open(out / name) as image:
+            assert image.format == "JPEG"
+            assert image.size == (1000, 700)  # 10 x 7 inches at matplotlib's 100 dpi
+
+
+def test_the_console_says_what_the_reference_says(finished):
+    _, logs = finished
+    log = logs["wr2"]
+    for line in ["Computation device: cpu", "21,289,802 total parameters.", "21,289,802 training parameters.",
+                 "T_0 = 2, T_mult = 2", "Epoch 1 of 3", "Epoch 3 of 3", "LR at beginning of epoch: 0.05",
+                 "Training loss: ", "Validation loss: ", "-" * 50, "Finished Training"]:
+        assert line in log, line
+    assert "lr x 0.2 at epochs 1, 2" in logs["multistep"]
+    assert log.count("LR at end of epoch") == 3
+
+
+def test_plot_merges_the_validation_losses(finished):
+    out, _ = finished
+    code, stdout, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1", "2"])
+    # T_0 = 2 ran with T_mult 2, so plot.py (T_mult 1) must ask for the missing run.
+    assert code == 1
+    assert f"{out / 'wr_val_loss_s2_m1.pkl'} is missing" in err
+    assert f"python train.py --warm-restart -t0 2 --output-dir {out}" in err
+    code, stdout, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
+    assert code == 0, err
+    with Image.open(out / "loss_plot_combined.jpg") as image:
+        assert image.size == (1000, 700)
+
+
+def test_plot_defaults_name_the_reference_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(plot.main, [])
+    assert code == 1
+    assert "outputs/val_loss.pkl is missing. It is written by: python train.py (sh run.sh" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_plot_rejects_an_unreadable_pickle(finished, tmp_path):
+    for name in ["val_loss.pkl", "wr_val_loss_s50_m1.pkl", "wr_val_loss_s200_m1.pkl"]:
+        (tmp_path / name).write_bytes((finished[0] / "val_loss.pkl").read_bytes())
+    (tmp_path / "wr_val_loss_s50_m1.pkl").write_bytes(b"\x80\x04 truncated")
+    code, _, err = call(plot.main, ["--output-dir", str(tmp_path)])
+    assert code == 1
+    assert f"{tmp_path / 'wr_val_loss_s50_m1.pkl'} cannot be read" in err
+    assert "--warm-restart -t0 50" in err
+    assert not (tmp_path / "loss_plot_combined.jpg").exists()
+
+
+def test_defaults_write_under_outputs_in_the_working_directory(cifar_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(train.main, ["-e", "1", "--train-subset", "8", "--val-subset", "4", "--data-dir", str(cifar_dir), *TINY])
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "outputs")) == sorted(MULTISTEP)
+
+
+def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list[float]]:
+    argv = ["-e", "2", "-wr", "-t0", "1", "--seed", str(seed), "--data-dir", str(cifar_dir), "--output-dir", str(out), *TINY]
+    code, _, err = call(train.main, argv)
+    assert code == 0, err
+    return joblib.load(out / "wr_train_loss_s1_m1.pkl"), joblib.load(out / "wr_val_loss_s1_m1.pkl")
+
+
+def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
+    first = run_losses(cifar_dir, tmp_path / "a", 7)
+    assert run_losses(cifar_dir, tmp_path / "b", 7) == first
+    assert run_losses(cifar_dir, tmp_path / "c", 8) != first
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-t0", "0"], "argument -t0/--t-zero: must be at least 1, got 0"),
+    (["-tm", "0"], "argument -tm/--t-mult: must be at least 1, got 0"),
+    (["-e", "0"], "argument -e/--epochs: must be at least 1, got 0"),
+    (["-e", "-3"], "argument -e/--epochs: must be at least 1, got -3"),
+    (["-t0", "1.5"], "argument -t0/--t-zero: expected an integer, got '1.5'"),
+    (["--train-subset", "50001"], "argument --train-subset: CIFAR-10 has 50,000 training images, got 50,001"),
+    (["--val-subset", "10001"], "argument --val-subset: CIFAR-10 has 10,000 test images, got 10,001"),
+    (["--val-subset", "0"], "argument --val-subset: must be at least 1, got 0"),
+    (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
+    (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
+    (["--warmrestart"], "unrecognized arguments: --warmrestart"),
+])
+def test_bad_flags_are_refused_before_any_work(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(train.main, argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_subset_larger_than_the_data_on_disk(cifar_dir, tmp_path):
+    code, _, err = call(train.main, ["--train-subset", "41", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])
+    assert (code, err.strip()) == (1, f"error: --train-subset 41 is larger than the 40 images found in {cifar_dir}.")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_offline_stops_at_once_with_a_message(tmp_path, offline, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(train.main, ["-e", "1"])
+    assert code == 1
+    assert err.startswith(f"error: CIFAR-10 is not in {os.path.join('data', 'cifar-10-batches-py')}")
+    assert "Traceback" not in err and "Epoch" not in out
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("cuda", "CUDA is not available here"), ("banana", "is not a device"), ("meta", "only cpu and cuda"),
+])
+def test_unusable_devices_are_refused(device, message, cifar_dir):
+    code, _, err = call(train.main, ["--device", device, "--data-dir", str(cifar_dir)])
+    assert code == 1 and message in err
