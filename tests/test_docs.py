@@ -1,0 +1,39 @@
+"""The README keeps its promises: the newcomer commands come first, CI runs the same test
+command, and every command-line flag is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import plot
+import train
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S).group(1)
+    return first_block.strip().splitlines()
+
+
+def test_readme_opens_with_the_main_job_and_the_tests():
+    assert README.index("```sh") < README.index("\n## ")
+    main_job, tests = readme_commands()
+    assert main_job.endswith("pip install -r requirements.txt && sh run.sh && python plot.py")
+    assert tests.endswith("pip install -r requirements-dev.txt && pytest")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+
+
+def option_strings(parser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings if s not in ("-h", "--help")}
+
+
+def test_every_flag_is_in_the_readme():
+    for name in option_strings(train.build_parser()) | option_strings(plot.build_parser()):
+        assert f"`{name}" in README, f"{name} is not documented in README.md"
