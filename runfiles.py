@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,28 +16,42 @@ COMBINED_FIGURE = "loss_plot_combined.jpg"
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The reference's output files of one run (``lr_*`` only for warm restarts)."""
+    """Every file of one run: the reference's outputs, and the run's own folder for resuming."""
 
     loss_figure: Path
     train_loss: Path
     val_loss: Path
+    run_dir: Path  # outputs/runs/<name>: checkpoint and record, beside the reference files
     lr_figure: Path | None = None
     lr_values: Path | None = None
 
-    def all(self) -> list[Path]:
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def record(self) -> Path:
+        return self.run_dir / "run.json"
+
+    def reference(self) -> list[Path]:
+        """The reference's output files (plus the lr pickle beside the lr figure)."""
         return [p for p in (self.loss_figure, self.train_loss, self.val_loss, self.lr_figure, self.lr_values) if p]
+
+    def all(self) -> list[Path]:
+        return [*self.reference(), self.checkpoint, self.record]
 
 
 def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:
     """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts."""
     out = Path(output_dir)
     if not warm_restart:
-        return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl")
+        return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl", out / "runs" / "multistep")
     tag = f"s{t_zero}_m{t_mult}"
     return RunFiles(
         loss_figure=out / f"wr_loss_{tag}.jpg",
         train_loss=out / f"wr_train_loss_{tag}.pkl",
         val_loss=out / f"wr_val_loss_{tag}.pkl",
+        run_dir=out / "runs" / f"wr_{tag}",
         lr_figure=out / f"lr_schedule_{tag}.jpg",
         lr_values=out / f"lr_schedule_{tag}.pkl",
     )
@@ -57,6 +72,10 @@ def train_command(warm_restart: bool, t_zero: int, t_mult: int, output_dir: str 
     return " ".join(words)
 
 
+def _temporary(path: Path, pid: int | str) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` only once fully written and flushed to disk.
@@ -66,7 +85,7 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path, os.getpid())
     try:
         with open(tmp, "wb") as f:
             yield f
@@ -81,3 +100,32 @@ def save_floats(path: str | Path, values: Sequence[float]) -> None:
     """A joblib dump of a plain list of Python floats, the reference's ``*.pkl`` format."""
     with atomic_write(path) as f:
         joblib.dump([float(v) for v in values], f)
+
+
+def save_json(path: str | Path, value: object) -> None:
+    with atomic_write(path) as f:
+        f.write(json.dumps(value, indent=2).encode() + b"\n")
+
+
+def remove_stale_temporaries(paths: Sequence[Path]) -> None:
+    """Delete temporaries that a killed process left beside ``paths`` (never a live writer's)."""
+    for path in paths:
+        for tmp in path.parent.glob(_temporary(path, "*").name):
+            pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,130 @@
+"""Checkpoints: everything a run needs to continue exactly, as plain data, written atomically."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+import runfiles
+from errors import UserError
+
+FORMAT = 1
+
+
+def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state the remaining epochs draw from.
+
+    Python's ``random``, torch's CPU and CUDA generators (initial weights, and augmentation
+    when there are no worker processes) and the loader's generator (each epoch's shuffle
+    and the seeds of that epoch's worker processes). NumPy's is not used by this project.
+    """
+    return {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader": generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["loader"])
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path``; the previous checkpoint stays until this one is complete."""
+    with runfiles.atomic_write(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A checkpoint written by ``save``, read with ``weights_only=True``; a clear error otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, bad pickle, wrong file: all mean "unusable"
+        raise UserError(_unusable(path, f"{type(error).__name__}: {error}")) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(_unusable(path, f"not a checkpoint of format {FORMAT}"))
+    return state
+
+
+def _unusable(path: Path, reason: str) -> str:
+    return (
+        f"the checkpoint {path} cannot be read ({reason.splitlines()[0]}). Restore it from a "
+        "backup to resume, or start the run over with --overwrite."
+    )
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``."""
+    return [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+
+
+class RunRecord:
+    """``run.json`` beside a run's checkpoint: what ran, where, with which versions, and each
+    session of it (start, end, epochs, outcome), so a resumed run shows how often it was resumed."""
+
+    def __init__(self, path: Path, command: str, config: dict[str, Any], epochs: int, device: torch.device,
+                 start_epoch: int, resumed: bool):
+        self.path = path
+        self.data = self._previous() if resumed else {}
+        self.data.update(
+            command=command,
+            config=config,
+            epochs=epochs,
+            versions={
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            },
+        )
+        self.sessions = self.data.setdefault("sessions", [])
+        self.sessions.append(
+            {"started": _now(), "ended": None, "device": str(device), "platform": platform.platform(),
+             "from_epoch": start_epoch, "epochs_done": start_epoch, "outcome": "running"}
+        )
+        self.data["resumed"] = len(self.sessions) - 1
+        self.data.setdefault("started", self.sessions[0]["started"])
+        self.data["finished"] = None
+        self._write()
+
+    def _previous(self) -> dict[str, Any]:
+        """The record of the sessions so far; a lost or damaged record starts a new one."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else {}
+
+    def epoch_done(self, epochs_done: int) -> None:
+        self.sessions[-1]["epochs_done"] = epochs_done
+        self._write()
+
+    def end(self, outcome: str) -> None:
+        self.sessions[-1].update(ended=_now(), outcome=outcome)
+        if outcome == "finished":
+            self.data["finished"] = self.sessions[-1]["ended"]
+        self._write()
+
+    def _write(self) -> None:
+        runfiles.save_json(self.path, self.data)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
