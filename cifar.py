@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import urllib.error
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def _first(dataset: Dataset, count: int | None, flag: str, root: str | Path) -> 
     return Subset(dataset, range(count))
 
 
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Worker processes ignore Ctrl-C and SIGTERM: the main process stops the run at a batch
+    boundary and then shuts them down (a worker that died first would break that batch)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_loaders(
     data_dir: str | Path,
     batch_size: int,
@@ -80,7 +88,8 @@ def build_loaders(
     """
     train_set = _first(load_cifar10(data_dir, True, train_transform()), train_subset, "--train-subset", data_dir)
     val_set = _first(load_cifar10(data_dir, False, val_transform()), val_subset, "--val-subset", data_dir)
-    common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
+                  worker_init_fn=_leave_signals_to_the_main_process)
     train_loader = DataLoader(train_set, shuffle=True, generator=generator, **common)
     val_loader = DataLoader(val_set, shuffle=False, **common)
     return train_loader, val_loader

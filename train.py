@@ -6,15 +6,21 @@ import argparse
 import os
 import random
 import secrets
+import shlex
+import signal
 import sys
+import threading
 import time
-from typing import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import checkpoint
 import cifar
 import plot
 import runfiles
@@ -78,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--workers", type=_int_at_least(0), default=min(4, os.cpu_count() or 1),
                        help="data-loading worker processes (default: min(4, CPUs))")
     extra.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    again = extra.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue this run from its checkpoint (start it if it has none; nothing to do if it finished)")
+    again.add_argument("--overwrite", action="store_true", help="start this run over, replacing its existing files")
     return parser
 
 
@@ -107,6 +117,100 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
+class Interrupted(Exception):
+    """Raised at the first batch boundary after SIGINT or SIGTERM."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequest:
+    """Set by a signal handler; ``check`` raises ``Interrupted`` once it is set."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """While inside, SIGINT and SIGTERM ask the run to stop at the next batch boundary.
+
+    After the first, a second Ctrl-C raises KeyboardInterrupt at once. Previous handlers
+    come back on exit (signals can only be handled from the main thread).
+    """
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{signal.Signals(signum).name}: stopping at the next batch boundary "
+              "(Ctrl-C again aborts at once).", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class Interruptible:
+    """A loader that checks for a stop request before fetching each batch."""
+
+    def __init__(self, loader, stop: StopRequest):
+        self.loader, self.stop = loader, stop
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            self.stop.check()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(f"epoch {epoch + 1}, batch {batch + 1}")
+        self.epoch, self.batch = epoch, batch
+
+
+class NonFiniteWatch:
+    """Notes the first batch whose loss is not finite, without making the host wait.
+
+    The index is kept on the device; on CUDA a non-blocking copy to pinned memory lets
+    the loop look at it every batch (a batch or two late) without a sync. On the CPU the
+    look is immediate.
+    """
+
+    def __init__(self, device: torch.device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.host = self.first if device.type == "cpu" else torch.full((), -1, dtype=torch.long).pin_memory()
+
+    def update(self, loss: torch.Tensor, batch: int) -> None:
+        self.first.masked_fill_((self.first < 0) & ~torch.isfinite(loss), batch)
+        if self.host is not self.first:
+            self.host.copy_(self.first, non_blocking=True)
+
+    def check(self, epoch: int) -> None:
+        first = int(self.host)
+        if first >= 0:
+            raise NonFiniteLoss(epoch, first)
+
+
 def train_epoch(
     model: nn.Module,
     loader,
@@ -119,11 +223,13 @@ def train_epoch(
     """One pass over ``loader``; returns the mean training loss per sample.
 
     Appends to ``lrs`` the rate each batch is trained with. The loss is summed on the
-    device and read once at the end, so the loop never waits for the device.
+    device and read once at the end, so the loop never waits for the device. Raises
+    ``NonFiniteLoss`` as soon as a loss is seen to be NaN or infinite.
     """
     model.train()
     batches = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    watch = NonFiniteWatch(device)
     samples = 0
     for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None)):
         images = images.to(device, non_blocking=True)
@@ -136,7 +242,11 @@ def train_epoch(
         schedule.after_batch(epoch, i, batches)
         loss_sum += loss.detach() * labels.size(0)
         samples += labels.size(0)
-    return (loss_sum / samples).item()
+        watch.update(loss.detach(), i)
+        watch.check(epoch)
+    mean = (loss_sum / samples).item()
+    watch.check(epoch)  # exact now: the device has caught up
+    return mean
 
 
 @torch.inference_mode()
@@ -165,58 +275,203 @@ def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figu
             plot.save_lr_figure(history["lr"], files.lr_figure)
 
 
-def run(args: argparse.Namespace) -> dict[str, list[float]]:
-    """The whole experiment for parsed ``args``; returns the per-epoch losses and per-batch rates."""
+def trajectory(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The settings that decide a run's numbers; a resumed run must match its checkpoint on each.
+
+    Not among them: the epoch count (a finished run can be extended), folders and device.
+    """
+    schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
+    return {"warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size, "train_subset": args.train_subset,
+            "val_subset": args.val_subset, "seed": seed, "workers": args.workers}
+
+
+def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None to start afresh; refuses to overwrite a run.
+
+    Runs before anything is written, so a refusal changes no file.
+    """
+    if args.overwrite:
+        return None
+    if args.resume and files.checkpoint.exists():
+        return checkpoint.load(files.checkpoint)
+    existing = [str(p) for p in files.all() if p.exists()]
+    if args.resume and existing:
+        raise UserError(f"there is no checkpoint to resume from ({files.checkpoint}), but this run has outputs: "
+                        f"{', '.join(existing)}. Start it over with --overwrite, or use another --output-dir.")
+    if existing:
+        raise UserError(f"this run already has files: {', '.join(existing)}. Continue it with --resume, "
+                        "start it over with --overwrite (replaces them), or use another --output-dir.")
+    if args.resume:
+        print(f"No checkpoint at {files.checkpoint}: starting the run.")
+    return None
+
+
+def resume_command(command: Sequence[str]) -> str:
+    words = [w for w in command if w != "--overwrite"]
+    return shlex.join(["python", *words] + ([] if "--resume" in words else ["--resume"]))
+
+
+@dataclass
+class Experiment:
+    """What a run trains with, and how far it got: built from the settings, restored from a checkpoint."""
+
+    config: dict[str, Any]
+    device: torch.device
+    files: runfiles.RunFiles
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    generator: torch.Generator
+    train_loader: Any
+    val_loader: Any
+    history: dict[str, list[float]] = field(default_factory=lambda: {"train_loss": [], "val_loss": [], "lr": []})
+    epochs_done: int = 0
+    resumed: bool = False
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint: everything ``restore`` needs to continue exactly from here."""
+        return {"config": self.config, "epoch": self.epochs_done, "history": self.history,
+                "rng": checkpoint.capture_rng(self.generator), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.scheduler.state_dict()}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        self.history, self.epochs_done = saved["history"], saved["epoch"]
+        checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them
+        self.resumed = True
+
+    def save(self) -> None:
+        checkpoint.save(self.files.checkpoint, self.state())
+
+
+def setup(args: argparse.Namespace) -> Experiment:
+    """Check the request (nothing is written before it passes), then build or restore the run."""
     device = pick_device(args.device)
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
+    saved = open_checkpoint(args, files)
+    if args.seed is not None:
+        seed = args.seed
+    else:
+        seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
+    config = trajectory(args, seed)
+    if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
+        raise UserError(f"this run's checkpoint {files.checkpoint} was made with other settings: "
+                        f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite.")
     random.seed(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train_loader, val_loader = cifar.build_loaders(
         args.data_dir, args.batch_size, args.workers, generator, device, args.train_subset, args.val_subset
     )
-    files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
-
     model = build_model(pretrained=False, requires_grad=True, num_classes=10).to(device)
-    total, trainable = count_parameters(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones)
-    print(f"Computation device: {device}")
+    exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader)
+    if saved is not None:
+        exp.restore(saved)
+    if args.overwrite:
+        runfiles.remove(files.all())
+    runfiles.remove_stale_temporaries(files.all())
+    return exp
+
+
+def print_header(exp: Experiment) -> None:
+    total, trainable = count_parameters(exp.model)
+    print(f"Computation device: {exp.device}")
     print(f"{total:,} total parameters.")
     print(f"{trainable:,} training parameters.")
-    print(f"Seed: {seed} (--seed {seed} repeats this run)")
-    print(schedule.describe())
-    print(f"{len(train_loader.dataset):,} training images in {len(train_loader)} batches, "
-          f"{len(val_loader.dataset):,} validation images in {len(val_loader)} batches.")
+    print(f"Seed: {exp.config['seed']} (--seed {exp.config['seed']} repeats this run)")
+    print(exp.schedule.describe())
+    print(f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
+          f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches.")
 
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "lr": []}
+
+def run_epoch(exp: Experiment, epoch: int, epochs: int, stop: StopRequest) -> tuple[float, float]:
+    """Train and validate one epoch, step the schedule, and add the results to the history."""
+    print(f"[INFO]: Epoch {epoch + 1} of {epochs}")
+    print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
+    lrs: list[float] = []  # joins the history only once the epoch is complete
+    train_loss = train_epoch(exp.model, Interruptible(exp.train_loader, stop), exp.optimizer, exp.schedule, epoch,
+                             exp.device, lrs)
+    val_loss = validate(exp.model, Interruptible(exp.val_loader, stop), exp.device)
+    exp.schedule.after_epoch()
+    exp.history["train_loss"].append(train_loss)
+    exp.history["val_loss"].append(val_loss)
+    exp.history["lr"].extend(lrs)
+    exp.epochs_done = epoch + 1
+    return train_loss, val_loss
+
+
+def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, command: Sequence[str]) -> None:
+    """Epochs until ``epochs``; after each, the outputs, then the checkpoint. Handles every way of stopping."""
     figures_due = time.monotonic() + FIGURE_INTERVAL
-    for epoch in range(args.epochs):
-        started = time.perf_counter()
-        print(f"[INFO]: Epoch {epoch + 1} of {args.epochs}")
-        print(f"LR at beginning of epoch: {current_lr(optimizer)}")
-        train_loss = train_epoch(model, train_loader, optimizer, schedule, epoch, device, history["lr"])
-        val_loss = validate(model, val_loader, device)
-        schedule.after_epoch()
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        figures = epoch == args.epochs - 1 or time.monotonic() >= figures_due
-        save_outputs(files, history, figures)
-        if figures:
-            figures_due = time.monotonic() + FIGURE_INTERVAL
-        print(f"LR at end of epoch: {current_lr(optimizer)}")
-        print(f"Training loss: {train_loss:.3f}")
-        print(f"Validation loss: {val_loss:.3f}")
-        print(f"Epoch time: {time.perf_counter() - started:.1f} s")
-        print("-" * 50)
+    with stop_on_signals() as stop:
+        try:
+            for epoch in range(exp.epochs_done, epochs):
+                started = time.perf_counter()
+                train_loss, val_loss = run_epoch(exp, epoch, epochs, stop)
+                figures = epoch == epochs - 1 or time.monotonic() >= figures_due
+                save_outputs(exp.files, exp.history, figures)
+                if figures:
+                    figures_due = time.monotonic() + FIGURE_INTERVAL
+                exp.save()
+                record.epoch_done(exp.epochs_done)
+                print(f"LR at end of epoch: {current_lr(exp.optimizer)}")
+                print(f"Training loss: {train_loss:.3f}")
+                print(f"Validation loss: {val_loss:.3f}")
+                print(f"Epoch time: {time.perf_counter() - started:.1f} s")
+                print("-" * 50)
+        except Interrupted as stopped:
+            record.end(f"interrupted by {stopped}")
+            if exp.epochs_done:
+                save_outputs(exp.files, exp.history, figures=True)
+            print(f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
+                  f"the rest is redone on resume. Resume with:\n  {resume_command(command)}", file=sys.stderr)
+            raise
+        except NonFiniteLoss as diverged:
+            record.end(f"stopped: non-finite loss at {diverged}")
+            raise UserError(f"the training loss is not finite (NaN or infinite) at {diverged}; stopped before saving "
+                            f"that epoch. {exp.files.checkpoint} still holds the {exp.epochs_done} epochs before it.") from None
+        except BaseException:
+            record.end("aborted")
+            raise
+    record.end("finished")
+
+
+def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",)) -> dict[str, list[float]]:
+    """The whole experiment for parsed ``args``; returns the per-epoch losses and per-batch rates.
+
+    ``command`` is the command line (script first), for the run record and resume hints.
+    """
+    exp = setup(args)
+    print_header(exp)
+    if exp.epochs_done >= args.epochs:
+        print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
+        return exp.history
+    if exp.resumed:
+        print(f"Resuming after epoch {exp.epochs_done} from {exp.files.checkpoint}.")
+    else:
+        exp.save()  # so that even an interruption inside epoch 1 resumes exactly
+    record = checkpoint.RunRecord(exp.files.record, shlex.join(["python", *command]), exp.config, args.epochs,
+                                  exp.device, exp.epochs_done, resumed=exp.resumed)
+    train_epochs(exp, args.epochs, record, command)
     print("Finished Training")
-    print(f"Saved {', '.join(str(p) for p in files.all())}")
-    return history
+    print(f"Saved {', '.join(str(p) for p in exp.files.reference())}")
+    return exp.history
 
 
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    run(parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        run(parse_args(argv), ["train.py", *argv])
+    except Interrupted as stopped:
+        return 128 + stopped.signum
+    except KeyboardInterrupt:
+        print("\nAborted. Every file on disk is complete; the checkpoint holds the last finished epoch.", file=sys.stderr)
+        return 130
     return 0
 
 

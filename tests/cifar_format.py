@@ -1,18 +1,14 @@
 """Tiny data sets in CIFAR-10's own on-disk format, so tests run torchvision's real loader.
 
 torchvision verifies each file's md5 against its class table; a test swaps that table for
-the sums of the files written here (``use_checksums_of``). As a script, it does the same
-in a fresh process and then runs another script:
-
-    python tests/cifar_format.py DATA_DIR SCRIPT [ARGS...]
+the sums of the files written here (``use_checksums_of``); tests/harness.py does the same
+in a fresh process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +51,3 @@ def use_checksums_of(root: Path, setattr_=setattr) -> None:
     setattr_(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
     setattr_(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
 
-
-if __name__ == "__main__":
-    data_dir, script, *args = sys.argv[1:]
-    use_checksums_of(Path(data_dir))
-    sys.argv = [script, *args]
-    sys.path.insert(0, str(Path(script).resolve().parent))
-    runpy.run_path(script, run_name="__main__")

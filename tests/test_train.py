@@ -52,9 +52,16 @@ def finished(tiny_cifar, tmp_path_factory):
     return out, logs
 
 
+def run_folders(out: Path) -> dict[str, list[str]]:
+    return {name: sorted(os.listdir(out / "runs" / name)) for name in os.listdir(out / "runs")}
+
+
 def test_the_three_runs_write_exactly_the_reference_files(finished):
     out, _ = finished
-    assert sorted(os.listdir(out)) == sorted(MULTISTEP + wr_files(1) + wr_files(2, 2))
+    assert sorted(os.listdir(out)) == sorted(MULTISTEP + wr_files(1) + wr_files(2, 2) + ["runs"])
+    # Beside them, each run's checkpoint and record in a folder of its own.
+    both = ["checkpoint.pt", "run.json"]
+    assert run_folders(out) == {"multistep": both, "wr_s1_m1": both, "wr_s2_m2": both}
 
 
 def test_each_loss_pickle_holds_one_finite_float_per_epoch(finished):
@@ -132,7 +139,8 @@ def test_defaults_write_under_outputs_in_the_working_directory(cifar_dir, tmp_pa
     monkeypatch.chdir(tmp_path)
     code, _, err = call(train.main, ["-e", "1", "--train-subset", "8", "--val-subset", "4", "--data-dir", str(cifar_dir), *TINY])
     assert code == 0, err
-    assert sorted(os.listdir(tmp_path / "outputs")) == sorted(MULTISTEP)
+    assert sorted(os.listdir(tmp_path / "outputs")) == sorted(MULTISTEP + ["runs"])
+    assert run_folders(tmp_path / "outputs") == {"multistep": ["checkpoint.pt", "run.json"]}
 
 
 def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list[float]]:
@@ -160,6 +168,7 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
     (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
     (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
     (["--warmrestart"], "unrecognized arguments: --warmrestart"),
+    (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
 ])
 def test_bad_flags_are_refused_before_any_work(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,286 @@
+"""Runs survive: killed or stopped runs resume to exactly the uninterrupted result, and
+refusals (bad checkpoint, other settings, existing outputs) change no file."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from test_train import TINY, call
+
+REPO = Path(__file__).resolve().parent.parent
+# 40 training images in batches of 16: 3 steps an epoch. Warm restarts at epochs 1 and 3.
+RUNS = {
+    "multistep": ["-e", "4", "--milestones", "2", "3", "--seed", "11", *TINY],
+    "warm": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--seed", "12", *TINY],
+}
+STEPS_PER_EPOCH = 3
+
+
+def argv(kind: str, data: Path, out: Path, *more: str) -> list[str]:
+    return [*RUNS[kind], "--data-dir", str(data), "--output-dir", str(out), *more]
+
+
+def files_of(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` with its bytes, but the run records (they hold times)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+
+
+def checkpoints_of(out: Path) -> dict[str, dict]:
+    return {str(p.relative_to(out)): torch.load(p, weights_only=True) for p in out.rglob("checkpoint.pt")}
+
+
+def assert_same_run(got: Path, want: Path) -> None:
+    """Same reference files byte for byte, and checkpoints with equal weights, optimiser,
+    scheduler, histories and random states."""
+    got_files, want_files = files_of(got), files_of(want)
+    assert sorted(got_files) == sorted(want_files)
+    for name in want_files:
+        if not name.endswith("checkpoint.pt"):  # zip archives name their records after the folder
+            assert got_files[name] == want_files[name], name
+    got_ck, want_ck = checkpoints_of(got), checkpoints_of(want)
+    for name, want_state in want_ck.items():
+        assert_equal(got_ck[name], want_state, name)
+
+
+def assert_equal(a, b, where: str) -> None:
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert sorted(a, key=str) == sorted(b, key=str), where
+        for key in a:
+            assert_equal(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_cifar, tmp_path_factory) -> dict[str, Path]:
+    """Each kind of run, trained straight through in this process."""
+    outs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        from cifar_format import use_checksums_of
+
+        use_checksums_of(tiny_cifar, mp.setattr)
+        for kind in RUNS:
+            outs[kind] = tmp_path_factory.mktemp(f"straight-{kind}")
+            code, _, err = call(train.main, argv(kind, tiny_cifar, outs[kind]))
+            assert code == 0, err
+    return outs
+
+
+def harness(data: Path, point: str, args: list[str], **popen) -> list[str]:
+    return [sys.executable, str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / "train.py"), *args]
+
+
+def record(out: Path, name: str) -> dict:
+    return json.loads((out / "runs" / name / "run.json").read_text())
+
+
+@pytest.mark.parametrize(("kind", "point"), [
+    ("warm", "batch:7"),  # in the middle of epoch 3, just after a restart
+    ("multistep", "batch:5"),  # in the middle of epoch 2
+    ("warm", "writing:3"),  # halfway through writing the checkpoint of epoch 2
+    ("multistep", "written:2"),  # epoch 1's checkpoint complete, not yet renamed into place
+    ("warm", "replaced:4"),  # just after epoch 3's checkpoint is in place
+])
+def test_killed_then_resumed_equals_uninterrupted(kind, point, cifar_dir, tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    killed = subprocess.run(harness(cifar_dir, point, argv(kind, cifar_dir, out)), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    if point.startswith("writing"):  # the half-written checkpoint is a temporary; the old one stands
+        assert list((out / "runs").rglob(".checkpoint.pt.*.tmp"))
+    code, log, err = call(train.main, argv(kind, cifar_dir, out, "--resume"))
+    assert code == 0, err
+    assert "Resuming after epoch" in log
+    assert not list(out.rglob("*.tmp")), "stale temporaries are cleared on resume"
+    assert_same_run(out, uninterrupted[kind])
+    name = "multistep" if kind == "multistep" else "wr_s1_m2"
+    sessions = record(out, name)["sessions"]
+    assert record(out, name)["resumed"] == 1 and [s["outcome"] for s in sessions] == ["running", "finished"]
+
+
+def test_killed_at_a_random_moment_then_resumed(cifar_dir, tmp_path, uninterrupted):
+    delay = random.Random().uniform(0.0, 1.5)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    for line in proc.stdout:
+        if "Epoch 2 of 4" in line:
+            break
+    time.sleep(delay)
+    proc.kill()
+    proc.wait(timeout=60)
+    code, _, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
+    assert code == 0, f"killed {delay:.2f} s into epoch 2: {err}"
+    assert_same_run(out, uninterrupted["warm"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_a_batch_boundary_and_the_run_resumes(sig, cifar_dir, tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A terminal's Ctrl-C reaches the whole process group, worker processes included.
+    args = argv("multistep", cifar_dir, out, "--workers", "2") if sig == signal.SIGINT else argv("multistep", cifar_dir, out)
+    proc = subprocess.Popen(harness(cifar_dir, "none", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    for line in proc.stdout:
+        if "Epoch 2 of 4" in line:
+            break
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "stopping at the next batch boundary" in err
+    assert "Traceback" not in err
+    assert f"Stopped by {sig.name}" in err
+    resume_hint = err.split("Resume with:\n")[1].strip()
+    assert resume_hint.startswith("python train.py") and resume_hint.endswith("--resume")
+    state = torch.load(out / "runs" / "multistep" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] in (1, 2)
+    assert record(out, "multistep")["sessions"][0]["outcome"] == f"interrupted by {sig.name}"
+    code, _, err = call(train.main, [*args, "--resume"])
+    assert code == 0, err
+    if sig == signal.SIGTERM:  # same settings as the uninterrupted run (the SIGINT one used workers)
+        assert_same_run(out, uninterrupted["multistep"])
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_leaves_complete_files(cifar_dir, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if "Epoch 2 of 4" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Aborted." in err and "Traceback" not in err
+    assert not list(out.rglob("*.tmp"))
+    assert torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"] >= 1
+    # "aborted" if the second signal cut training short, the first's outcome if it came while
+    # the first was already closing the run down.
+    assert record(out, "wr_s1_m2")["sessions"][0]["outcome"] in ("aborted", "interrupted by SIGINT")
+
+
+def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
+    state = torch.load(uninterrupted["warm"] / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)
+    assert sorted(state) == ["config", "epoch", "format", "history", "model", "optimizer", "rng", "scheduler"]
+    assert state["epoch"] == 4
+    assert sorted(state["rng"]) == ["cuda", "loader", "python", "torch"]
+    assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
+    assert state["config"] == {"warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16, "train_subset": None,
+                               "val_subset": None, "seed": 12, "workers": 0}
+    assert len(state["model"]) == 218  # every parameter and BatchNorm buffer of ResNet34
+
+
+def test_a_finished_run_can_be_extended_exactly(cifar_dir, tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    short = [a if a != "4" else "2" for a in argv("warm", cifar_dir, out)]  # -e 2
+    assert call(train.main, short)[0] == 0
+    code, log, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
+    assert code == 0, err
+    assert_same_run(out, uninterrupted["warm"])
+
+
+def test_resuming_a_finished_run_does_nothing(cifar_dir, tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted["multistep"], out)
+    before = files_of(out)
+    code, log, _ = call(train.main, argv("multistep", cifar_dir, out, "--resume"))
+    assert code == 0 and "finished all 4 epochs already" in log
+    assert files_of(out) == before
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(cifar_dir, tmp_path, monkeypatch):
+    real = torch.nn.functional.cross_entropy
+    calls = [0]
+
+    def poisoned(logits, labels, **kwargs):
+        loss = real(logits, labels, **kwargs)
+        if kwargs.get("reduction", "mean") == "mean":  # training batches only
+            calls[0] += 1
+            if calls[0] == STEPS_PER_EPOCH + 2:  # epoch 2, batch 2
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    out = tmp_path / "out"
+    code, log, err = call(train.main, argv("multistep", cifar_dir, out))
+    assert code == 1
+    checkpoint_path = out / "runs" / "multistep" / "checkpoint.pt"
+    assert err.strip() == (f"error: the training loss is not finite (NaN or infinite) at epoch 2, batch 2; stopped before "
+                           f"saving that epoch. {checkpoint_path} still holds the 1 epochs before it.")
+    state = torch.load(checkpoint_path, weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    import joblib
+
+    assert len(joblib.load(out / "train_loss.pkl")) == 1
+    assert record(out, "multistep")["sessions"][-1]["outcome"] == "stopped: non-finite loss at epoch 2, batch 2"
+
+
+def refuses_and_changes_nothing(out: Path, args: list[str], message: str) -> None:
+    before = {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json")}}
+    code, log, err = call(train.main, args)
+    assert code == 1, err
+    assert message in err and "Traceback" not in err
+    assert "Epoch 1" not in log
+    assert {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json")}} == before
+
+
+@pytest.fixture
+def finished_copy(uninterrupted, tmp_path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted["multistep"], out)
+    return out
+
+
+def test_a_truncated_checkpoint_is_named_and_nothing_changes(finished_copy, cifar_dir):
+    path = finished_copy / "runs" / "multistep" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:100_000])
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"),
+                                f"error: the checkpoint {path} cannot be read (")
+
+
+def test_resuming_with_other_settings_names_the_difference(finished_copy, cifar_dir):
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "-b", "8", "-e", "5"),
+                                "batch_size: 16 in the checkpoint, 8 now")
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "--milestones", "2", "4"),
+                                "milestones: [2, 3] in the checkpoint, [2, 4] now")
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "--seed", "1"),
+                                "seed: 11 in the checkpoint, 1 now")
+
+
+def test_existing_outputs_without_resume_are_never_overwritten(finished_copy, cifar_dir):
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy),
+                                "this run already has files: ")
+    (finished_copy / "runs" / "multistep" / "checkpoint.pt").unlink()
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume"),
+                                "there is no checkpoint to resume from")
+
+
+def test_overwrite_starts_the_run_over(finished_copy, cifar_dir, uninterrupted):
+    (finished_copy / "train_loss.pkl").write_bytes(b"stale")
+    code, _, err = call(train.main, argv("multistep", cifar_dir, finished_copy, "--overwrite"))
+    assert code == 0, err
+    assert_same_run(finished_copy, uninterrupted["multistep"])
+    assert record(finished_copy, "multistep")["resumed"] == 0
