@@ -1,11 +1,13 @@
-"""Networks: torchvision's ResNet34 with a CIFAR-sized head, trained from scratch by default."""
+"""Networks: the reference ResNet34 (torchvision's, CIFAR-sized head) and the paper's Wide ResNets."""
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet34_Weights, resnet34
 
@@ -48,3 +50,74 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation residual block: BN-ReLU-conv3x3, BN-ReLU-conv3x3, plus the shortcut.
+
+    Where the shape changes, the shortcut is a 1x1 convolution of the pre-activated input.
+    """
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(channels_in)
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
+        same = channels_in == channels_out and stride == 1
+        self.shortcut = None if same else nn.Conv2d(channels_in, channels_out, 1, stride, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = F.relu(self.bn1(x))
+        y = self.conv2(F.relu(self.bn2(self.conv1(activated))))
+        return y + (x if self.shortcut is None else self.shortcut(activated))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k of Zagoruyko & Komodakis (2016), the network of the SGDR paper (WRN-28-10).
+
+    A 3x3 convolution to 16 channels, three groups of (depth - 4) / 6 pre-activation blocks
+    of widths 16k, 32k, 64k (the second and third start with stride 2), then BN-ReLU,
+    global average pooling and a linear classifier. No dropout, as in the SGDR paper.
+    """
+
+    def __init__(self, depth: int, k: int, num_classes: int = 10):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6 or k < 1:
+            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 and k >= 1, got depth {depth}, k {k}")
+        blocks = (depth - 4) // 6
+        self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        layers, channels = [], 16
+        for width, stride in ((16 * k, 1), (32 * k, 2), (64 * k, 2)):
+            for i in range(blocks):
+                layers.append(_WideBlock(channels, width, stride if i == 0 else 1))
+                channels = width
+        self.blocks = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.blocks(self.conv(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+MODEL_NAMES = "resnet34 (the reference), or wrn-D-K: a Wide ResNet of depth D = 6n + 4 and widen factor K (the paper: wrn-28-10)"
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if ``build_network`` knows it, else ValueError saying what it accepts."""
+    match = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
+    if name == "resnet34" or (match and int(match[1]) >= 10 and (int(match[1]) - 4) % 6 == 0 and int(match[2]) >= 1):
+        return name
+    raise ValueError(f"unknown model {name!r}; expected {MODEL_NAMES}")
+
+
+def build_network(name: str, num_classes: int) -> nn.Module:
+    """A network by name, trained from scratch: ``resnet34`` or ``wrn-D-K``."""
+    if check_model_name(name) == "resnet34":
+        return build_model(pretrained=False, requires_grad=True, num_classes=num_classes)
+    depth, k = (int(x) for x in name.split("-")[1:])
+    return WideResNet(depth, k, num_classes)

@@ -25,7 +25,7 @@ import cifar
 import plot
 import runfiles
 from errors import UserError, reports_user_errors
-from models import build_model, count_parameters
+from models import build_network, check_model_name, count_parameters
 from schedules import Schedule, build_schedule
 
 # The reference optimiser: SGD, momentum 0.9 (dampening 0, no Nesterov), weight decay 5e-4.
@@ -60,6 +60,13 @@ def _subset_of(total: int, what: str):
     return parse
 
 
+def _model_name(text: str) -> str:
+    try:
+        return check_model_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags (-wr, -t0, -tm, -e) with their defaults, and options added beside them."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -73,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     extra = parser.add_argument_group("added options")
     extra.add_argument("--milestones", type=positive, nargs="+", default=[60, 120, 160], metavar="EPOCH",
                        help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)")
+    extra.add_argument("--model", type=_model_name, default="resnet34",
+                       help="resnet34 (the reference) or wrn-D-K, a Wide ResNet of depth D and widen factor K "
+                            "(the paper's: wrn-28-10) (default: resnet34)")
     extra.add_argument("-b", "--batch-size", type=positive, default=128, help="images per batch (default: 128)")
     extra.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py (default: data)")
     extra.add_argument("--output-dir", default="outputs", help="folder for figures and pickles (default: outputs)")
@@ -281,7 +291,8 @@ def trajectory(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     Not among them: the epoch count (a finished run can be extended), folders and device.
     """
     schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
-    return {"warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size, "train_subset": args.train_subset,
+    return {"model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
+            "train_subset": args.train_subset,
             "val_subset": args.val_subset, "seed": seed, "workers": args.workers}
 
 
@@ -365,7 +376,7 @@ def setup(args: argparse.Namespace) -> Experiment:
     train_loader, val_loader = cifar.build_loaders(
         args.data_dir, args.batch_size, args.workers, generator, device, args.train_subset, args.val_subset
     )
-    model = build_model(pretrained=False, requires_grad=True, num_classes=10).to(device)
+    model = build_network(args.model, num_classes=10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones)
     exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from errors import UserError
-from models import build_model, count_parameters
+from models import WideResNet, build_model, build_network, check_model_name, count_parameters
 
 
 def test_resnet34_has_the_reference_parameter_count_all_trainable():
@@ -37,3 +37,34 @@ def test_pretrained_weights_without_network_fail_with_a_clear_message(offline, m
     assert str(tmp_path / "hub" / "checkpoints" / "resnet34-b627a593.pth") in message
     assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
     assert "Name or service not known" in message
+
+
+@pytest.mark.parametrize(("name", "parameters"), [
+    ("wrn-28-10", 36_479_194),  # the SGDR paper's network: "36.5M" in Zagoruyko & Komodakis
+    ("wrn-28-20", 145_815_514),  # "146M"
+    ("wrn-16-8", 10_961_370),  # "11.0M"
+    ("wrn-10-1", 77_850),
+])
+def test_wide_resnet_parameter_counts(name, parameters):
+    assert count_parameters(build_network(name, 10)) == (parameters, parameters)
+
+
+def test_wide_resnet_shape_and_projection_shortcuts():
+    model = build_network("wrn-16-2", 100).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    assert isinstance(model, WideResNet) and len(model.blocks) == 6  # (16 - 4) / 6 = 2 blocks in 3 groups
+    # A 1x1 projection exactly where the width or the resolution changes: each group's first block.
+    projections = [(b.shortcut.in_channels, b.shortcut.out_channels, b.shortcut.stride) if b.shortcut else None
+                   for b in model.blocks]
+    assert projections == [(16, 32, (1, 1)), None, (32, 64, (2, 2)), None, (64, 128, (2, 2)), None]
+
+
+def test_resnet34_by_name_is_the_reference_network():
+    assert count_parameters(build_network("resnet34", 10)) == (21_289_802, 21_289_802)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "wrn-27-10", "wrn-4-1", "wrn-28-0", "WRN-28-10", "wrn-28"])
+def test_unknown_model_names_are_refused(name):
+    with pytest.raises(ValueError, match="expected resnet34 .* or wrn-D-K"):
+        check_model_name(name)

@@ -34,7 +34,8 @@ def test_the_reference_runs_are_the_three_spec_commands(tmp_path):
 def test_quick_mode_trains_three_schedules_and_draws_the_figure(tiny_cifar, tmp_path):
     # The interpreter is wrapped so that torchvision accepts the tiny data's checksums.
     python = f"{sys.executable} {REPO / 'tests' / 'harness.py'} {tiny_cifar} none"
-    tiny = ["--data-dir", str(tiny_cifar), "--train-subset", "8", "--val-subset", "8", "-b", "8", "--workers", "0", "--seed", "0"]
+    tiny = ["--data-dir", str(tiny_cifar), "--train-subset", "8", "--val-subset", "8", "-b", "8", "--workers", "0", "--seed", "0",
+            "--model", "wrn-10-1"]  # a small network: this test is about run.sh, not ResNet34
     done = run_sh("--quick", *tiny, python=python, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "outputs" / "quick"

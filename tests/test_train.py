@@ -73,6 +73,14 @@ def test_each_loss_pickle_holds_one_finite_float_per_epoch(finished):
             assert all(type(v) is float and math.isfinite(v) for v in values), name
 
 
+def test_the_resnet34_checkpoint_loads_as_plain_data(finished):
+    import torch
+
+    state = torch.load(finished[0] / "runs" / "multistep" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["config"]["model"] == "resnet34"
+    assert len(state["model"]) == 218  # every parameter and BatchNorm buffer of ResNet34
+
+
 def test_lr_pickle_holds_the_rate_of_every_iteration(finished):
     out, _ = finished
     lrs = joblib.load(out / "lr_schedule_s1_m1.pkl")
@@ -144,7 +152,8 @@ def test_defaults_write_under_outputs_in_the_working_directory(cifar_dir, tmp_pa
 
 
 def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list[float]]:
-    argv = ["-e", "2", "-wr", "-t0", "1", "--seed", str(seed), "--data-dir", str(cifar_dir), "--output-dir", str(out), *TINY]
+    argv = ["-e", "2", "-wr", "-t0", "1", "--seed", str(seed), "--train-subset", "16", "--data-dir", str(cifar_dir),
+            "--output-dir", str(out), *TINY]
     code, _, err = call(train.main, argv)
     assert code == 0, err
     return joblib.load(out / "wr_train_loss_s1_m1.pkl"), joblib.load(out / "wr_val_loss_s1_m1.pkl")
@@ -169,6 +178,7 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
     (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
     (["--warmrestart"], "unrecognized arguments: --warmrestart"),
     (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
+    (["--model", "resnet18"], "argument --model: unknown model 'resnet18'; expected resnet34 (the reference), or wrn-D-K"),
 ])
 def test_bad_flags_are_refused_before_any_work(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
