@@ -7,7 +7,9 @@ import signal
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10
@@ -36,10 +38,10 @@ def val_transform() -> transforms.Compose:
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 
 
-def load_cifar10(root: str | Path, train: bool, transform=None) -> CIFAR10:
+def load_cifar10(root: str | Path, train: bool) -> CIFAR10:
     """torchvision's CIFAR10 under ``root``, downloaded when absent; a clear error when it can't be."""
     try:
-        return CIFAR10(str(root), train=train, transform=transform, download=True)
+        return CIFAR10(str(root), train=train, download=True)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum, RuntimeError
         raise UserError(_data_unavailable(root, error)) from None
 
@@ -65,6 +67,146 @@ def _first(dataset: Dataset, count: int | None, flag: str, root: str | Path) -> 
     return Subset(dataset, range(count))
 
 
+def load_splits(data_dir: str | Path, train_subset: int | None = None, val_subset: int | None = None) -> tuple[Dataset, Dataset]:
+    """The training and test sets (PIL images and labels), cut to their first N images if asked."""
+    train_set = _first(load_cifar10(data_dir, True), train_subset, "--train-subset", data_dir)
+    val_set = _first(load_cifar10(data_dir, False), val_subset, "--val-subset", data_dir)
+    return train_set, val_set
+
+
+class InMemoryCIFAR(Dataset):
+    """Images in CIFAR's in-memory layout (N x 32 x 32 x 3 uint8, and labels), served as
+    torchvision's CIFAR10 serves them: a PIL image and an int."""
+
+    def __init__(self, data: np.ndarray, targets: list[int]):
+        self.data, self.targets = data, targets
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.data[index]), self.targets[index]
+
+
+class _Transformed(Dataset):
+    """A dataset of PIL images with a transform applied to each (the reference pipeline)."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+def _arrays(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N x 3 x 32 x 32 uint8 images, N labels) of a CIFAR dataset or a Subset of one."""
+    if isinstance(dataset, Subset):
+        images, labels = _arrays(dataset.dataset)
+        index = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        return images.index_select(0, index), labels.index_select(0, index)
+    images = torch.from_numpy(np.asarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.as_tensor(dataset.targets, dtype=torch.long)
+
+
+def _reflect_table(device: torch.device) -> torch.Tensor:
+    """Source index of each position -4..35 of a row or column reflect-padded by 4 pixels."""
+    position = torch.arange(-4, 36, device=device).abs()
+    return torch.where(position > 31, 62 - position, position)
+
+
+def augment(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """The reference augmentation for a batch, each image with its own draws: flip the image
+    when ``flip``, pad it by 4 pixels with reflection, crop 32x32 at offset (dy, dx) in 0..8.
+
+    Done as one gather: output pixel (i, j) is source pixel (R[dy + i], R[dx + j]), with the
+    column mirrored (31 - c) for flipped images, where R reflects -4..35 into 0..31. The
+    padded image is never built. ``images``: B x C x 32 x 32, any dtype.
+    """
+    b, c = images.shape[:2]
+    reflect = _reflect_table(images.device)
+    span = torch.arange(32, device=images.device)
+    rows = reflect[dy[:, None] + span]
+    cols = reflect[dx[:, None] + span]
+    cols = torch.where(flip[:, None], 31 - cols, cols)
+    flat = (rows[:, :, None] * 32 + cols[:, None, :]).view(b, 1, 1024).expand(b, c, 1024)
+    return images.reshape(b, c, 1024).gather(2, flat).view(b, c, 32, 32)
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float as ToTensor and Normalize do it, operation for operation (same bits)."""
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
+class DeviceLoader:
+    """CIFAR held on the training device as one uint8 tensor; batches are drawn, augmented
+    and normalised there with batched tensor operations, so the device never waits for Python.
+
+    Same batches as the reference loader (shuffled every epoch, last partial batch kept)
+    and the same augmentation distribution, each image with its own crop and flip. All
+    randomness comes from ``generator`` (on the CPU), drawn once per epoch: a permutation,
+    then per image a row offset, a column offset and a flip.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
+                 augment: bool = False, channels_last: bool = False):
+        images, labels = _arrays(dataset)
+        self.dataset = dataset
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.batch_size, self.device, self.generator, self.augment = batch_size, device, generator, augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def _draws(self) -> tuple[torch.Tensor, ...]:
+        n, g = len(self.labels), self.generator
+        if g is None:  # evaluation: in order, as stored
+            return (torch.arange(n, device=self.device),)
+        order = torch.randperm(n, generator=g)
+        if not self.augment:
+            return (order.to(self.device),)
+        dy = torch.randint(0, 9, (n,), generator=g)
+        dx = torch.randint(0, 9, (n,), generator=g)
+        flip = torch.rand(n, generator=g) < 0.5
+        return tuple(t.to(self.device) for t in (order, dy, dx, flip))
+
+    def __iter__(self):
+        draws = self._draws()
+        for start in range(0, len(self.labels), self.batch_size):
+            index, *random = (t[start : start + self.batch_size] for t in draws)
+            images = self.images.index_select(0, index)
+            if random:
+                images = augment(images, *random)
+            images = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
+            yield images, self.labels.index_select(0, index)
+
+
+class ToDevice:
+    """A DataLoader whose batches arrive on the training device (and memory format)."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False):
+        self.loader, self.device = loader, device
+        self.dataset = loader.dataset.dataset  # the images, under the reference transforms
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+                   labels.to(self.device, non_blocking=True))
+
+
+LOADERS = ("device", "torchvision")
+
+
 def _leave_signals_to_the_main_process(worker_id: int) -> None:
     """Worker processes ignore Ctrl-C and SIGTERM: the main process stops the run at a batch
     boundary and then shuts them down (a worker that died first would break that batch)."""
@@ -72,24 +214,28 @@ def _leave_signals_to_the_main_process(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def build_loaders(
-    data_dir: str | Path,
+def make_loaders(
+    train_set: Dataset,
+    val_set: Dataset,
+    kind: str,
     batch_size: int,
-    workers: int,
     generator: torch.Generator,
     device: torch.device,
-    train_subset: int | None = None,
-    val_subset: int | None = None,
-) -> tuple[DataLoader, DataLoader]:
-    """The reference loaders: training shuffled every epoch, last partial batch kept.
+    workers: int = 0,
+    channels_last: bool = False,
+):
+    """Training and validation loaders of either kind; both yield batches on ``device``.
 
-    ``generator`` owns the shuffle and the seeds of the worker processes, so one seed
-    fixes the order and the augmentation of every epoch (for a given ``workers``).
+    ``device``: the on-device path (DeviceLoader). ``torchvision``: the reference pipeline,
+    a DataLoader over PIL transforms in ``workers`` processes. Either way ``generator`` owns
+    the shuffle and the augmentation draws (through the worker seeds for torchvision), so one
+    seed fixes every epoch.
     """
-    train_set = _first(load_cifar10(data_dir, True, train_transform()), train_subset, "--train-subset", data_dir)
-    val_set = _first(load_cifar10(data_dir, False, val_transform()), val_subset, "--val-subset", data_dir)
+    if kind == "device":
+        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, channels_last=channels_last)
+        return train, DeviceLoader(val_set, batch_size, device, channels_last=channels_last)
     common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                   worker_init_fn=_leave_signals_to_the_main_process)
-    train_loader = DataLoader(train_set, shuffle=True, generator=generator, **common)
-    val_loader = DataLoader(val_set, shuffle=False, **common)
-    return train_loader, val_loader
+    train = DataLoader(_Transformed(train_set, train_transform()), shuffle=True, generator=generator, **common)
+    val = DataLoader(_Transformed(val_set, val_transform()), shuffle=False, **common)
+    return ToDevice(train, device, channels_last), ToDevice(val, device, channels_last)

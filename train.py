@@ -11,9 +11,10 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from functools import partial
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on the first N training images only (default: all 50,000)")
     extra.add_argument("--val-subset", type=_subset_of(cifar.TEST_IMAGES, "test"), metavar="N",
                        help="validate on the first N test images only (default: all 10,000)")
+    fast = parser.add_argument_group("speed (see Performance in the README)")
+    fast.add_argument("--loader", choices=cifar.LOADERS, default="device",
+                      help="device: the data set held on the training device, augmented there in batches; "
+                           "torchvision: the reference DataLoader with PIL transforms (default: device)")
+    fast.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                      help="channels-last memory format for images and weights (default: on)")
+    fast.add_argument("--amp", choices=["off", "bf16"], default="off",
+                      help="bf16 autocast: faster on recent GPUs, changes the numerics; slow on most CPUs (default: off)")
+    fast.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
     extra.add_argument("--seed", type=_int_at_least(0), help="seed for a reproducible run (default: a fresh one, printed)")
     extra.add_argument("--workers", type=_int_at_least(0), default=min(4, os.cpu_count() or 1),
-                       help="data-loading worker processes (default: min(4, CPUs))")
+                       help="worker processes of --loader torchvision (default: min(4, CPUs))")
     extra.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
     again = extra.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -229,8 +239,9 @@ def train_epoch(
     epoch: int,
     device: torch.device,
     lrs: list[float],
+    autocast: Callable[[], ContextManager] = nullcontext,
 ) -> float:
-    """One pass over ``loader``; returns the mean training loss per sample.
+    """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per sample.
 
     Appends to ``lrs`` the rate each batch is trained with. The loss is summed on the
     device and read once at the end, so the loop never waits for the device. Raises
@@ -242,11 +253,10 @@ def train_epoch(
     watch = NonFiniteWatch(device)
     samples = 0
     for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None)):
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
         lrs.append(current_lr(optimizer))
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels)
+        with autocast():
+            loss = F.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
         schedule.after_batch(epoch, i, batches)
@@ -260,15 +270,14 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, loader, device: torch.device) -> float:
+def validate(model: nn.Module, loader, device: torch.device, autocast: Callable[[], ContextManager] = nullcontext) -> float:
     """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     samples = 0
     for images, labels in tqdm(loader, desc="Validation", total=len(loader), disable=None):
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        loss_sum += F.cross_entropy(model(images), labels, reduction="sum")
+        with autocast():
+            loss_sum += F.cross_entropy(model(images), labels, reduction="sum")
         samples += labels.size(0)
     return (loss_sum / samples).item()
 
@@ -291,9 +300,11 @@ def trajectory(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     Not among them: the epoch count (a finished run can be extended), folders and device.
     """
     schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
+    # Worker processes each draw their own augmentation stream; the on-device loader has none.
+    loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
     return {"model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
-            "train_subset": args.train_subset,
-            "val_subset": args.val_subset, "seed": seed, "workers": args.workers}
+            "train_subset": args.train_subset, "val_subset": args.val_subset, "seed": seed, **loader,
+            "channels_last": args.channels_last, "amp": args.amp, "compile": args.compile}
 
 
 def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
@@ -335,6 +346,8 @@ class Experiment:
     generator: torch.Generator
     train_loader: Any
     val_loader: Any
+    net: nn.Module  # what the loop calls: ``model`` itself, or compiled; checkpoints save ``model``
+    autocast: Callable[[], ContextManager]
     history: dict[str, list[float]] = field(default_factory=lambda: {"train_loss": [], "val_loss": [], "lr": []})
     epochs_done: int = 0
     resumed: bool = False
@@ -373,13 +386,19 @@ def setup(args: argparse.Namespace) -> Experiment:
     random.seed(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    train_loader, val_loader = cifar.build_loaders(
-        args.data_dir, args.batch_size, args.workers, generator, device, args.train_subset, args.val_subset
-    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms: same maths, faster
+    train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset)
+    train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
+                                                  args.workers, args.channels_last)
     model = build_network(args.model, num_classes=10).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones)
-    exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader)
+    net = torch.compile(model) if args.compile else model
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if args.amp == "bf16" else nullcontext
+    exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader, net, autocast)
     if saved is not None:
         exp.restore(saved)
     if args.overwrite:
@@ -404,9 +423,9 @@ def run_epoch(exp: Experiment, epoch: int, epochs: int, stop: StopRequest) -> tu
     print(f"[INFO]: Epoch {epoch + 1} of {epochs}")
     print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
     lrs: list[float] = []  # joins the history only once the epoch is complete
-    train_loss = train_epoch(exp.model, Interruptible(exp.train_loader, stop), exp.optimizer, exp.schedule, epoch,
-                             exp.device, lrs)
-    val_loss = validate(exp.model, Interruptible(exp.val_loader, stop), exp.device)
+    train_loss = train_epoch(exp.net, Interruptible(exp.train_loader, stop), exp.optimizer, exp.schedule, epoch,
+                             exp.device, lrs, exp.autocast)
+    val_loss = validate(exp.net, Interruptible(exp.val_loader, stop), exp.device, exp.autocast)
     exp.schedule.after_epoch()
     exp.history["train_loss"].append(train_loss)
     exp.history["val_loss"].append(val_loss)

@@ -59,41 +59,116 @@ def test_training_augmentation_is_a_fair_flip_and_a_uniform_crop_of_a_reflect_pa
         assert all(150 < c < 300 for c in counts.values()), counts  # uniform: n/9 = 222 each
 
 
-def test_loaders_keep_the_last_partial_batch_and_reshuffle_every_epoch(cifar_dir):
-    generator = torch.Generator().manual_seed(3)
-    train, val = cifar.build_loaders(cifar_dir, 16, 0, generator, CPU)
+def loaders(root, kind: str, batch_size: int, seed: int = 0, **subsets):
+    train_set, val_set = cifar.load_splits(root, **subsets)
+    return cifar.make_loaders(train_set, val_set, kind, batch_size, torch.Generator().manual_seed(seed), CPU)
+
+
+@pytest.mark.parametrize("kind", cifar.LOADERS)
+def test_loaders_keep_the_last_partial_batch_and_reshuffle_every_epoch(cifar_dir, kind):
+    train, val = loaders(cifar_dir, kind, 16, seed=3)
+    assert len(train) == 3 and len(val) == 1
     assert [len(labels) for _, labels in train] == [16, 16, 8]
     assert [len(labels) for _, labels in val] == [16]
     first, second = ([labels.tolist() for _, labels in train] for _ in range(2))
     assert first != second
-    images, _ = next(iter(val))
-    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32
+    assert sorted(sum(first, [])) == sorted(cifar.load_cifar10(cifar_dir, True).targets)  # every image once
+    images, labels = next(iter(val))
+    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.long
 
 
-def test_the_same_seed_gives_the_same_batches(cifar_dir):
+@pytest.mark.parametrize("kind", cifar.LOADERS)
+def test_the_same_seed_gives_the_same_batches(cifar_dir, kind):
     def epoch(seed):
-        torch.manual_seed(seed)  # augmentation draws (no worker processes)
-        train, _ = cifar.build_loaders(cifar_dir, 8, 0, torch.Generator().manual_seed(seed), CPU)
+        torch.manual_seed(seed)  # the torchvision path augments with the global generator (no workers)
+        train, _ = loaders(cifar_dir, kind, 8, seed=seed)
         return torch.cat([images for images, _ in train])
 
     assert torch.equal(epoch(5), epoch(5))
     assert not torch.equal(epoch(5), epoch(6))
 
 
+@pytest.mark.parametrize("kind", cifar.LOADERS)
+def test_validation_batches_are_the_reference_tensors(cifar_dir, kind):
+    _, val = loaders(cifar_dir, kind, 16)
+    images, labels = next(iter(val))
+    test_set = cifar.load_cifar10(cifar_dir, False)
+    want = torch.stack([cifar.val_transform()(test_set[i][0]) for i in range(16)])
+    assert torch.equal(images, want)  # bit for bit, un-augmented and in order
+    assert labels.tolist() == test_set.targets[:16]
+
+
 def test_full_cifar10_gives_the_reference_batch_counts(tmp_path, monkeypatch):
     write_cifar10(tmp_path, train_per_file=10_000, test=10_000)
     use_checksums_of(tmp_path, monkeypatch.setattr)
-    train, val = cifar.build_loaders(tmp_path, 128, 0, torch.Generator(), CPU)
-    assert (len(train.dataset), len(val.dataset)) == (50_000, 10_000)
-    assert (len(train), len(val)) == (391, 79)
+    for kind in cifar.LOADERS:
+        train, val = loaders(tmp_path, kind, 128)
+        assert (len(train.dataset), len(val.dataset)) == (50_000, 10_000)
+        assert (len(train), len(val)) == (391, 79)
 
 
 def test_subsets_take_the_first_images_and_must_fit(cifar_dir):
-    train, val = cifar.build_loaders(cifar_dir, 8, 0, torch.Generator(), CPU, train_subset=12, val_subset=5)
-    assert (len(train.dataset), len(val.dataset)) == (12, 5)
-    assert list(train.dataset.indices) == list(range(12))
+    train_set, val_set = cifar.load_splits(cifar_dir, train_subset=12, val_subset=5)
+    assert (len(train_set), len(val_set)) == (12, 5)
+    assert list(train_set.indices) == list(range(12))
+    train, _ = cifar.make_loaders(train_set, val_set, "device", 8, torch.Generator(), CPU)
+    full = cifar.load_cifar10(cifar_dir, True)
+    assert sorted(sum((labels.tolist() for _, labels in train), [])) == sorted(full.targets[:12])
     with pytest.raises(UserError, match="--train-subset 41 is larger than the 40 images"):
-        cifar.build_loaders(cifar_dir, 8, 0, torch.Generator(), CPU, train_subset=41)
+        cifar.load_splits(cifar_dir, train_subset=41)
+
+
+def test_on_device_augmentation_is_torchvisions_flip_reflect_pad_and_crop():
+    """Every one of the 162 (flip, dy, dx) draws against torchvision's own functions on a PIL image."""
+    import torchvision.transforms.functional as TF
+
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    draws = [(flip, dy, dx) for flip in (False, True) for dy in range(9) for dx in range(9)]
+    batch = torch.from_numpy(image).permute(2, 0, 1).expand(len(draws), 3, 32, 32)
+    flip, dy, dx = (torch.tensor(column) for column in zip(*draws))
+    got = cifar.augment(batch, dy, dx, flip)
+    for k, (f, y, x) in enumerate(draws):
+        pil = Image.fromarray(image)
+        pil = TF.hflip(pil) if f else pil
+        want = np.asarray(TF.crop(TF.pad(pil, 4, padding_mode="reflect"), y, x, 32, 32))
+        assert np.array_equal(got[k].permute(1, 2, 0).numpy(), want), (f, y, x)
+
+
+def test_on_device_normalisation_is_bit_for_bit_the_reference():
+    image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mean, std = torch.tensor(SPEC_MEAN).view(1, 3, 1, 1), torch.tensor(SPEC_STD).view(1, 3, 1, 1)
+    got = cifar.normalize(torch.from_numpy(image).permute(2, 0, 1)[None], mean, std)[0]
+    assert torch.equal(got, cifar.val_transform()(Image.fromarray(image)))
+
+
+def test_on_device_draws_are_uniform_and_independent_per_image():
+    # 2,304 copies of one image: each output reveals its own (flip, dy, dx).
+    image = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    n = 2304
+    dataset = cifar.InMemoryCIFAR(np.repeat(image[None], n, axis=0), [0] * n)
+    loader = cifar.DeviceLoader(dataset, 128, CPU, torch.Generator().manual_seed(0), augment=True)
+    candidates = {}
+    for flip in (False, True):
+        source = image[:, ::-1] if flip else image
+        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        for dy in range(9):
+            for dx in range(9):
+                candidates[padded[dy : dy + 32, dx : dx + 32].tobytes()] = (flip, dy, dx)
+    draws, per_batch = [], []
+    for images, _ in loader:
+        batch = [candidates[to_uint8(x).tobytes()] for x in images]
+        draws += batch
+        per_batch.append(len(set(batch)))
+    assert len(draws) == n
+    assert 0.45 * n < sum(f for f, _, _ in draws) < 0.55 * n
+    for axis in (1, 2):
+        counts = Counter(d[axis] for d in draws)
+        assert sorted(counts) == list(range(9)) and all(200 < c < 320 for c in counts.values()), counts  # 256 each
+    # Independent: every (dy, dx) pair turns up, and the draws differ inside each batch (not one per batch).
+    assert len({(dy, dx) for _, dy, dx in draws}) == 81
+    assert min(per_batch) > 60
+    pairs = Counter((draws[k][0], draws[k + 1][0]) for k in range(0, n - 1, 2))  # consecutive images' flips
+    assert all(0.2 * n / 2 < c < 0.3 * n / 2 for c in pairs.values()), pairs
 
 
 def test_missing_data_offline_says_where_it_looked_and_how_to_fix_it(tmp_path, offline):

@@ -140,7 +140,8 @@ def test_a_signal_stops_at_a_batch_boundary_and_the_run_resumes(sig, cifar_dir, 
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A terminal's Ctrl-C reaches the whole process group, worker processes included.
-    args = argv("multistep", cifar_dir, out, "--workers", "2") if sig == signal.SIGINT else argv("multistep", cifar_dir, out)
+    workers = ["--loader", "torchvision", "--workers", "2"]
+    args = argv("multistep", cifar_dir, out, *workers) if sig == signal.SIGINT else argv("multistep", cifar_dir, out)
     proc = subprocess.Popen(harness(cifar_dir, "none", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
     for line in proc.stdout:
@@ -191,7 +192,8 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
     assert sorted(state["rng"]) == ["cuda", "loader", "python", "torch"]
     assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
     assert state["config"] == {"model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
-                               "train_subset": None, "val_subset": None, "seed": 12, "workers": 0}
+                               "train_subset": None, "val_subset": None, "seed": 12, "loader": "device",
+                               "channels_last": True, "amp": "off", "compile": False}
 
 
 def test_a_finished_run_can_be_extended_exactly(cifar_dir, tmp_path, uninterrupted):

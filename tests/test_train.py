@@ -143,6 +143,24 @@ def test_plot_rejects_an_unreadable_pickle(finished, tmp_path):
     assert not (tmp_path / "loss_plot_combined.jpg").exists()
 
 
+def test_both_loaders_train_the_same_batches_at_the_same_rates(cifar_dir, tmp_path):
+    runs = {}
+    for kind in ("device", "torchvision"):
+        out = tmp_path / kind
+        argv = ["-e", "3", "-wr", "-t0", "1", "-tm", "2", "--loader", kind, "--model", "wrn-10-1", "--seed", "0",
+                "--data-dir", str(cifar_dir), "--output-dir", str(out), *TINY]
+        code, log, err = call(train.main, argv)
+        assert code == 0, err
+        runs[kind] = {name: joblib.load(out / f"{name}_s1_m2.pkl") for name in ("lr_schedule", "wr_train_loss", "wr_val_loss")}
+        assert "40 training images in 3 batches, 16 validation images in 1 batches" in log
+    assert runs["device"]["lr_schedule"] == runs["torchvision"]["lr_schedule"]
+    assert len(runs["device"]["lr_schedule"]) == 3 * 3
+    for run in runs.values():
+        assert all(math.isfinite(v) for v in run["wr_train_loss"] + run["wr_val_loss"])
+    # Different augmentation draws, so (slightly) different losses: both really trained.
+    assert runs["device"]["wr_train_loss"] != runs["torchvision"]["wr_train_loss"]
+
+
 def test_defaults_write_under_outputs_in_the_working_directory(cifar_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = call(train.main, ["-e", "1", "--train-subset", "8", "--val-subset", "4", "--data-dir", str(cifar_dir), *TINY])
