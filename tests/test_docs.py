@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import bench
 import plot
 import train
 
@@ -35,5 +36,5 @@ def option_strings(parser) -> set[str]:
 
 
 def test_every_flag_is_in_the_readme():
-    for name in option_strings(train.build_parser()) | option_strings(plot.build_parser()):
+    for name in option_strings(train.build_parser()) | option_strings(plot.build_parser()) | option_strings(bench.build_parser()):
         assert f"`{name}" in README, f"{name} is not documented in README.md"

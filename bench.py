@@ -1,0 +1,314 @@
+"""Benchmark: the reference data pipeline and training step against this project's, in one run.
+
+Synthetic data in CIFAR-10's shape, so no data set is needed. Prints one table: images per
+second of each pipeline and each training step with their ratios, the step's GFLOP/s as a
+fraction of this machine's measured fp32 matmul rate, a whole epoch on a subset through
+train.py's own functions, and (without --quick) every CPU option tried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+import cifar
+import train
+from models import build_network
+from schedules import build_schedule
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, work: Callable[[], object]) -> float:
+    sync(device)
+    start = time.perf_counter()
+    work()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+    return (f"{device.type} ({name}), {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; torch {torch.__version__}, "
+            f"torchvision {torchvision.__version__}, Python {platform.python_version()}")
+
+
+def matmul_gflops(device: torch.device, n: int, seconds: float) -> float:
+    """Measured fp32 matmul rate: the machine's practical peak for this kind of work."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    repeats, elapsed = 0, 0.0
+    while elapsed < seconds:
+        elapsed += timed(device, lambda: a @ b)
+        repeats += 1
+    return 2 * n**3 * repeats / elapsed / 1e9
+
+
+def synthetic(images: int, seed: int = 0) -> cifar.InMemoryCIFAR:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+    return cifar.InMemoryCIFAR(data, [int(x) for x in rng.integers(0, 10, images)])
+
+
+def data_rate(loader, device: torch.device) -> float:
+    """Images per second through one epoch of ``loader``, from the first batch to the last
+    (worker start-up excluded, which favours the reference)."""
+    batches = iter(loader)
+    first, _ = next(batches)
+    count = 0
+
+    def drain():
+        nonlocal count
+        for images, _ in batches:
+            count += len(images)
+
+    elapsed = timed(device, drain)
+    return count / elapsed
+
+
+Stepper = Callable[[int], float]  # steps -> images per second
+
+
+def reference_stepper(model, images, labels, device: torch.device) -> Stepper:
+    """The tutorial's training step: contiguous tensors, fp32, and ``loss.item()`` every batch."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+
+    def step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    def rate(steps: int) -> float:
+        step()  # a warm-up step right before each measurement (see paired)
+        return steps * len(labels) / timed(device, lambda: [step() for _ in range(steps)])
+
+    step()
+    return rate
+
+
+def our_stepper(net, model, images, labels, device: torch.device, autocast=nullcontext) -> Stepper:
+    """train.py's own ``train_epoch`` over copies of one batch."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    schedule = build_schedule(optimizer, True, 50, 1, [])
+
+    def epoch(batches: int):
+        train.train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, [], autocast)
+
+    def rate(steps: int) -> float:
+        epoch(1)  # a warm-up step right before each measurement (see paired)
+        return steps * len(labels) / timed(device, lambda: epoch(steps))
+
+    epoch(2)  # a compiled network needs a second call to settle
+    return rate
+
+
+@dataclass
+class Paired:
+    """A variant against the reference, measured in ABBA rounds (reference, variant, variant,
+    reference) so that the machine's drift cancels inside each round; the ratio is taken per round."""
+
+    reference: list[float]
+    variant: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [v / r for v, r in zip(self.variant, self.reference)]
+
+    def ratio(self) -> str:
+        ratios = self.ratios
+        middle = f"{statistics.median(ratios):.2f}x"
+        return middle if len(ratios) == 1 else f"{middle} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def paired(reference: Stepper, variant: Stepper, steps: int, rounds: int, variant_steps: int | None = None) -> Paired:
+    """Images/s of ``reference`` and ``variant`` in ``rounds`` ABBA rounds (see ``Paired``).
+
+    Each stepper warms up right before it is timed: on the CPU a step's speed depends on
+    what ran just before it (the allocator's state after another network's steps).
+    """
+    result = Paired([], [])
+    for _ in range(rounds):
+        a1 = reference(steps)
+        b1, b2 = variant(variant_steps or steps), variant(variant_steps or steps)
+        a2 = reference(steps)
+        result.reference.append((a1 + a2) / 2)
+        result.variant.append((b1 + b2) / 2)
+    return result
+
+
+def step_flops(model, images, labels) -> float:
+    """Floating-point operations of one training step (forward and backward), counted by torch."""
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(images), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def variant(model_name: str, device: torch.device, batch_size: int, channels_last: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_network(model_name, 10).to(device)
+    images = torch.randn(batch_size, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    return model, images, labels
+
+
+def epoch_seconds(kind: str, train_set, val_set, model_name: str, batch_size: int, device: torch.device,
+                  workers: int, channels_last: bool) -> tuple[float, float]:
+    """(seconds of one epoch - training and validation - through train.py's functions,
+    seconds of the data pipeline alone over the same batches)."""
+    generator = torch.Generator().manual_seed(0)
+    train_loader, val_loader = cifar.make_loaders(train_set, val_set, kind, batch_size, generator, device, workers, channels_last)
+    model, _, _ = variant(model_name, device, batch_size, channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    schedule = build_schedule(optimizer, True, 50, 1, [])
+    data_only = timed(device, lambda: [None for loader in (train_loader, val_loader) for _ in loader])
+
+    def epoch():
+        train.train_epoch(model, train_loader, optimizer, schedule, 0, device, [])
+        train.validate(model, val_loader, device)
+
+    return timed(device, epoch), data_only
+
+
+def row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)")
+    parser.add_argument("--model", default="resnet34", help="network, as train.py's --model (default: resnet34)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = train.pick_device(args.device)
+    quick = args.quick
+    batch, steps, rounds = args.batch_size, 2 if quick else 3, 1 if quick else 5
+    workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
+    pool = synthetic(batch * (4 if quick else 40))
+    print(f"Machine: {machine(device)}")
+    print(f"Work: {args.model}, batch {batch}, synthetic CIFAR-10-shaped data{' (quick mode)' if quick else ''}")
+
+    peak = matmul_gflops(device, 512 if quick else 2048, 0.2 if quick else 2.0)
+
+    generator = torch.Generator().manual_seed(0)
+    ref_loader, _ = cifar.make_loaders(pool, pool, "torchvision", batch, generator, device, workers)
+    our_loader, _ = cifar.make_loaders(pool, pool, "device", batch, generator, device, channels_last=True)
+    data = paired(lambda _: data_rate(ref_loader, device), lambda _: data_rate(our_loader, device), 0, rounds)
+
+    model, images, labels = variant(args.model, device, batch, channels_last=False)
+    flops = step_flops(model, images, labels)
+    reference = reference_stepper(model, images, labels, device)
+    model, images, labels = variant(args.model, device, batch, channels_last=True)
+    step = paired(reference, our_stepper(model, model, images, labels, device), steps, rounds)
+    ref_step, our_step = statistics.median(step.reference), statistics.median(step.variant)
+
+    def gflops(rate: float) -> str:
+        achieved = flops * rate / batch / 1e9
+        return f"{achieved:,.0f} GFLOP/s = {achieved / peak:.2f} of matmul"
+
+    subset_train, subset_val = synthetic(batch * (2 if quick else 8), 1), synthetic(batch * (1 if quick else 4), 2)
+    ref_epoch, ref_epoch_data = epoch_seconds("torchvision", subset_train, subset_val, args.model, batch, device, workers, False)
+    our_epoch, _ = epoch_seconds("device", subset_train, subset_val, args.model, batch, device, workers, True)
+
+    print()
+    print(row(["measurement", "reference", "this project", "ratio (range over rounds)"]))
+    print(row(["---"] * 4))
+    print(row(["data pipeline, images/s", f"{statistics.median(data.reference):,.0f} (DataLoader, PIL transforms, "
+               f"{workers} workers)", f"{statistics.median(data.variant):,.0f} (on-device loader)", data.ratio()]))
+    print(row(["training step, images/s", f"{ref_step:,.1f} (contiguous, .item() every batch)",
+               f"{our_step:,.1f} (channels_last, no per-batch sync)", step.ratio()]))
+    print(row(["training step, GFLOP/s", gflops(ref_step), gflops(our_step), step.ratio()]))
+    print(row([f"epoch: {len(subset_train):,} training + {len(subset_val):,} validation images, s",
+               f"{ref_epoch:.2f} (data alone: {ref_epoch_data:.2f} = {ref_epoch_data / ref_epoch:.0%})",
+               f"{our_epoch:.2f}", f"{ref_epoch / our_epoch:.2f}x"]))
+    print(f"\nfp32 matmul: {peak:,.0f} GFLOP/s; one training step: {flops / 1e9:,.1f} GFLOP.")
+    print(f"Rates are medians over {rounds} round(s) of reference, variant, variant, reference; training: "
+          f"{steps} steps each after a warm-up step. Ratios are taken within each round.")
+    if not quick:
+        print("\nOptions for the training step, each through train.py's loop, each paired with the reference step:\n")
+        print(row(["option", "images/s", "vs reference (range over rounds)"]))
+        print(row(["---"] * 3))
+        print(row(["reference step again (the noise floor)", "", paired(reference, reference, steps, rounds).ratio()]))
+        for name, (stepper, option_steps) in option_trials(args.model, device, batch, steps).items():
+            result = paired(reference, stepper, steps, rounds, option_steps)
+            print(row([name, f"{statistics.median(result.variant):,.1f}", result.ratio()]), flush=True)
+    return 0
+
+
+def option_trials(model_name: str, device: torch.device, batch: int, steps: int) -> dict[str, tuple[Stepper, int]]:
+    """One stepper per option (and channels_last with compile), each through train.py's loop."""
+    threads = torch.get_num_threads()
+    bf16 = partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    options = [
+        ("contiguous (train.py's loop: no per-batch sync)", dict(channels_last=False)),
+        ("channels_last, bf16 autocast", dict(channels_last=True, autocast=bf16, steps=1)),
+        ("contiguous, torch.compile", dict(channels_last=False, compile=True)),
+        ("channels_last, torch.compile", dict(channels_last=True, compile=True)),
+    ]
+    if device.type == "cpu":
+        options += [
+            (f"channels_last, 1 thread (instead of {threads})", dict(channels_last=True, threads=1)),
+            ("channels_last, oneDNN off", dict(channels_last=True, mkldnn=False)),
+        ]
+    trials = {}
+    for name, option in options:
+        model, images, labels = variant(model_name, device, batch, option["channels_last"])
+        net = torch.compile(model) if option.get("compile") else model
+        stepper = our_stepper(net, model, images, labels, device, option.get("autocast", nullcontext))
+        trials[name] = (_with_settings(stepper, option.get("threads", threads), option.get("mkldnn", True)),
+                        option.get("steps", steps))
+    return trials
+
+
+def _with_settings(stepper: Stepper, threads: int, mkldnn: bool) -> Stepper:
+    """``stepper`` run with a thread count and oneDNN setting, the previous ones restored after."""
+
+    def run(steps: int) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.backends.mkldnn.flags(enabled=mkldnn):
+                return stepper(steps)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""bench.py runs (quick mode) and prints its table; the numbers themselves are for people to read."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+import bench
+
+
+def test_quick_bench_prints_the_comparison_table(capsys):
+    assert bench.main(["--quick", "--model", "wrn-10-1", "--batch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Machine: cpu (") and f"torch {torch.__version__}" in out
+    assert f"{torch.get_num_threads()} threads" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| measurement", "| ---", "| data pipeline, images/s", "| training step, images/s", "| training step, GFLOP/s",
+        "| epoch: 64 training + 32 validation images, s",
+    ]
+    for line in rows[2:]:
+        ratio = line.rstrip(" |").rsplit("| ", 1)[1]
+        assert re.fullmatch(r"\d+\.\d+x( \(\d+\.\d+-\d+\.\d+\))?", ratio) and float(ratio.split("x")[0]) > 0, line
+    assert re.search(r"of matmul .* of matmul", rows[4])
+    assert re.search(r"fp32 matmul: [\d,]+ GFLOP/s; one training step: [\d.]+ GFLOP", out)
+    assert "Rates are medians over 1 round(s) of reference, variant, variant, reference" in out
