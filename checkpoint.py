@@ -58,6 +58,23 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
+def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], epoch: int, num_classes: int) -> None:
+    """The network's weights at the end of a cycle, with what is needed to rebuild and evaluate it."""
+    with runfiles.atomic_write(path) as f:
+        torch.save({"format": FORMAT, "epoch": epoch, "config": config, "num_classes": num_classes,
+                    "model": model.state_dict()}, f)
+
+
+def load_snapshot(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"the snapshot {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}).") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise UserError(f"{path} is not a snapshot of format {FORMAT}.")
+    return state
+
+
 def _unusable(path: Path, reason: str) -> str:
     return (
         f"the checkpoint {path} cannot be read ({reason.splitlines()[0]}). Restore it from a "

@@ -1,10 +1,11 @@
-"""CIFAR-10: torchvision datasets, the reference transforms, and the loaders that feed a run."""
+"""CIFAR-10 and CIFAR-100: torchvision datasets, the reference transforms, and the loaders that feed a run."""
 
 from __future__ import annotations
 
 import os
 import signal
 import urllib.error
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from errors import UserError
 
@@ -22,39 +23,61 @@ TRAIN_IMAGES = 50_000
 TEST_IMAGES = 10_000
 
 
-def train_transform() -> transforms.Compose:
+@dataclass(frozen=True)
+class Spec:
+    """What differs between the two data sets: torchvision class, classes, normalisation."""
+
+    title: str
+    source: type[CIFAR10]
+    classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    first_file: str  # a file of the unpacked archive, named in the offline message
+
+
+DATASETS = {
+    "cifar10": Spec("CIFAR-10", CIFAR10, 10, MEAN, STD, "data_batch_1"),
+    # CIFAR-100's per-channel mean and standard deviation over its 50,000 training images.
+    "cifar100": Spec("CIFAR-100", CIFAR100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "train"),
+}
+
+
+def train_transform(dataset: str = "cifar10") -> transforms.Compose:
     """The reference augmentation: flip (p=0.5), 32x32 crop of a 4-pixel reflect-padded image."""
+    spec = DATASETS[dataset]
     return transforms.Compose(
         [
             transforms.RandomHorizontalFlip(p=0.5),
             transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
             transforms.ToTensor(),
-            transforms.Normalize(MEAN, STD),
+            transforms.Normalize(spec.mean, spec.std),
         ]
     )
 
 
-def val_transform() -> transforms.Compose:
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+def val_transform(dataset: str = "cifar10") -> transforms.Compose:
+    spec = DATASETS[dataset]
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
 
 
-def load_cifar10(root: str | Path, train: bool) -> CIFAR10:
-    """torchvision's CIFAR10 under ``root``, downloaded when absent; a clear error when it can't be."""
+def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10") -> CIFAR10:
+    """torchvision's CIFAR10 or CIFAR100 under ``root``, downloaded when absent; a clear error when it can't be."""
+    spec = DATASETS[dataset]
     try:
-        return CIFAR10(str(root), train=train, download=True)
+        return spec.source(str(root), train=train, download=True)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum, RuntimeError
-        raise UserError(_data_unavailable(root, error)) from None
+        raise UserError(_data_unavailable(root, spec, error)) from None
 
 
-def _data_unavailable(root: str | Path, error: Exception) -> str:
+def _data_unavailable(root: str | Path, spec: Spec, error: Exception) -> str:
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    folder = os.path.join(root, CIFAR10.base_folder)
+    folder = os.path.join(root, spec.source.base_folder)
     return (
-        f"CIFAR-10 is not in {folder} (or is incomplete or corrupt) and could not be "
+        f"{spec.title} is not in {folder} (or is incomplete or corrupt) and could not be "
         f"downloaded ({reason}).\n"
-        f"Download {CIFAR10.url} on a machine with a network and put the file in "
+        f"Download {spec.source.url} on a machine with a network and put the file in "
         f"{root}/ (it is checked and unpacked on the next run), or unpack it there so that "
-        f"{os.path.join(folder, 'data_batch_1')} exists. --data-dir points elsewhere."
+        f"{os.path.join(folder, spec.first_file)} exists. --data-dir points elsewhere."
     )
 
 
@@ -67,10 +90,11 @@ def _first(dataset: Dataset, count: int | None, flag: str, root: str | Path) -> 
     return Subset(dataset, range(count))
 
 
-def load_splits(data_dir: str | Path, train_subset: int | None = None, val_subset: int | None = None) -> tuple[Dataset, Dataset]:
+def load_splits(data_dir: str | Path, train_subset: int | None = None, val_subset: int | None = None,
+                dataset: str = "cifar10") -> tuple[Dataset, Dataset]:
     """The training and test sets (PIL images and labels), cut to their first N images if asked."""
-    train_set = _first(load_cifar10(data_dir, True), train_subset, "--train-subset", data_dir)
-    val_set = _first(load_cifar10(data_dir, False), val_subset, "--val-subset", data_dir)
+    train_set = _first(load_cifar(data_dir, True, dataset), train_subset, "--train-subset", data_dir)
+    val_set = _first(load_cifar(data_dir, False, dataset), val_subset, "--val-subset", data_dir)
     return train_set, val_set
 
 
@@ -152,14 +176,14 @@ class DeviceLoader:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-                 augment: bool = False, channels_last: bool = False):
+                 augment: bool = False, channels_last: bool = False, stats: str = "cifar10"):
         images, labels = _arrays(dataset)
         self.dataset = dataset
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.device, self.generator, self.augment = batch_size, device, generator, augment
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(DATASETS[stats].mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(DATASETS[stats].std, device=device).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -223,6 +247,7 @@ def make_loaders(
     device: torch.device,
     workers: int = 0,
     channels_last: bool = False,
+    dataset: str = "cifar10",
 ):
     """Training and validation loaders of either kind; both yield batches on ``device``.
 
@@ -232,10 +257,10 @@ def make_loaders(
     seed fixes every epoch.
     """
     if kind == "device":
-        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, channels_last=channels_last)
-        return train, DeviceLoader(val_set, batch_size, device, channels_last=channels_last)
+        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, channels_last=channels_last, stats=dataset)
+        return train, DeviceLoader(val_set, batch_size, device, channels_last=channels_last, stats=dataset)
     common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                   worker_init_fn=_leave_signals_to_the_main_process)
-    train = DataLoader(_Transformed(train_set, train_transform()), shuffle=True, generator=generator, **common)
-    val = DataLoader(_Transformed(val_set, val_transform()), shuffle=False, **common)
+    train = DataLoader(_Transformed(train_set, train_transform(dataset)), shuffle=True, generator=generator, **common)
+    val = DataLoader(_Transformed(val_set, val_transform(dataset)), shuffle=False, **common)
     return ToDevice(train, device, channels_last), ToDevice(val, device, channels_last)

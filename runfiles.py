@@ -33,12 +33,23 @@ class RunFiles:
     def record(self) -> Path:
         return self.run_dir / "run.json"
 
+    @property
+    def metrics(self) -> Path:
+        """Per-epoch losses and top-1 accuracies, one JSON object a line."""
+        return self.run_dir / "metrics.jsonl"
+
+    def snapshot(self, epoch: int) -> Path:
+        """The network at the end of a warm-restart cycle (the paper's snapshot ensembles)."""
+        return self.run_dir / "snapshots" / f"epoch_{epoch:04d}.pt"
+
     def reference(self) -> list[Path]:
         """The reference's output files (plus the lr pickle beside the lr figure)."""
         return [p for p in (self.loss_figure, self.train_loss, self.val_loss, self.lr_figure, self.lr_values) if p]
 
     def all(self) -> list[Path]:
-        return [*self.reference(), self.checkpoint, self.record]
+        """Every file of the run that exists or may: reference files, checkpoint, record, metrics, snapshots."""
+        snapshots = sorted((self.run_dir / "snapshots").glob("epoch_*.pt"))
+        return [*self.reference(), self.checkpoint, self.record, self.metrics, *snapshots]
 
 
 def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:
@@ -107,13 +118,21 @@ def save_json(path: str | Path, value: object) -> None:
         f.write(json.dumps(value, indent=2).encode() + b"\n")
 
 
-def remove_stale_temporaries(paths: Sequence[Path]) -> None:
-    """Delete temporaries that a killed process left beside ``paths`` (never a live writer's)."""
-    for path in paths:
-        for tmp in path.parent.glob(_temporary(path, "*").name):
-            pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-            if pid.isdigit() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
+def save_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
+    """One JSON object a line: easy to read for a person, ``pandas.read_json(lines=True)`` or jq."""
+    with atomic_write(path) as f:
+        f.write(b"".join(json.dumps(row).encode() + b"\n" for row in rows))
+
+
+def remove_stale_temporaries(paths: Sequence[Path], own_folders: Sequence[Path] = ()) -> None:
+    """Delete temporaries that killed processes left beside ``paths``, or anywhere in folders that
+    belong to one run only (``own_folders``); never a live writer's."""
+    candidates = [tmp for path in paths for tmp in path.parent.glob(_temporary(path, "*").name)]
+    candidates += [tmp for folder in own_folders for tmp in folder.glob(".*.tmp")]
+    for tmp in candidates:
+        pid = tmp.name[: -len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -122,7 +141,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 

@@ -32,6 +32,24 @@ def locate_cycle(epoch: float, t_0: int, t_mult: int) -> tuple[int, int]:
     return start, length
 
 
+def cycle_ends(t_0: int, t_mult: int, epochs: int) -> list[int]:
+    """Epoch counts (1-based) at which a cycle ends within ``epochs``: where snapshots are taken.
+
+    T_0 = 10, T_mult = 2: 10, 30, 70, 150; T_0 = 50, T_mult = 1: 50, 100, 150, 200.
+    """
+    ends, length, end = [], t_0, t_0
+    while end <= epochs:
+        ends.append(end)
+        length *= t_mult
+        end += length
+    return ends
+
+
+def ends_a_cycle(epochs_done: int, t_0: int, t_mult: int) -> bool:
+    """Whether the epoch just finished (``epochs_done`` counted from 1) was the last of its cycle."""
+    return epochs_done > 0 and locate_cycle(epochs_done, t_0, t_mult)[0] == epochs_done
+
+
 class WarmRestarts(CosineAnnealingWarmRestarts):
     """torch's ``CosineAnnealingWarmRestarts`` with the cycle located exactly (see ``locate_cycle``).
 

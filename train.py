@@ -27,7 +27,7 @@ import plot
 import runfiles
 from errors import UserError, reports_user_errors
 from models import build_network, check_model_name, count_parameters
-from schedules import Schedule, build_schedule
+from schedules import Schedule, build_schedule, ends_a_cycle
 
 # The reference optimiser: SGD, momentum 0.9 (dampening 0, no Nesterov), weight decay 5e-4.
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
@@ -55,7 +55,7 @@ def _subset_of(total: int, what: str):
     def parse(text: str) -> int:
         value = parse_positive(text)
         if value > total:
-            raise argparse.ArgumentTypeError(f"CIFAR-10 has {total:,} {what} images, got {value:,}")
+            raise argparse.ArgumentTypeError(f"CIFAR has {total:,} {what} images, got {value:,}")
         return value
 
     return parse
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     extra = parser.add_argument_group("added options")
     extra.add_argument("--milestones", type=positive, nargs="+", default=[60, 120, 160], metavar="EPOCH",
                        help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)")
+    extra.add_argument("--dataset", choices=sorted(cifar.DATASETS), default="cifar10",
+                       help="cifar10 or cifar100 (its own normalisation, a 100-way head) (default: cifar10)")
     extra.add_argument("--model", type=_model_name, default="resnet34",
                        help="resnet34 (the reference) or wrn-D-K, a Wide ResNet of depth D and widen factor K "
                             "(the paper's: wrn-28-10) (default: resnet34)")
@@ -231,6 +233,12 @@ class NonFiniteWatch:
             raise NonFiniteLoss(epoch, first)
 
 
+def top1_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How many rows of ``scores`` (logits or probabilities) have their largest entry at the label
+    (ties go to the lowest class index), as a tensor on the scores' device: no sync."""
+    return (scores.argmax(dim=1) == labels).sum()
+
+
 def train_epoch(
     model: nn.Module,
     loader,
@@ -240,8 +248,9 @@ def train_epoch(
     device: torch.device,
     lrs: list[float],
     autocast: Callable[[], ContextManager] = nullcontext,
-) -> float:
-    """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per sample.
+) -> tuple[float, float]:
+    """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
+    sample and the top-1 accuracy, both of each batch as it was trained.
 
     Appends to ``lrs`` the rate each batch is trained with. The loss is summed on the
     device and read once at the end, so the loop never waits for the device. Raises
@@ -250,36 +259,56 @@ def train_epoch(
     model.train()
     batches = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     watch = NonFiniteWatch(device)
     samples = 0
     for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None)):
         lrs.append(current_lr(optimizer))
         optimizer.zero_grad(set_to_none=True)
         with autocast():
-            loss = F.cross_entropy(model(images), labels)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
         loss.backward()
         optimizer.step()
         schedule.after_batch(epoch, i, batches)
         loss_sum += loss.detach() * labels.size(0)
+        correct += top1_correct(logits.detach(), labels)
         samples += labels.size(0)
         watch.update(loss.detach(), i)
         watch.check(epoch)
     mean = (loss_sum / samples).item()
     watch.check(epoch)  # exact now: the device has caught up
-    return mean
+    return mean, correct.item() / samples
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, loader, device: torch.device, autocast: Callable[[], ContextManager] = nullcontext) -> float:
-    """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means)."""
+def validate(model: nn.Module, loader, device: torch.device,
+             autocast: Callable[[], ContextManager] = nullcontext) -> tuple[float, float]:
+    """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means), and top-1 accuracy."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     samples = 0
     for images, labels in tqdm(loader, desc="Validation", total=len(loader), disable=None):
         with autocast():
-            loss_sum += F.cross_entropy(model(images), labels, reduction="sum")
+            logits = model(images)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += top1_correct(logits, labels)
         samples += labels.size(0)
-    return (loss_sum / samples).item()
+    return (loss_sum / samples).item(), correct.item() / samples
+
+
+def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
+    """One row per epoch for ``metrics.jsonl``: losses, top-1 accuracies, test error, and the
+    learning rates of the epoch's first and last batch."""
+    per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
+    return [
+        {"epoch": k + 1, "train_loss": history["train_loss"][k], "train_accuracy": history["train_acc"][k],
+         "test_loss": history["val_loss"][k], "test_accuracy": history["val_acc"][k],
+         "test_error": 1 - history["val_acc"][k], "lr_first": history["lr"][k * per_epoch],
+         "lr_last": history["lr"][(k + 1) * per_epoch - 1]}
+        for k in range(len(history["train_loss"]))
+    ]
 
 
 def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figures: bool) -> None:
@@ -288,6 +317,7 @@ def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figu
     runfiles.save_floats(files.val_loss, history["val_loss"])
     if files.lr_values is not None:
         runfiles.save_floats(files.lr_values, history["lr"])
+    runfiles.save_jsonl(files.metrics, metrics_rows(history))
     if figures:
         plot.save_loss_figure(history["train_loss"], history["val_loss"], files.loss_figure)
         if files.lr_figure is not None:
@@ -302,7 +332,7 @@ def trajectory(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
     # Worker processes each draw their own augmentation stream; the on-device loader has none.
     loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
-    return {"model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
+    return {"dataset": args.dataset, "model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
             "train_subset": args.train_subset, "val_subset": args.val_subset, "seed": seed, **loader,
             "channels_last": args.channels_last, "amp": args.amp, "compile": args.compile}
 
@@ -348,7 +378,8 @@ class Experiment:
     val_loader: Any
     net: nn.Module  # what the loop calls: ``model`` itself, or compiled; checkpoints save ``model``
     autocast: Callable[[], ContextManager]
-    history: dict[str, list[float]] = field(default_factory=lambda: {"train_loss": [], "val_loss": [], "lr": []})
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []})
     epochs_done: int = 0
     resumed: bool = False
 
@@ -369,6 +400,14 @@ class Experiment:
     def save(self) -> None:
         checkpoint.save(self.files.checkpoint, self.state())
 
+    def snapshot_if_cycle_ends(self) -> None:
+        """With warm restarts, keep the network as it is at the end of each cycle, just before the
+        restart: the members of the paper's snapshot ensembles, at no extra training cost."""
+        c = self.config
+        if c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
+            classes = cifar.DATASETS[c["dataset"]].classes
+            checkpoint.save_snapshot(self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes)
+
 
 def setup(args: argparse.Namespace) -> Experiment:
     """Check the request (nothing is written before it passes), then build or restore the run."""
@@ -388,10 +427,10 @@ def setup(args: argparse.Namespace) -> Experiment:
     generator = torch.Generator().manual_seed(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms: same maths, faster
-    train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset)
+    train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
     train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
-                                                  args.workers, args.channels_last)
-    model = build_network(args.model, num_classes=10).to(device)
+                                                  args.workers, args.channels_last, args.dataset)
+    model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
@@ -403,7 +442,7 @@ def setup(args: argparse.Namespace) -> Experiment:
         exp.restore(saved)
     if args.overwrite:
         runfiles.remove(files.all())
-    runfiles.remove_stale_temporaries(files.all())
+    runfiles.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
     return exp
 
 
@@ -423,14 +462,15 @@ def run_epoch(exp: Experiment, epoch: int, epochs: int, stop: StopRequest) -> tu
     print(f"[INFO]: Epoch {epoch + 1} of {epochs}")
     print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
     lrs: list[float] = []  # joins the history only once the epoch is complete
-    train_loss = train_epoch(exp.net, Interruptible(exp.train_loader, stop), exp.optimizer, exp.schedule, epoch,
-                             exp.device, lrs, exp.autocast)
-    val_loss = validate(exp.net, Interruptible(exp.val_loader, stop), exp.device, exp.autocast)
+    train_loss, train_acc = train_epoch(exp.net, Interruptible(exp.train_loader, stop), exp.optimizer, exp.schedule,
+                                        epoch, exp.device, lrs, exp.autocast)
+    val_loss, val_acc = validate(exp.net, Interruptible(exp.val_loader, stop), exp.device, exp.autocast)
     exp.schedule.after_epoch()
-    exp.history["train_loss"].append(train_loss)
-    exp.history["val_loss"].append(val_loss)
+    for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("train_acc", train_acc), ("val_acc", val_acc)):
+        exp.history[key].append(value)
     exp.history["lr"].extend(lrs)
     exp.epochs_done = epoch + 1
+    print(f"Training accuracy: {train_acc:.2%}, test error: {1 - val_acc:.2%}")
     return train_loss, val_loss
 
 
@@ -446,6 +486,7 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
                 save_outputs(exp.files, exp.history, figures)
                 if figures:
                     figures_due = time.monotonic() + FIGURE_INTERVAL
+                exp.snapshot_if_cycle_ends()
                 exp.save()
                 record.epoch_done(exp.epochs_done)
                 print(f"LR at end of epoch: {current_lr(exp.optimizer)}")

@@ -17,12 +17,16 @@ LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 TRAIN_FILES = [f"data_batch_{k}" for k in range(1, 6)]
 
 
-def _batch(rng: np.random.Generator, count: int, label: str) -> dict:
-    labels = [int(x) for x in rng.integers(0, 10, count)]
+def _batch(rng: np.random.Generator, count: int, label: str, classes: int = 10) -> dict:
+    labels = [int(x) for x in rng.integers(0, classes, count)]
     # Each class gets its own mean colour, so a network can learn something in a few steps.
-    base = np.array(labels, dtype=np.int64)[:, None] * 20 + 30
+    base = np.array(labels, dtype=np.int64)[:, None] * (200 // classes) + 30
     images = np.clip(base + rng.integers(-30, 30, (count, 3072)), 0, 255).astype(np.uint8)
-    return {"batch_label": label, "labels": labels, "data": images, "filenames": [f"{i}.png" for i in range(count)]}
+    key = "labels" if classes == 10 else "fine_labels"
+    batch = {"batch_label": label, key: labels, "data": images, "filenames": [f"{i}.png" for i in range(count)]}
+    if classes == 100:
+        batch["coarse_labels"] = [x // 5 for x in labels]
+    return batch
 
 
 def write_cifar10(root: Path, train_per_file: int = 8, test: int = 16, seed: int = 0) -> Path:
@@ -38,16 +42,30 @@ def write_cifar10(root: Path, train_per_file: int = 8, test: int = 16, seed: int
     return Path(root)
 
 
+def write_cifar100(root: Path, train: int = 40, test: int = 16, seed: int = 0) -> Path:
+    """``root/cifar-100-python`` with its ``train``, ``test`` and ``meta`` files (fine and coarse labels)."""
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    (folder / "train").write_bytes(pickle.dumps(_batch(rng, train, "training batch 1 of 1", 100)))
+    (folder / "test").write_bytes(pickle.dumps(_batch(rng, test, "testing batch 1 of 1", 100)))
+    meta = {"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+    return Path(root)
+
+
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def use_checksums_of(root: Path, setattr_=setattr) -> None:
-    """Make torchvision's CIFAR10 accept the files under ``root`` (``setattr_``: e.g. monkeypatch.setattr)."""
-    from torchvision.datasets import CIFAR10
+    """Make torchvision's CIFAR10 and CIFAR100 accept the files under ``root`` (``setattr_``: e.g.
+    monkeypatch.setattr), for whichever of the two data sets ``root`` holds."""
+    from torchvision.datasets import CIFAR10, CIFAR100
 
-    folder = Path(root) / CIFAR10.base_folder
-    setattr_(CIFAR10, "train_list", [[n, _md5(folder / n)] for n in TRAIN_FILES])
-    setattr_(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
-    setattr_(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
-
+    for source in (CIFAR10, CIFAR100):
+        folder = Path(root) / source.base_folder
+        if folder.is_dir():
+            setattr_(source, "train_list", [[n, _md5(folder / n)] for n, _ in source.train_list])
+            setattr_(source, "test_list", [[n, _md5(folder / n)] for n, _ in source.test_list])
+            setattr_(source, "meta", {**source.meta, "md5": _md5(folder / source.meta["filename"])})

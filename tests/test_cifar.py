@@ -72,7 +72,7 @@ def test_loaders_keep_the_last_partial_batch_and_reshuffle_every_epoch(cifar_dir
     assert [len(labels) for _, labels in val] == [16]
     first, second = ([labels.tolist() for _, labels in train] for _ in range(2))
     assert first != second
-    assert sorted(sum(first, [])) == sorted(cifar.load_cifar10(cifar_dir, True).targets)  # every image once
+    assert sorted(sum(first, [])) == sorted(cifar.load_cifar(cifar_dir, True).targets)  # every image once
     images, labels = next(iter(val))
     assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.long
 
@@ -92,7 +92,7 @@ def test_the_same_seed_gives_the_same_batches(cifar_dir, kind):
 def test_validation_batches_are_the_reference_tensors(cifar_dir, kind):
     _, val = loaders(cifar_dir, kind, 16)
     images, labels = next(iter(val))
-    test_set = cifar.load_cifar10(cifar_dir, False)
+    test_set = cifar.load_cifar(cifar_dir, False)
     want = torch.stack([cifar.val_transform()(test_set[i][0]) for i in range(16)])
     assert torch.equal(images, want)  # bit for bit, un-augmented and in order
     assert labels.tolist() == test_set.targets[:16]
@@ -112,7 +112,7 @@ def test_subsets_take_the_first_images_and_must_fit(cifar_dir):
     assert (len(train_set), len(val_set)) == (12, 5)
     assert list(train_set.indices) == list(range(12))
     train, _ = cifar.make_loaders(train_set, val_set, "device", 8, torch.Generator(), CPU)
-    full = cifar.load_cifar10(cifar_dir, True)
+    full = cifar.load_cifar(cifar_dir, True)
     assert sorted(sum((labels.tolist() for _, labels in train), [])) == sorted(full.targets[:12])
     with pytest.raises(UserError, match="--train-subset 41 is larger than the 40 images"):
         cifar.load_splits(cifar_dir, train_subset=41)
@@ -173,7 +173,7 @@ def test_on_device_draws_are_uniform_and_independent_per_image():
 
 def test_missing_data_offline_says_where_it_looked_and_how_to_fix_it(tmp_path, offline):
     with pytest.raises(UserError) as caught:
-        cifar.load_cifar10(tmp_path / "nowhere", train=True)
+        cifar.load_cifar(tmp_path / "nowhere", train=True)
     message = str(caught.value)
     assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in message
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
@@ -184,4 +184,4 @@ def test_missing_data_offline_says_where_it_looked_and_how_to_fix_it(tmp_path, o
 def test_corrupt_data_offline_gets_the_same_clear_message(tiny_cifar, offline):
     # The tiny files fail torchvision's real checksums: corrupt as far as it can tell.
     with pytest.raises(UserError, match="incomplete or corrupt"):
-        cifar.load_cifar10(tiny_cifar, train=False)
+        cifar.load_cifar(tiny_cifar, train=False)

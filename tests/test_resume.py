@@ -191,7 +191,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
     assert state["epoch"] == 4
     assert sorted(state["rng"]) == ["cuda", "loader", "python", "torch"]
     assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
-    assert state["config"] == {"model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
+    assert state["config"] == {"dataset": "cifar10", "model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
                                "train_subset": None, "val_subset": None, "seed": 12, "loader": "device",
                                "channels_last": True, "amp": "off", "compile": False}
 

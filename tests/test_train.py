@@ -53,15 +53,23 @@ def finished(tiny_cifar, tmp_path_factory):
 
 
 def run_folders(out: Path) -> dict[str, list[str]]:
-    return {name: sorted(os.listdir(out / "runs" / name)) for name in os.listdir(out / "runs")}
+    """Each run folder's files, snapshots listed as snapshots/NAME."""
+    return {run.name: sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+            for run in (out / "runs").iterdir()}
 
 
 def test_the_three_runs_write_exactly_the_reference_files(finished):
     out, _ = finished
     assert sorted(os.listdir(out)) == sorted(MULTISTEP + wr_files(1) + wr_files(2, 2) + ["runs"])
-    # Beside them, each run's checkpoint and record in a folder of its own.
-    both = ["checkpoint.pt", "run.json"]
-    assert run_folders(out) == {"multistep": both, "wr_s1_m1": both, "wr_s2_m2": both}
+    # Beside them, each run's checkpoint, record and metrics in a folder of its own, and with warm
+    # restarts the snapshots taken at the end of each cycle: T_0 = 1 ends one every epoch, T_0 = 2,
+    # T_mult = 2 ends its first cycle after epoch 2 (the next would end after epoch 6).
+    own = ["checkpoint.pt", "metrics.jsonl", "run.json"]
+    assert run_folders(out) == {
+        "multistep": own,
+        "wr_s1_m1": own + ["snapshots/epoch_0001.pt", "snapshots/epoch_0002.pt", "snapshots/epoch_0003.pt"],
+        "wr_s2_m2": own + ["snapshots/epoch_0002.pt"],
+    }
 
 
 def test_each_loss_pickle_holds_one_finite_float_per_epoch(finished):
@@ -166,7 +174,7 @@ def test_defaults_write_under_outputs_in_the_working_directory(cifar_dir, tmp_pa
     code, _, err = call(train.main, ["-e", "1", "--train-subset", "8", "--val-subset", "4", "--data-dir", str(cifar_dir), *TINY])
     assert code == 0, err
     assert sorted(os.listdir(tmp_path / "outputs")) == sorted(MULTISTEP + ["runs"])
-    assert run_folders(tmp_path / "outputs") == {"multistep": ["checkpoint.pt", "run.json"]}
+    assert run_folders(tmp_path / "outputs") == {"multistep": ["checkpoint.pt", "metrics.jsonl", "run.json"]}
 
 
 def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list[float]]:
@@ -189,8 +197,8 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
     (["-e", "0"], "argument -e/--epochs: must be at least 1, got 0"),
     (["-e", "-3"], "argument -e/--epochs: must be at least 1, got -3"),
     (["-t0", "1.5"], "argument -t0/--t-zero: expected an integer, got '1.5'"),
-    (["--train-subset", "50001"], "argument --train-subset: CIFAR-10 has 50,000 training images, got 50,001"),
-    (["--val-subset", "10001"], "argument --val-subset: CIFAR-10 has 10,000 test images, got 10,001"),
+    (["--train-subset", "50001"], "argument --train-subset: CIFAR has 50,000 training images, got 50,001"),
+    (["--val-subset", "10001"], "argument --val-subset: CIFAR has 10,000 test images, got 10,001"),
     (["--val-subset", "0"], "argument --val-subset: must be at least 1, got 0"),
     (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
     (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
