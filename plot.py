@@ -29,7 +29,7 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(f, format=path.suffix.lstrip("."))
 
 
-def _line_figure(curves: Sequence[tuple[Sequence[float], str, str]], xlabel: str, ylabel: str, path: Path) -> None:
+def line_figure(curves: Sequence[tuple[Sequence[float], str, str]], xlabel: str, ylabel: str, path: Path) -> None:
     """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ..."""
     with matplotlib.style.context(STYLE):
         fig = Figure(figsize=FIGSIZE)
@@ -46,12 +46,12 @@ def _line_figure(curves: Sequence[tuple[Sequence[float], str, str]], xlabel: str
 def save_loss_figure(train_losses: Sequence[float], val_losses: Sequence[float], path: Path) -> None:
     """A run's training loss (orange) and validation loss (red) against epochs."""
     curves = [(train_losses, "orange", "train loss"), (val_losses, "red", "validation loss")]
-    _line_figure(curves, "Epochs", "Loss", path)
+    line_figure(curves, "Epochs", "Loss", path)
 
 
 def save_lr_figure(lrs: Sequence[float], path: Path) -> None:
     """The learning rate of every training iteration (blue) against iterations."""
-    _line_figure([(lrs, "blue", "")], "Iterations", "Learning rate", path)
+    line_figure([(lrs, "blue", "")], "Iterations", "Learning rate", path)
 
 
 def load_losses(path: Path, command: str) -> list[float]:
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = runfiles.train_command(warm_restart, t0, 1, out) + " (sh run.sh runs the reference runs)"
         curves.append((load_losses(path, command), color, label))
     target = runfiles.combined_figure(out)
-    _line_figure(curves, "Epochs", "Validation loss", target)
+    line_figure(curves, "Epochs", "Validation loss", target)
     print(f"Saved {target}")
     return 0
 

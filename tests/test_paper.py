@@ -1,0 +1,175 @@
+"""What the paper measures: accuracy, snapshots at cycle ends, snapshot ensembles, CIFAR-100,
+the seed grid and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ensemble
+import report
+import train
+from cifar_format import use_checksums_of, write_cifar100
+from schedules import cycle_ends, ends_a_cycle
+from test_train import TINY, call
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = ["--model", "wrn-10-1"]
+
+
+def test_top1_is_counted_exactly():
+    scores = torch.tensor([[0.1, 0.7, 0.2], [2.0, 2.0, 1.0], [0.0, 0.0, 3.0], [5.0, -1.0, 0.0], [0.3, 0.3, 0.4]])
+    labels = torch.tensor([1, 1, 2, 1, 2])  # right, tie goes to class 0 (wrong), right, wrong, right
+    assert train.top1_correct(scores, labels).item() == 3
+    assert ensemble.error_rate(scores, labels) == pytest.approx(2 / 5)
+
+
+@pytest.mark.parametrize(("t_0", "t_mult", "epochs", "ends"), [
+    (1, 2, 200, [1, 3, 7, 15, 31, 63, 127]),
+    (10, 2, 200, [10, 30, 70, 150]),
+    (50, 1, 200, [50, 100, 150, 200]),
+    (200, 1, 200, [200]),
+    (1, 3, 50, [1, 4, 13, 40]),  # where torch's own cycle arithmetic rounds low
+])
+def test_snapshots_land_at_the_cycle_ends(t_0, t_mult, epochs, ends):
+    assert cycle_ends(t_0, t_mult, epochs) == ends
+    assert [e for e in range(1, epochs + 1) if ends_a_cycle(e, t_0, t_mult)] == ends
+
+
+def test_a_run_saves_a_snapshot_at_each_cycle_end_and_accuracy_per_epoch(cifar_dir, tmp_path):
+    argv = ["-e", "8", "-wr", "-t0", "1", "-tm", "2", "--train-subset", "16", "--seed", "1", *SMALL, *TINY,
+            "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    code, log, err = call(train.main, argv)
+    assert code == 0, err
+    run = tmp_path / "runs" / "wr_s1_m2"
+    assert [p.name for p in ensemble.snapshots_in(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
+    snapshot = torch.load(run / "snapshots" / "epoch_0007.pt", weights_only=True)
+    assert snapshot["epoch"] == 7 and snapshot["num_classes"] == 10 and snapshot["config"]["model"] == "wrn-10-1"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
+    for r in rows:
+        for key in ("train_accuracy", "test_accuracy"):  # 16 images each: whole counts out of 16
+            assert 0 <= r[key] <= 1 and (r[key] * 16).is_integer()
+        assert r["test_error"] == pytest.approx(1 - r["test_accuracy"])
+        assert r["lr_first"] == r["lr_last"]  # one batch an epoch
+    # One batch an epoch: epoch k + 1 trains at eq. (5) of epoch k - 1's position (the one-batch
+    # lag): the peak at the start and at the restart (position 1), then halfway down the cycle.
+    assert [rows[k]["lr_first"] for k in range(4)] == pytest.approx([0.05, 0.05, 0.05, 0.025], abs=1e-15)
+    assert "test error:" in log
+
+
+def test_the_ensemble_averages_probabilities_not_logits():
+    # A rates class 0 at 0.9, B gives it almost nothing; both give class 1 a fair share. The mean
+    # of probabilities picks class 0 (0.45 against 0.20 and 0.35); the mean of logits, a geometric
+    # mean of probabilities, would punish B's near-zero and pick class 1.
+    a = torch.log(torch.tensor([[0.9, 0.1, 1e-6]]))
+    b = torch.log(torch.tensor([[1e-6, 0.3, 0.7]]))
+    probabilities = ensemble.average_softmax([a, b])
+    assert torch.allclose(probabilities, torch.tensor([[0.45, 0.2, 0.35]]), atol=1e-5)
+    assert probabilities.argmax(1).item() == 0
+    assert ((a + b) / 2).argmax(1).item() == 1
+
+
+def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_path):
+    argv = ["-e", "2", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY,
+            "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    assert call(train.main, argv)[0] == 0
+    snapshots = ensemble.snapshots_in(tmp_path / "runs" / "wr_s1_m1")
+    test = ensemble.TestSet(cifar_dir, torch.device("cpu"))
+    single = test.logits(snapshots[-1])
+    assert torch.allclose(ensemble.average_softmax([single] * 3), single.softmax(1))
+    last = json.loads((tmp_path / "runs" / "wr_s1_m1" / "metrics.jsonl").read_text().splitlines()[-1])
+    # The final snapshot is the network that was validated after the last epoch.
+    assert ensemble.error_rate(single, test.labels()) == pytest.approx(last["test_error"])
+    code, out, err = call(ensemble.main, [str(tmp_path / "runs" / "wr_s1_m1"), str(tmp_path / "runs" / "wr_s1_m1"),
+                                          "--data-dir", str(cifar_dir)])
+    assert code == 0, err
+    assert re.search(r"\| 2 \| 1, 2; 1, 2 \| [\d.]+% \|", out)
+
+
+def test_ensemble_without_snapshots_says_where_they_come_from(tmp_path):
+    code, _, err = call(ensemble.main, [str(tmp_path)])
+    assert code == 1 and "has no snapshots" in err and "--warm-restart" in err
+
+
+def test_cifar100_end_to_end(tmp_path, monkeypatch):
+    write_cifar100(tmp_path / "data")
+    use_checksums_of(tmp_path / "data", monkeypatch.setattr)
+    argv = ["-e", "2", "-wr", "-t0", "1", "--dataset", "cifar100", "--seed", "3", *SMALL, *TINY,
+            "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
+    code, log, err = call(train.main, argv)
+    assert code == 0, err
+    state = torch.load(tmp_path / "out" / "runs" / "wr_s1_m1" / "checkpoint.pt", weights_only=True)
+    assert state["model"]["fc.weight"].shape == (100, 64) and state["config"]["dataset"] == "cifar100"
+    assert "40 training images in 3 batches, 16 validation images in 1 batches" in log
+
+
+def test_cifar100_missing_offline_names_its_own_archive(tmp_path, offline):
+    code, _, err = call(train.main, ["--dataset", "cifar100", "--data-dir", str(tmp_path)])
+    assert code == 1
+    assert f"CIFAR-100 is not in {tmp_path / 'cifar-100-python'}" in err
+    assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in err
+
+
+def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
+    env = {**os.environ, "PYTHON": "echo", "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
+    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    common = "-e 50 --model wrn-16-4 --dataset cifar100 --seed {} --output-dir outputs/grid/cifar100-wrn-16-4/seed{} --resume"
+    schedules = ["", " --warm-restart -t0 50 -tm 1", " --warm-restart -t0 100 -tm 1", " --warm-restart -t0 200 -tm 1",
+                 " --warm-restart -t0 1 -tm 2", " --warm-restart -t0 10 -tm 2"]
+    assert lines[:-1] == [f"{REPO}/train.py {common.format(s, s)}{w} --workers 1" for s in (1, 2) for w in schedules]
+    assert lines[-1] == "Done. Compare with the paper: python report.py --runs outputs/grid"
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tiny_cifar, tmp_path_factory):
+    """The grid's six schedules, two seeds each, 10 epochs of one batch: what grid.sh would run."""
+    root = tmp_path_factory.mktemp("grid")
+    with pytest.MonkeyPatch.context() as mp:
+        use_checksums_of(tiny_cifar, mp.setattr)
+        for seed in (1, 2):
+            out = root / "cifar10-wrn-10-1" / f"seed{seed}"
+            common = ["-e", "10", "--seed", str(seed), "--train-subset", "16", *SMALL, *TINY, "--data-dir", str(tiny_cifar),
+                      "--output-dir", str(out), "--resume"]
+            for schedule in ([], ["-wr", "-t0", "50"], ["-wr", "-t0", "100"], ["-wr", "-t0", "200"],
+                             ["-wr", "-t0", "1", "-tm", "2"], ["-wr", "-t0", "10", "-tm", "2"]):
+                code, _, err = call(train.main, common + schedule)
+                assert code == 0, err
+    return root
+
+
+def test_the_report_fills_every_row(tiny_grid, cifar_dir):
+    code, out, err = call(report.main, ["--runs", str(tiny_grid), "--data-dir", str(cifar_dir)])
+    assert code == 0, err
+    text = (tiny_grid / "report" / "report.md").read_text()
+    table1 = [line for line in text.splitlines() if line.startswith("| ") and "runs (seeds)" not in line and "---" not in line
+              and "ensemble" not in line and "M = " not in line]
+    assert [line.split(" | ")[0] for line in table1] == [
+        "| default (lr x 0.2 at 60, 120, 160)", "| T_0 = 50, T_mult = 1", "| T_0 = 100, T_mult = 1",
+        "| T_0 = 200, T_mult = 1", "| T_0 = 1, T_mult = 2", "| T_0 = 10, T_mult = 2"]
+    paper = ["4.13", "4.17", "4.07", "3.86", "4.09", "4.03"]
+    for line, paper_error in zip(table1, paper):
+        cells = line.strip("| ").split(" | ")
+        assert cells[1] == "2 (1, 2)" and re.fullmatch(r"\d+\.\d\d( \(\d+\.\d\d-\d+\.\d\d\))?", cells[2]), line
+        assert cells[3] == paper_error
+    # Table 2: T_0 = 1, T_mult = 2 ends cycles after epochs 1, 3, 7; T_0 = 10 after epoch 10.
+    assert re.search(r"\| T_0 = 1, T_mult = 2 \| 1 run, M = 3 \| \d+\.\d\d", text)
+    assert re.search(r"\| T_0 = 1, T_mult = 2 \| 2 runs, M = 3 \| \d+\.\d\d \|", text)
+    assert re.search(r"\| T_0 = 10, T_mult = 2 \| 1 run, M = 1 \| \d+\.\d\d", text)
+    assert "twice our\nSGD steps" in text
+    for name in ("test_error_cifar10_wrn-10-1.png", "ensembles_cifar10_wrn-10-1.png"):
+        assert (tiny_grid / "report" / name).stat().st_size > 10_000 and f"({name})" in text
+
+
+def test_the_report_needs_finished_runs(tmp_path):
+    code, _, err = call(report.main, ["--runs", str(tmp_path)])
+    assert code == 1 and "no finished runs" in err and "grid.sh" in err
