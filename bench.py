@@ -210,7 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="resnet34", help="network, as train.py's --model (default: resnet34)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
+    parser.add_argument("--models", nargs="+", metavar="MODEL",
+                        help="instead: time train.py's training step for each network and estimate an epoch")
     return parser
+
+
+def compare_models(names: Sequence[str], device: torch.device, batch: int, steps: int) -> None:
+    """train.py's training step (channels_last, the default) for each network, and what that makes
+    one epoch of 50,000 training images (391 batches; validation not included)."""
+    print(row(["network", "parameters", "GFLOP a step", "images/s", "training epoch, estimated"]))
+    print(row(["---"] * 5))
+    for name in names:
+        model, images, labels = variant(name, device, batch, channels_last=True)
+        flops = step_flops(model, images, labels)
+        rate = our_stepper(model, model, images, labels, device)(steps)
+        seconds = cifar.TRAIN_IMAGES / rate
+        print(row([name, f"{sum(p.numel() for p in model.parameters()):,}", f"{flops / 1e9:,.1f}", f"{rate:,.1f}",
+                   f"{seconds / 60:,.1f} min"]), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
+    if args.models:
+        print(f"Work: batch {batch}, {steps} steps each after warm-up, synthetic data\n")
+        compare_models(args.models, device, batch, steps)
+        return 0
     print(f"Work: {args.model}, batch {batch}, synthetic CIFAR-10-shaped data{' (quick mode)' if quick else ''}")
 
     peak = matmul_gflops(device, 512 if quick else 2048, 0.2 if quick else 2.0)

@@ -7,6 +7,7 @@ import re
 import torch
 
 import bench
+from models import build_network, count_parameters
 
 
 def test_quick_bench_prints_the_comparison_table(capsys):
@@ -25,3 +26,11 @@ def test_quick_bench_prints_the_comparison_table(capsys):
     assert re.search(r"of matmul .* of matmul", rows[4])
     assert re.search(r"fp32 matmul: [\d,]+ GFLOP/s; one training step: [\d.]+ GFLOP", out)
     assert "Rates are medians over 1 round(s) of reference, variant, variant, reference" in out
+
+
+def test_model_comparison_prints_a_row_per_network(capsys):
+    assert bench.main(["--quick", "--batch-size", "8", "--models", "wrn-10-1", "wrn-16-1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| wrn")]
+    counts = [f"{count_parameters(build_network(name, 10))[0]:,}" for name in ("wrn-10-1", "wrn-16-1")]
+    assert [r.split(" | ")[0:2] for r in rows] == [["| wrn-10-1", counts[0]], ["| wrn-16-1", counts[1]]]
+    assert all(re.search(r"\| [\d,.]+ min \|$", r) for r in rows)

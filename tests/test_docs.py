@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import bench
+import ensemble
 import plot
+import report
 import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,5 +38,6 @@ def option_strings(parser) -> set[str]:
 
 
 def test_every_flag_is_in_the_readme():
-    for name in option_strings(train.build_parser()) | option_strings(plot.build_parser()) | option_strings(bench.build_parser()):
-        assert f"`{name}" in README, f"{name} is not documented in README.md"
+    for module in (train, plot, bench, ensemble, report):
+        for name in option_strings(module.build_parser()):
+            assert f"`{name}" in README, f"{name} of {module.__name__}.py is not documented in README.md"
