@@ -96,8 +96,8 @@ class RunRecord:
     session of it (start, end, epochs, outcome), so a resumed run shows how often it was resumed."""
 
     def __init__(self, path: Path, command: str, config: dict[str, Any], epochs: int, device: torch.device,
-                 start_epoch: int, resumed: bool):
-        self.path = path
+                 start_epoch: int, resumed: bool, writes: bool = True):
+        self.path, self.writes = path, writes  # under torchrun only rank 0 writes
         self.data = self._previous() if resumed else {}
         self.data.update(
             command=command,
@@ -140,7 +140,8 @@ class RunRecord:
         self._write()
 
     def _write(self) -> None:
-        runfiles.save_json(self.path, self.data)
+        if self.writes:
+            runfiles.save_json(self.path, self.data)
 
 
 def _now() -> str:

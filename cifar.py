@@ -172,12 +172,14 @@ class DeviceLoader:
     Same batches as the reference loader (shuffled every epoch, last partial batch kept)
     and the same augmentation distribution, each image with its own crop and flip. All
     randomness comes from ``generator`` (on the CPU), drawn once per epoch: a permutation,
-    then per image a row offset, a column offset and a flip.
+    then per image a row offset, a column offset and a flip. Process ``rank`` of ``world``
+    gets its share of every batch (the same number of batches on every process).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-                 augment: bool = False, channels_last: bool = False, stats: str = "cifar10"):
+                 augment: bool = False, channels_last: bool = False, stats: str = "cifar10", rank: int = 0, world: int = 1):
         images, labels = _arrays(dataset)
+        self.rank, self.world = rank, world
         self.dataset = dataset
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.device, self.generator, self.augment = batch_size, device, generator, augment
@@ -203,7 +205,9 @@ class DeviceLoader:
     def __iter__(self):
         draws = self._draws()
         for start in range(0, len(self.labels), self.batch_size):
-            index, *random = (t[start : start + self.batch_size] for t in draws)
+            # With several processes each takes its part of the global batch, and the draws made
+            # for those positions: together they train exactly the batch one process would.
+            index, *random = (t[start : start + self.batch_size].tensor_split(self.world)[self.rank] for t in draws)
             images = self.images.index_select(0, index)
             if random:
                 images = augment(images, *random)
@@ -248,17 +252,22 @@ def make_loaders(
     workers: int = 0,
     channels_last: bool = False,
     dataset: str = "cifar10",
+    rank: int = 0,
+    world: int = 1,
 ):
     """Training and validation loaders of either kind; both yield batches on ``device``.
 
     ``device``: the on-device path (DeviceLoader). ``torchvision``: the reference pipeline,
     a DataLoader over PIL transforms in ``workers`` processes. Either way ``generator`` owns
     the shuffle and the augmentation draws (through the worker seeds for torchvision), so one
-    seed fixes every epoch.
+    seed fixes every epoch. ``rank`` and ``world``: this process's share (on-device loader only).
     """
     if kind == "device":
-        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, channels_last=channels_last, stats=dataset)
-        return train, DeviceLoader(val_set, batch_size, device, channels_last=channels_last, stats=dataset)
+        shared = dict(channels_last=channels_last, stats=dataset, rank=rank, world=world)
+        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, **shared)
+        return train, DeviceLoader(val_set, batch_size, device, **shared)
+    if world > 1:
+        raise UserError("--loader torchvision runs in one process; under torchrun use the default --loader device.")
     common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                   worker_init_fn=_leave_signals_to_the_main_process)
     train = DataLoader(_Transformed(train_set, train_transform(dataset)), shuffle=True, generator=generator, **common)

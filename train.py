@@ -19,12 +19,15 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import checkpoint
 import cifar
+import distributed
 import plot
 import runfiles
+from distributed import Team
 from errors import UserError, reports_user_errors
 from models import build_network, check_model_name, count_parameters
 from schedules import Schedule, build_schedule, ends_a_cycle
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument("--amp", choices=["off", "bf16"], default="off",
                       help="bf16 autocast: faster on recent GPUs, changes the numerics; slow on most CPUs (default: off)")
     fast.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
+    fast.add_argument("--sync-bn", action="store_true",
+                      help="under torchrun on CUDA: BatchNorm statistics over the whole batch, not each process's share")
     extra.add_argument("--seed", type=_int_at_least(0), help="seed for a reproducible run (default: a fresh one, printed)")
     extra.add_argument("--workers", type=_int_at_least(0), default=min(4, os.cpu_count() or 1),
                        help="worker processes of --loader torchvision (default: min(4, CPUs))")
@@ -184,26 +189,6 @@ def stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(s, handler)
 
 
-class Interruptible:
-    """A loader that checks for a stop request before fetching each batch."""
-
-    def __init__(self, loader, stop: StopRequest):
-        self.loader, self.stop = loader, stop
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        batches = iter(self.loader)
-        while True:
-            self.stop.check()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            yield batch
-
-
 class NonFiniteLoss(Exception):
     def __init__(self, epoch: int, batch: int):
         super().__init__(f"epoch {epoch + 1}, batch {batch + 1}")
@@ -227,10 +212,25 @@ class NonFiniteWatch:
         if self.host is not self.first:
             self.host.copy_(self.first, non_blocking=True)
 
-    def check(self, epoch: int) -> None:
+    def first_seen(self) -> int | None:
         first = int(self.host)
-        if first >= 0:
-            raise NonFiniteLoss(epoch, first)
+        return first if first >= 0 else None
+
+
+class Guard:
+    """Decides at each batch boundary whether the run goes on, the same way in every process:
+    a stop request (a signal) or a non-finite loss in any process stops all of them there."""
+
+    def __init__(self, stop: StopRequest | None = None, team: Team | None = None):
+        self.stop = stop or StopRequest()
+        self.team = team or Team()
+
+    def check(self, epoch: int = 0, bad_batch: int | None = None) -> None:
+        signum, bad = self.team.agree([self.stop.signum or 0, -1 if bad_batch is None else bad_batch])
+        if bad >= 0:
+            raise NonFiniteLoss(epoch, bad)
+        if signum:
+            raise Interrupted(signum)
 
 
 def top1_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -248,21 +248,24 @@ def train_epoch(
     device: torch.device,
     lrs: list[float],
     autocast: Callable[[], ContextManager] = nullcontext,
+    guard: Guard | None = None,
 ) -> tuple[float, float]:
     """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
-    sample and the top-1 accuracy, both of each batch as it was trained.
+    sample and the top-1 accuracy, both of each batch as it was trained (over all processes).
 
     Appends to ``lrs`` the rate each batch is trained with. The loss is summed on the
-    device and read once at the end, so the loop never waits for the device. Raises
-    ``NonFiniteLoss`` as soon as a loss is seen to be NaN or infinite.
+    device and read once at the end, so the loop never waits for the device. After each
+    batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
+    or infinite, ``Interrupted`` after a signal.
     """
+    guard = guard or Guard()
     model.train()
     batches = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    samples = torch.zeros((), dtype=torch.long, device=device)
     watch = NonFiniteWatch(device)
-    samples = 0
-    for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None)):
+    for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None, file=sys.stdout)):
         lrs.append(current_lr(optimizer))
         optimizer.zero_grad(set_to_none=True)
         with autocast():
@@ -275,27 +278,32 @@ def train_epoch(
         correct += top1_correct(logits.detach(), labels)
         samples += labels.size(0)
         watch.update(loss.detach(), i)
-        watch.check(epoch)
+        guard.check(epoch, watch.first_seen())
+    guard.team.sum(loss_sum, correct, samples)
     mean = (loss_sum / samples).item()
-    watch.check(epoch)  # exact now: the device has caught up
-    return mean, correct.item() / samples
+    guard.check(epoch, watch.first_seen())  # exact now: the device has caught up
+    return mean, correct.item() / samples.item()
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, loader, device: torch.device,
-             autocast: Callable[[], ContextManager] = nullcontext) -> tuple[float, float]:
-    """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means), and top-1 accuracy."""
+def validate(model: nn.Module, loader, device: torch.device, autocast: Callable[[], ContextManager] = nullcontext,
+             guard: Guard | None = None) -> tuple[float, float]:
+    """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means), and top-1
+    accuracy: sums and counts over all processes, then divided."""
+    guard = guard or Guard()
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    samples = 0
-    for images, labels in tqdm(loader, desc="Validation", total=len(loader), disable=None):
+    samples = torch.zeros((), dtype=torch.long, device=device)
+    for images, labels in tqdm(loader, desc="Validation", total=len(loader), disable=None, file=sys.stdout):
         with autocast():
             logits = model(images)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += top1_correct(logits, labels)
         samples += labels.size(0)
-    return (loss_sum / samples).item(), correct.item() / samples
+        guard.check()
+    guard.team.sum(loss_sum, correct, samples)
+    return (loss_sum / samples).item(), correct.item() / samples.item()
 
 
 def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
@@ -324,17 +332,19 @@ def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figu
             plot.save_lr_figure(history["lr"], files.lr_figure)
 
 
-def trajectory(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str, Any]:
     """The settings that decide a run's numbers; a resumed run must match its checkpoint on each.
 
-    Not among them: the epoch count (a finished run can be extended), folders and device.
+    Not among them: the epoch count (a finished run can be extended), folders and device. The
+    number of processes is: each normalises its BatchNorm layers over its share of a batch.
     """
     schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
     # Worker processes each draw their own augmentation stream; the on-device loader has none.
     loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
     return {"dataset": args.dataset, "model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
             "train_subset": args.train_subset, "val_subset": args.val_subset, "seed": seed, **loader,
-            "channels_last": args.channels_last, "amp": args.amp, "compile": args.compile}
+            "channels_last": args.channels_last, "amp": args.amp, "compile": args.compile, "processes": processes,
+            "sync_bn": args.sync_bn}
 
 
 def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
@@ -376,8 +386,10 @@ class Experiment:
     generator: torch.Generator
     train_loader: Any
     val_loader: Any
-    net: nn.Module  # what the loop calls: ``model`` itself, or compiled; checkpoints save ``model``
+    net: nn.Module  # what training calls: ``model``, or wrapped (DDP) and compiled; files hold ``model``
+    eval_net: nn.Module  # what validation calls: ``model``, or compiled
     autocast: Callable[[], ContextManager]
+    team: Team = field(default_factory=Team)
     history: dict[str, list[float]] = field(
         default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []})
     epochs_done: int = 0
@@ -398,27 +410,42 @@ class Experiment:
         self.resumed = True
 
     def save(self) -> None:
-        checkpoint.save(self.files.checkpoint, self.state())
+        if self.team.is_main:
+            checkpoint.save(self.files.checkpoint, self.state())
 
     def snapshot_if_cycle_ends(self) -> None:
         """With warm restarts, keep the network as it is at the end of each cycle, just before the
         restart: the members of the paper's snapshot ensembles, at no extra training cost."""
         c = self.config
-        if c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
+        if self.team.is_main and c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
             classes = cifar.DATASETS[c["dataset"]].classes
             checkpoint.save_snapshot(self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes)
 
 
-def setup(args: argparse.Namespace) -> Experiment:
+def check_team(args: argparse.Namespace, team_size: int) -> None:
+    """What several processes need: an even split of every batch, and --sync-bn only on CUDA."""
+    if team_size == 1:
+        if args.sync_bn:
+            raise UserError("--sync-bn needs several processes: start the run with torchrun.")
+        return
+    if args.batch_size % team_size:
+        raise UserError(f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
+                        f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8).")
+    if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
+        raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
+
+
+def setup(args: argparse.Namespace, team: Team | None = None, device: torch.device | None = None) -> Experiment:
     """Check the request (nothing is written before it passes), then build or restore the run."""
-    device = pick_device(args.device)
+    team = team or Team()
+    device = device or pick_device(args.device)
     files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
     saved = open_checkpoint(args, files)
     if args.seed is not None:
         seed = args.seed
     else:
         seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
-    config = trajectory(args, seed)
+    config = trajectory(args, seed, team.world)
     if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
         raise UserError(f"this run's checkpoint {files.checkpoint} was made with other settings: "
                         f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite.")
@@ -428,21 +455,32 @@ def setup(args: argparse.Namespace) -> Experiment:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms: same maths, faster
     train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
+    if len(train_set) % args.batch_size % team.world:
+        raise UserError(f"the last training batch ({len(train_set) % args.batch_size} images) does not split evenly "
+                        f"over {team.world} processes; choose a --train-subset whose remainder does.")
     train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
-                                                  args.workers, args.channels_last, args.dataset)
+                                                  args.workers, args.channels_last, args.dataset, team.rank, team.world)
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones)
-    net = torch.compile(model) if args.compile else model
+    net = model
+    if team.world > 1:
+        if args.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters, shared statistics
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    compiled = (lambda m: torch.compile(m)) if args.compile else (lambda m: m)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if args.amp == "bf16" else nullcontext
-    exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader, net, autocast)
+    exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader,
+                     compiled(net), compiled(model), autocast, team)
     if saved is not None:
         exp.restore(saved)
-    if args.overwrite:
-        runfiles.remove(files.all())
-    runfiles.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
+    team.barrier()  # every process has read what it needs before the first process writes
+    if team.is_main:
+        if args.overwrite:
+            runfiles.remove(files.all())
+        runfiles.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
     return exp
 
 
@@ -457,14 +495,15 @@ def print_header(exp: Experiment) -> None:
           f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches.")
 
 
-def run_epoch(exp: Experiment, epoch: int, epochs: int, stop: StopRequest) -> tuple[float, float]:
+def run_epoch(exp: Experiment, epoch: int, epochs: int, guard: Guard) -> tuple[float, float]:
     """Train and validate one epoch, step the schedule, and add the results to the history."""
     print(f"[INFO]: Epoch {epoch + 1} of {epochs}")
     print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
     lrs: list[float] = []  # joins the history only once the epoch is complete
-    train_loss, train_acc = train_epoch(exp.net, Interruptible(exp.train_loader, stop), exp.optimizer, exp.schedule,
-                                        epoch, exp.device, lrs, exp.autocast)
-    val_loss, val_acc = validate(exp.net, Interruptible(exp.val_loader, stop), exp.device, exp.autocast)
+    guard.check(epoch)  # a stop asked for between epochs
+    train_loss, train_acc = train_epoch(exp.net, exp.train_loader, exp.optimizer, exp.schedule, epoch, exp.device, lrs,
+                                        exp.autocast, guard)
+    val_loss, val_acc = validate(exp.eval_net, exp.val_loader, exp.device, exp.autocast, guard)
     exp.schedule.after_epoch()
     for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("train_acc", train_acc), ("val_acc", val_acc)):
         exp.history[key].append(value)
@@ -478,12 +517,14 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
     """Epochs until ``epochs``; after each, the outputs, then the checkpoint. Handles every way of stopping."""
     figures_due = time.monotonic() + FIGURE_INTERVAL
     with stop_on_signals() as stop:
+        guard = Guard(stop, exp.team)
         try:
             for epoch in range(exp.epochs_done, epochs):
                 started = time.perf_counter()
-                train_loss, val_loss = run_epoch(exp, epoch, epochs, stop)
+                train_loss, val_loss = run_epoch(exp, epoch, epochs, guard)
                 figures = epoch == epochs - 1 or time.monotonic() >= figures_due
-                save_outputs(exp.files, exp.history, figures)
+                if exp.team.is_main:
+                    save_outputs(exp.files, exp.history, figures)
                 if figures:
                     figures_due = time.monotonic() + FIGURE_INTERVAL
                 exp.snapshot_if_cycle_ends()
@@ -496,6 +537,8 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
                 print("-" * 50)
         except Interrupted as stopped:
             record.end(f"interrupted by {stopped}")
+            if not exp.team.is_main:
+                raise
             if exp.epochs_done:
                 save_outputs(exp.files, exp.history, figures=True)
             print(f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
@@ -511,12 +554,14 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
     record.end("finished")
 
 
-def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",)) -> dict[str, list[float]]:
+def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",), team: Team | None = None,
+        device: torch.device | None = None) -> dict[str, list[float]]:
     """The whole experiment for parsed ``args``; returns the per-epoch losses and per-batch rates.
 
-    ``command`` is the command line (script first), for the run record and resume hints.
+    ``command`` is the command line (script first), for the run record and resume hints;
+    ``team`` and ``device`` this process's place under torchrun.
     """
-    exp = setup(args)
+    exp = setup(args, team, device)
     print_header(exp)
     if exp.epochs_done >= args.epochs:
         print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
@@ -526,7 +571,7 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",)) -> dic
     else:
         exp.save()  # so that even an interruption inside epoch 1 resumes exactly
     record = checkpoint.RunRecord(exp.files.record, shlex.join(["python", *command]), exp.config, args.epochs,
-                                  exp.device, exp.epochs_done, resumed=exp.resumed)
+                                  exp.device, exp.epochs_done, resumed=exp.resumed, writes=exp.team.is_main)
     train_epochs(exp, args.epochs, record, command)
     print("Finished Training")
     print(f"Saved {', '.join(str(p) for p in exp.files.reference())}")
@@ -536,13 +581,26 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",)) -> dic
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    check_team(args, distributed.world_size())  # before joining: a refusal needs no process group
+    team, device = distributed.join(args.device)
+    if not team.is_main:
+        sys.stdout = open(os.devnull, "w")  # one voice: rank 0 prints, and writes every file
     try:
-        run(parse_args(argv), ["train.py", *argv])
+        run(args, ["train.py", *argv], team, device)
+    except UserError:
+        if team.is_main:
+            raise  # reported once
+        return 1
     except Interrupted as stopped:
         return 128 + stopped.signum
     except KeyboardInterrupt:
-        print("\nAborted. Every file on disk is complete; the checkpoint holds the last finished epoch.", file=sys.stderr)
+        if team.is_main:
+            print("\nAborted. Every file on disk is complete; the checkpoint holds the last finished epoch.",
+                  file=sys.stderr)
         return 130
+    finally:
+        distributed.leave(team)
     return 0
 
 

@@ -3,12 +3,15 @@
     python tests/harness.py DATA_DIR POINT SCRIPT [ARGS...]
 
 torchvision is made to accept the checksums of the files under DATA_DIR (see cifar_format).
-POINT is one of
+POINT is a comma-separated list of
     none         run normally
-    batch:N      right after the N-th optimiser step of the run
-    writing:N    halfway through writing the N-th checkpoint of this process
-    written:N    with the N-th checkpoint complete in its temporary file, not yet renamed
-    replaced:N   right after the N-th checkpoint is renamed into place
+    batch:N      SIGKILL right after the N-th optimiser step of the run
+    writing:N    SIGKILL halfway through writing the N-th checkpoint of this process
+    written:N    SIGKILL with the N-th checkpoint complete in its temporary file, not yet renamed
+    replaced:N   SIGKILL right after the N-th checkpoint is renamed into place
+    nan:N        the N-th training loss becomes NaN
+    bn-eval      BatchNorm layers always normalise with their running statistics
+each optionally ending in @R: only in the process of rank R (under torchrun).
 
 Everything is patched here, in the test's process; the product has no test hooks.
 """
@@ -35,11 +38,39 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def apply(points: str) -> None:
+    for point in points.split(","):
+        point, _, rank = point.partition("@")
+        if not rank or rank == os.environ.get("RANK", "0"):
+            crash_at(point)
+
+
 def crash_at(point: str) -> None:
     if point == "none":
         return
+    if point == "bn-eval":
+        from torch.nn.modules.batchnorm import _BatchNorm
+
+        train = _BatchNorm.train
+        _BatchNorm.train = lambda self, mode=True: train(self, False)
+        return
     where, n = point.split(":")
     n = int(n)
+    if where == "nan":
+        import torch.nn.functional as F
+
+        cross_entropy, calls = F.cross_entropy, [0]
+
+        def poisoned(logits, labels, **kwargs):
+            loss = cross_entropy(logits, labels, **kwargs)
+            if kwargs.get("reduction", "mean") == "mean":  # training batches
+                calls[0] += 1
+                if calls[0] == n:
+                    return loss * float("nan")
+            return loss
+
+        F.cross_entropy = poisoned
+        return
     if where == "batch":
         after_batch, steps = schedules.Schedule.after_batch, [0]
 
@@ -81,6 +112,6 @@ if __name__ == "__main__":
 
     data_dir, point, script, *args = sys.argv[1:]
     use_checksums_of(Path(data_dir))
-    crash_at(point)
+    apply(point)
     sys.argv = [script, *args]
     runpy.run_path(script, run_name="__main__")

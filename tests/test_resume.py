@@ -193,7 +193,8 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
     assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
     assert state["config"] == {"dataset": "cifar10", "model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
                                "train_subset": None, "val_subset": None, "seed": 12, "loader": "device",
-                               "channels_last": True, "amp": "off", "compile": False}
+                               "channels_last": True, "amp": "off", "compile": False,
+                               "processes": 1, "sync_bn": False}
 
 
 def test_a_finished_run_can_be_extended_exactly(cifar_dir, tmp_path, uninterrupted):

@@ -1,0 +1,81 @@
+"""Several processes (torchrun): who is who, sums across processes, and agreeing when to stop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from errors import UserError
+
+
+@dataclass
+class Team:
+    """This process's place among the processes of one run (one process: rank 0 of 1).
+
+    ``control`` is a Gloo group for the small host-side agreements (NCCL groups carry only
+    GPU tensors); with Gloo as the main backend it is the default group.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    control: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 prints and writes every file."""
+        return self.rank == 0
+
+    def sum(self, *tensors: torch.Tensor) -> None:
+        """Add up ``tensors`` (in place) over the processes: exact totals, not averages of averages."""
+        if self.world > 1:
+            for tensor in tensors:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+    def agree(self, values: list[int]) -> list[int]:
+        """The largest of each value over the processes, so that all of them take the same decision."""
+        if self.world == 1:
+            return values
+        agreed = torch.tensor(values, dtype=torch.long)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX, group=self.control)
+        return agreed.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier(group=self.control)
+
+
+def world_size() -> int:
+    """How many processes torchrun started for this run (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join(device_name: str) -> tuple[Team, torch.device | None]:
+    """Join the process group torchrun set up, if any: NCCL with CUDA, Gloo on the CPU.
+
+    Returns the team and, under torchrun with CUDA, this process's GPU (cuda:LOCAL_RANK);
+    ``None`` leaves the choice of device to the caller.
+    """
+    world = world_size()
+    if world == 1:
+        return Team(), None
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device_name}: CUDA is not available here; use --device cpu.")
+    device = None
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    control = dist.new_group(backend="gloo") if use_cuda else None
+    return Team(rank, world, local_rank, control), device
+
+
+def leave(team: Team) -> None:
+    if team.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()

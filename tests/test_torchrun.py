@@ -1,0 +1,168 @@
+"""Several processes: torchrun with Gloo on the CPU against one process, shards, refusals, and
+stopping together (a killed rank, a signal, a non-finite loss)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+import cifar
+import train
+from models import build_network
+from cifar_format import use_checksums_of
+from test_resume import assert_same_run, files_of
+from test_train import call
+
+REPO = Path(__file__).resolve().parent.parent
+# 40 training images, 3 batches of 16 (the last of 8): each of 2 processes takes 8, 8, 4.
+RUN = ["-e", "3", "-wr", "-t0", "1", "-tm", "2", "-b", "16", "--model", "wrn-10-1", "--seed", "5"]
+CPU = torch.device("cpu")
+
+
+def torchrun(data: Path, point: str, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / "train.py"), *args]
+
+
+def run_torchrun(data: Path, point: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(torchrun(data, point, args), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_cifar, tmp_path_factory) -> dict[str, Path]:
+    """The same run by two processes (torchrun) and by one (in this process)."""
+    two, one = tmp_path_factory.mktemp("two"), tmp_path_factory.mktemp("one")
+    done = run_torchrun(tiny_cifar, "none", [*RUN, "--data-dir", str(tiny_cifar), "--output-dir", str(two)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as mp:
+        use_checksums_of(tiny_cifar, mp.setattr)
+        code, _, err = call(train.main, [*RUN, "--data-dir", str(tiny_cifar), "--output-dir", str(one)])
+        assert code == 0, err
+    return {"two": two, "one": one, "log": done.stdout}
+
+
+def test_two_processes_take_the_same_steps_and_write_the_same_files_once(runs):
+    two, one = runs["two"], runs["one"]
+    assert sorted(files_of(two)) == sorted(files_of(one))
+    assert joblib.load(two / "lr_schedule_s1_m2.pkl") == joblib.load(one / "lr_schedule_s1_m2.pkl")
+    assert len(joblib.load(two / "lr_schedule_s1_m2.pkl")) == 3 * 3
+    for name in ("wr_train_loss_s1_m2.pkl", "wr_val_loss_s1_m2.pkl"):
+        assert len(joblib.load(two / name)) == 3 and all(math.isfinite(v) for v in joblib.load(two / name))
+    assert len((two / "runs" / "wr_s1_m2" / "metrics.jsonl").read_text().splitlines()) == 3
+    record = json.loads((two / "runs" / "wr_s1_m2" / "run.json").read_text())
+    assert record["config"]["processes"] == 2 and record["sessions"][0]["outcome"] == "finished"
+    # One voice: rank 0 alone prints.
+    log = runs["log"]
+    assert log.count("Epoch 1 of 3") == 1 and log.count("Finished Training") == 1
+
+
+def test_with_batchnorm_in_eval_mode_one_step_gives_the_same_weights(cifar_dir, tmp_path, monkeypatch):
+    step = ["-e", "1", "--train-subset", "16", "-b", "16", "--model", "wrn-10-1", "--seed", "7", "--data-dir", str(cifar_dir)]
+    done = run_torchrun(cifar_dir, "bn-eval", [*step, "--output-dir", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    train_mode = _BatchNorm.train
+    monkeypatch.setattr(_BatchNorm, "train", lambda self, mode=True: train_mode(self, False))
+    code, _, err = call(train.main, [*step, "--output-dir", str(tmp_path / "one")])
+    assert code == 0, err
+    weights = [torch.load(tmp_path / name / "runs" / "multistep" / "checkpoint.pt", weights_only=True)["model"]
+               for name in ("two", "one")]
+    for key, value in weights[1].items():
+        assert torch.allclose(weights[0][key].float(), value.float(), atol=1e-6), key
+    torch.manual_seed(7)
+    fresh = build_network("wrn-10-1", 10).state_dict()
+    assert not torch.allclose(fresh["fc.weight"], weights[1]["fc.weight"])  # the step did change them
+    val = [joblib.load(tmp_path / name / "val_loss.pkl")[0] for name in ("two", "one")]
+    assert val[0] == pytest.approx(val[1], rel=1e-5)
+
+
+def test_shards_are_disjoint_cover_each_batch_and_keep_its_draws():
+    n = 40
+    data = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    dataset = cifar.InMemoryCIFAR(data, list(range(n)))  # label = index: shows which image
+
+    def batches(rank, world):
+        loader = cifar.DeviceLoader(dataset, 16, CPU, torch.Generator().manual_seed(3), augment=True, rank=rank, world=world)
+        return list(loader)
+
+    whole = batches(0, 1)
+    parts = [batches(r, 2) for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == len(whole) == 3
+    seen = []
+    for k, (images, labels) in enumerate(whole):
+        shard_labels = [parts[r][k][1] for r in (0, 1)]
+        assert not set(shard_labels[0].tolist()) & set(shard_labels[1].tolist())
+        assert torch.equal(torch.cat(shard_labels), labels)  # together: the whole batch, in order
+        assert torch.equal(torch.cat([parts[r][k][0] for r in (0, 1)]), images)  # with the same crops and flips
+        seen += labels.tolist()
+    assert sorted(seen) == list(range(n))
+
+
+def test_a_world_size_that_does_not_divide_the_batch_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = call(train.main, ["--output-dir", str(tmp_path)])
+    assert code == 1
+    assert "3 processes cannot share a batch of 128 evenly" in err and "--nproc_per_node=2, 4 or 8" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_sync_bn_needs_cuda_and_several_processes(monkeypatch):
+    assert "needs several processes" in call(train.main, ["--sync-bn"])[2]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert "works on CUDA only" in call(train.main, ["--sync-bn", "--device", "cpu"])[2]
+
+
+def test_the_torchvision_loader_stays_single_process():
+    with pytest.raises(cifar.UserError, match="under torchrun use the default --loader device"):
+        cifar.make_loaders(None, None, "torchvision", 16, torch.Generator(), CPU, rank=0, world=2)
+
+
+def test_killing_one_rank_ends_the_job_and_the_run_resumes_exactly(cifar_dir, tmp_path, runs):
+    args = [*RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    killed = run_torchrun(cifar_dir, "batch:5@1", args)  # rank 1 dies in epoch 2; timeout=300 would mean a hang
+    assert killed.returncode != 0
+    assert "Signal 9 (SIGKILL) received" in killed.stderr
+    resumed = run_torchrun(cifar_dir, "none", [*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming after epoch 1" in resumed.stdout
+    assert_same_run(tmp_path, runs["two"])
+
+
+def test_a_signal_stops_every_rank_at_the_same_batch(cifar_dir, tmp_path, runs):
+    args = [*RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(torchrun(cifar_dir, "none", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    for line in proc.stdout:
+        if "Epoch 2 of 3" in line:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)  # what a preemption sends: to the launcher and every rank
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert err.count("Stopped by SIGTERM") == 1 and "Resume with:" in err
+    resumed = run_torchrun(cifar_dir, "none", [*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(tmp_path, runs["two"])
+
+
+def test_a_non_finite_loss_in_one_rank_stops_them_all(cifar_dir, tmp_path):
+    args = [*RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    done = run_torchrun(cifar_dir, "nan:5@1", args)  # rank 1's 5th batch: epoch 2, batch 2
+    assert done.returncode != 0
+    assert done.stderr.count("error: the training loss is not finite (NaN or infinite) at epoch 2, batch 2") == 1
+    # torchrun itself reports the failed children; the ranks' own output (prefixed [rankN]) has no traceback.
+    assert not [line for line in done.stderr.splitlines() if line.startswith("[rank") and "Traceback" in line]
+    assert torch.load(tmp_path / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"] == 1
