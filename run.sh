@@ -1,30 +1,72 @@
 #!/bin/sh
-# The three reference runs, one after the other: 200 epochs each of the multistep schedule
-# and of warm restarts with T_0 = 50 and T_0 = 200. Then `python plot.py` draws them together.
+# The three reference runs: 200 epochs each of the multistep schedule and of warm restarts
+# with T_0 = 50 and T_0 = 200. Then `python plot.py` draws them together.
 #
-#   sh run.sh            the reference runs (hours on a GPU), outputs in outputs/
-#   sh run.sh --quick    the same three schedules scaled down to 20 epochs on a subset,
-#                        then the combined figure, all in outputs/quick/ (minutes on a CPU)
+#   sh run.sh              the reference runs, one after the other (hours on a GPU), in outputs/
+#   sh run.sh --quick      the same three schedules scaled down to 20 epochs on a subset, then
+#                          the combined figure, all in outputs/quick/ (minutes on a CPU)
+#   sh run.sh --parallel   the three runs at once, one per GPU (round robin over the GPUs that
+#                          nvidia-smi lists, or GPUS=N), each logging to <outputs>/logs/<run>.log
 #
 # Every run is started with --resume: rerunning this script after an interruption continues
 # each run from its last checkpoint and skips the runs that finished.
-# Any further arguments are passed to every train.py call (e.g. --seed 1, --data-dir DIR).
+# Further arguments are passed to every train.py call (e.g. --seed 1, --data-dir DIR).
 # PYTHON names the interpreter (default: python).
 set -eu
 here=$(dirname "$0")
 py=${PYTHON:-python}
+quick=0
+parallel=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1; shift ;;
+        --parallel) parallel=1; shift ;;
+        *) break ;;
+    esac
+done
 
-if [ "${1:-}" = "--quick" ]; then
-    shift
+if [ $quick = 1 ]; then
     # Every epoch count x 20/200: milestones 60 120 160 -> 6 12 16, T_0 50 -> 5, T_0 200 -> 20.
-    out=outputs/quick
-    quick="-e 20 --train-subset 512 --val-subset 512 --output-dir $out --resume"
-    $py "$here/train.py" $quick --milestones 6 12 16 "$@"
-    $py "$here/train.py" $quick --warm-restart -t0 5 "$@"
-    $py "$here/train.py" $quick --warm-restart -t0 20 "$@"
-    $py "$here/plot.py" --output-dir $out --t-zeros 5 20
+    out=outputs/quick epochs=20 first=5 second=20 milestones="--milestones 6 12 16"
+    set -- --train-subset 512 --val-subset 512 --output-dir $out "$@"
 else
-    $py "$here/train.py" -e 200 --resume "$@"
-    $py "$here/train.py" -e 200 --warm-restart -t0 50 --resume "$@"
-    $py "$here/train.py" -e 200 --warm-restart -t0 200 --resume "$@"
+    out=outputs epochs=200 first=50 second=200 milestones=""
+fi
+if [ $parallel = 1 ]; then
+    gpus=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+    if [ "$gpus" -lt 1 ]; then
+        echo "run.sh --parallel: no GPU found (nvidia-smi -L); set GPUS=N, or run without --parallel." >&2
+        exit 2
+    fi
+    mkdir -p "$out/logs"
+fi
+
+pids=""
+slot=0
+start() {  # start NAME ARGS...: one run, here, or in the background on GPU (slot mod gpus)
+    name=$1
+    shift
+    if [ $parallel = 1 ]; then
+        gpu=$((slot % gpus))
+        CUDA_VISIBLE_DEVICES=$gpu $py "$here/train.py" "$@" > "$out/logs/$name.log" 2>&1 &
+        pids="$pids $!"
+        echo "$name: GPU $gpu, log $out/logs/$name.log"
+        slot=$((slot + 1))
+    else
+        $py "$here/train.py" "$@"
+    fi
+}
+start multistep -e $epochs $milestones --resume "$@"
+start wr_s${first}_m1 -e $epochs --warm-restart -t0 $first --resume "$@"
+start wr_s${second}_m1 -e $epochs --warm-restart -t0 $second --resume "$@"
+failed=0
+for pid in $pids; do
+    wait "$pid" || failed=1
+done
+if [ $failed = 1 ]; then
+    echo "run.sh: a run failed; see $out/logs/." >&2
+    exit 1
+fi
+if [ $quick = 1 ]; then
+    $py "$here/plot.py" --output-dir $out --t-zeros $first $second
 fi

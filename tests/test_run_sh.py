@@ -48,3 +48,37 @@ def test_quick_mode_trains_three_schedules_and_draws_the_figure(tiny_cifar, tmp_
     assert [lrs[k] for k in (5, 6, 10, 11, 15, 16)] == [lrs[5], 0.05, lrs[5], 0.05, lrs[5], 0.05]
     # Each restart batch still uses eq. (5) at 4/5 of the old cycle, the next one the peak.
     assert lrs[5] == pytest.approx(0.025 * (1 + math.cos(0.8 * math.pi)), abs=1e-15)
+
+
+def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text('echo "GPU=$CUDA_VISIBLE_DEVICES $*"\n')
+    env = {**os.environ, "PYTHON": f"sh {fake}", "GPUS": "2"}
+    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel", "--seed", "4"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "multistep: GPU 0, log outputs/logs/multistep.log",
+        "wr_s50_m1: GPU 1, log outputs/logs/wr_s50_m1.log",
+        "wr_s200_m1: GPU 0, log outputs/logs/wr_s200_m1.log",
+    ]
+    logs = {p.stem: p.read_text().strip() for p in (tmp_path / "outputs" / "logs").iterdir()}
+    assert logs == {
+        "multistep": f"GPU=0 {REPO}/train.py -e 200 --resume --seed 4",
+        "wr_s50_m1": f"GPU=1 {REPO}/train.py -e 200 --warm-restart -t0 50 --resume --seed 4",
+        "wr_s200_m1": f"GPU=0 {REPO}/train.py -e 200 --warm-restart -t0 200 --resume --seed 4",
+    }
+
+
+def test_parallel_mode_without_gpus_says_so(tmp_path):
+    env = {**os.environ, "PYTHON": "echo", "GPUS": "0"}
+    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "no GPU found" in done.stderr
+
+
+def test_parallel_mode_reports_a_failed_run(tmp_path):
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text('case "$*" in *"t0 50"*) exit 3 ;; esac\n')
+    env = {**os.environ, "PYTHON": f"sh {fake}", "GPUS": "3"}
+    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "a run failed; see outputs/logs/" in done.stderr
