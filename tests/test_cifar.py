@@ -25,6 +25,19 @@ def to_uint8(normalised: torch.Tensor) -> np.ndarray:
     return (normalised * std + mean).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def reference_outputs(image: np.ndarray) -> dict[bytes, tuple[bool, int, int]]:
+    """Every image the reference augmentation can make of ``image`` (flip first, then a 32x32 crop
+    of the 4-pixel reflect-padded image), as bytes, with its (flip, dy, dx)."""
+    outputs = {}
+    for flip in (False, True):
+        source = image[:, ::-1] if flip else image
+        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        for dy in range(9):
+            for dx in range(9):
+                outputs[padded[dy : dy + 32, dx : dx + 32].tobytes()] = (flip, dy, dx)
+    return outputs
+
+
 def test_normalisation_uses_the_reference_constants():
     assert cifar.MEAN == SPEC_MEAN and cifar.STD == SPEC_STD
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -38,14 +51,7 @@ def test_normalisation_uses_the_reference_constants():
 
 def test_training_augmentation_is_a_fair_flip_and_a_uniform_crop_of_a_reflect_padded_image():
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    # Every output the reference can produce: flip first, then a crop of the reflect-padded image.
-    candidates = {}
-    for flip in (False, True):
-        source = image[:, ::-1] if flip else image
-        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="reflect")
-        for dy in range(9):
-            for dx in range(9):
-                candidates[padded[dy : dy + 32, dx : dx + 32].tobytes()] = (flip, dy, dx)
+    candidates = reference_outputs(image)
     torch.manual_seed(0)
     transform = cifar.train_transform()
     n = 2000
@@ -147,13 +153,7 @@ def test_on_device_draws_are_uniform_and_independent_per_image():
     n = 2304
     dataset = cifar.InMemoryCIFAR(np.repeat(image[None], n, axis=0), [0] * n)
     loader = cifar.DeviceLoader(dataset, 128, CPU, torch.Generator().manual_seed(0), augment=True)
-    candidates = {}
-    for flip in (False, True):
-        source = image[:, ::-1] if flip else image
-        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="reflect")
-        for dy in range(9):
-            for dx in range(9):
-                candidates[padded[dy : dy + 32, dx : dx + 32].tobytes()] = (flip, dy, dx)
+    candidates = reference_outputs(image)
     draws, per_batch = [], []
     for images, _ in loader:
         batch = [candidates[to_uint8(x).tobytes()] for x in images]

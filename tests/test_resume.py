@@ -87,8 +87,18 @@ def uninterrupted(tiny_cifar, tmp_path_factory) -> dict[str, Path]:
     return outs
 
 
-def harness(data: Path, point: str, args: list[str], **popen) -> list[str]:
+def harness(data: Path, point: str, args: list[str]) -> list[str]:
     return [sys.executable, str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / "train.py"), *args]
+
+
+def start_until(command: list[str], line: str, **popen) -> subprocess.Popen:
+    """Start ``command`` (unbuffered, text pipes) and return once its stdout has printed ``line``."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            **{"stderr": subprocess.PIPE, **popen})
+    for printed in proc.stdout:
+        if line in printed:
+            return proc
+    raise AssertionError(f"{line!r} never printed; exit status {proc.wait()}")
 
 
 def record(out: Path, name: str) -> dict:
@@ -121,12 +131,7 @@ def test_killed_then_resumed_equals_uninterrupted(kind, point, cifar_dir, tmp_pa
 def test_killed_at_a_random_moment_then_resumed(cifar_dir, tmp_path, uninterrupted):
     delay = random.Random().uniform(0.0, 1.5)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
-    for line in proc.stdout:
-        if "Epoch 2 of 4" in line:
-            break
+    proc = start_until(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), "Epoch 2 of 4", stderr=subprocess.DEVNULL)
     time.sleep(delay)
     proc.kill()
     proc.wait(timeout=60)
@@ -138,15 +143,10 @@ def test_killed_at_a_random_moment_then_resumed(cifar_dir, tmp_path, uninterrupt
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_at_a_batch_boundary_and_the_run_resumes(sig, cifar_dir, tmp_path, uninterrupted):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A terminal's Ctrl-C reaches the whole process group, worker processes included.
     workers = ["--loader", "torchvision", "--workers", "2"]
     args = argv("multistep", cifar_dir, out, *workers) if sig == signal.SIGINT else argv("multistep", cifar_dir, out)
-    proc = subprocess.Popen(harness(cifar_dir, "none", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
-    for line in proc.stdout:
-        if "Epoch 2 of 4" in line:
-            break
+    proc = start_until(harness(cifar_dir, "none", args), "Epoch 2 of 4", start_new_session=True)
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
@@ -166,12 +166,7 @@ def test_a_signal_stops_at_a_batch_boundary_and_the_run_resumes(sig, cifar_dir, 
 
 def test_a_second_ctrl_c_aborts_at_once_and_leaves_complete_files(cifar_dir, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    for line in proc.stdout:
-        if "Epoch 2 of 4" in line:
-            break
+    proc = start_until(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), "Epoch 2 of 4")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
     proc.send_signal(signal.SIGINT)

@@ -20,7 +20,7 @@ import cifar
 import train
 from models import build_network
 from cifar_format import use_checksums_of
-from test_resume import assert_same_run, files_of
+from test_resume import assert_same_run, files_of, start_until
 from test_train import call
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,12 +143,7 @@ def test_killing_one_rank_ends_the_job_and_the_run_resumes_exactly(cifar_dir, tm
 
 def test_a_signal_stops_every_rank_at_the_same_batch(cifar_dir, tmp_path, runs):
     args = [*RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(torchrun(cifar_dir, "none", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    for line in proc.stdout:
-        if "Epoch 2 of 3" in line:
-            break
+    proc = start_until(torchrun(cifar_dir, "none", args), "Epoch 2 of 3", start_new_session=True)
     os.killpg(proc.pid, signal.SIGTERM)  # what a preemption sends: to the launcher and every rank
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
