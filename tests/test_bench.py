@@ -24,7 +24,8 @@ def test_quick_bench_prints_the_comparison_table(capsys):
         ratio = line.rstrip(" |").rsplit("| ", 1)[1]
         assert re.fullmatch(r"\d+\.\d+x( \(\d+\.\d+-\d+\.\d+\))?", ratio) and float(ratio.split("x")[0]) > 0, line
     assert re.search(r"of matmul .* of matmul", rows[4])
-    assert re.search(r"fp32 matmul: [\d,]+ GFLOP/s; one training step: [\d.]+ GFLOP", out)
+    assert re.search(r"fp32 matmul: [\d,]+ GFLOP/s through torch.matmul, [\d,]+ GFLOP/s through 1x1 convolution; "
+                     r"fractions are of the faster. One training step: [\d.]+ GFLOP", out)
     assert "Rates are medians over 1 round(s) of reference, variant, variant, reference" in out
 
 
