@@ -13,10 +13,12 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
+import checkpoint
 import cifar
 import train
 from models import build_network
@@ -221,22 +224,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
     parser.add_argument("--models", nargs="+", metavar="MODEL",
-                        help="instead: time train.py's training step for each network and estimate an epoch")
+                        help="instead: time train.py's training step and checkpoint for each network and estimate an epoch")
     return parser
 
 
-def compare_models(names: Sequence[str], device: torch.device, batch: int, steps: int) -> None:
-    """train.py's training step (channels_last, the default) for each network, and what that makes
-    one epoch of 50,000 training images (391 batches; validation not included)."""
-    print(row(["network", "parameters", "GFLOP a step", "images/s", "training epoch, estimated"]))
-    print(row(["---"] * 5))
+def compare_models(names: Sequence[str], device: torch.device, batch: int, steps: int, repeats: int) -> None:
+    """train.py's training step (channels_last, the default) for each network, what that makes one
+    epoch of 50,000 training images (391 batches; validation not included), and what the
+    checkpoint written at the end of every epoch costs beside it."""
+    print(row(["network", "parameters", "GFLOP a step", "images/s", "training epoch, estimated", "checkpoint",
+               "checkpoint write (read)", "write / epoch"]))
+    print(row(["---"] * 8))
     for name in names:
         model, images, labels = variant(name, device, batch, channels_last=True)
         flops = step_flops(model, images, labels)
         rate = our_stepper(model, model, images, labels, device)(steps)
         seconds = cifar.TRAIN_IMAGES / rate
+        size, write, read = checkpoint_cost(model, images, labels, device, repeats)
         print(row([name, f"{sum(p.numel() for p in model.parameters()):,}", f"{flops / 1e9:,.1f}", f"{rate:,.1f}",
-                   f"{seconds / 60:,.1f} min"]), flush=True)
+                   f"{seconds / 60:,.1f} min", f"{size / 1e6:,.1f} MB", f"{write:.2f} s ({read:.2f} s)",
+                   f"{write / seconds:.2%}"]), flush=True)
+
+
+def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -> tuple[int, float, float]:
+    """Size, median write and median read seconds of train.py's checkpoint for ``model`` at the end
+    of a 200-epoch run (full histories, momentum buffers), written as train.py writes it (a
+    temporary file, fsync, rename) into a folder under the working directory, then removed."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    F.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+    config = train.trajectory(train.build_parser().parse_args([]), 0, 1)  # the reference run's settings
+    epochs, batches = 200, -(-cifar.TRAIN_IMAGES // config["batch_size"])
+    history = {key: [0.5] * epochs for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
+    run = train.Experiment(
+        config=config, device=device, files=None, model=model,
+        optimizer=optimizer, schedule=build_schedule(optimizer, True, 50, 1, []), generator=torch.Generator(),
+        train_loader=None, val_loader=None, net=model, eval_net=model, autocast=nullcontext,
+        history={**history, "lr": [0.05] * (epochs * batches)}, epochs_done=epochs)
+    writes, reads = [], []
+    with tempfile.TemporaryDirectory(prefix=".bench-checkpoint-", dir=os.getcwd()) as folder:
+        path = Path(folder) / "checkpoint.pt"
+        for _ in range(repeats):
+            state = run.state()
+            writes.append(timed(device, lambda: checkpoint.save(path, state)))
+            reads.append(timed(device, lambda: checkpoint.load(path)))
+        return path.stat().st_size, statistics.median(writes), statistics.median(reads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Machine: {machine(device)}")
     if args.models:
         print(f"Work: batch {batch}, {steps} steps each after warm-up, synthetic data\n")
-        compare_models(args.models, device, batch, steps)
+        compare_models(args.models, device, batch, steps, 3 if quick else 7)
         return 0
     print(f"Work: {args.model}, batch {batch}, synthetic CIFAR-10-shaped data{' (quick mode)' if quick else ''}")
 

@@ -29,9 +29,24 @@ def test_quick_bench_prints_the_comparison_table(capsys):
     assert "Rates are medians over 1 round(s) of reference, variant, variant, reference" in out
 
 
-def test_model_comparison_prints_a_row_per_network(capsys):
+def test_model_comparison_prints_a_row_per_network(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the checkpoint is timed in a folder here, then removed
     assert bench.main(["--quick", "--batch-size", "8", "--models", "wrn-10-1", "wrn-16-1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| wrn")]
     counts = [f"{count_parameters(build_network(name, 10))[0]:,}" for name in ("wrn-10-1", "wrn-16-1")]
     assert [r.split(" | ")[0:2] for r in rows] == [["| wrn-10-1", counts[0]], ["| wrn-16-1", counts[1]]]
-    assert all(re.search(r"\| [\d,.]+ min \|$", r) for r in rows)
+    assert all(re.search(r"\| [\d,.]+ min \| [\d.]+ MB \| \d+\.\d\d s \(\d+\.\d\d s\) \| \d+\.\d\d% \|$", r) for r in rows), rows
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = []
+    monkeypatch.setattr(bench.checkpoint, "load", lambda path: saved.append(torch.load(path, weights_only=True)))
+    model, images, labels = bench.variant("wrn-10-1", torch.device("cpu"), 4, channels_last=True)
+    size, write, read = bench.checkpoint_cost(model, images, labels, torch.device("cpu"), 2)
+    assert len(saved) == 2 and size > 4 * count_parameters(model)[0] and write > 0 and read > 0
+    state = saved[0]
+    assert state["epoch"] == 200 and len(state["history"]["val_loss"]) == 200 and len(state["history"]["lr"]) == 200 * 391
+    assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
+    assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
