@@ -261,11 +261,10 @@ def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -
         optimizer=optimizer, schedule=build_schedule(optimizer, True, 50, 1, []), generator=torch.Generator(),
         train_loader=None, val_loader=None, net=model, eval_net=model, autocast=nullcontext,
         history={**history, "lr": [0.05] * (epochs * batches)}, epochs_done=epochs)
-    writes, reads = [], []
+    state, writes, reads = run.state(), [], []
     with tempfile.TemporaryDirectory(prefix=".bench-checkpoint-", dir=os.getcwd()) as folder:
         path = Path(folder) / "checkpoint.pt"
         for _ in range(repeats):
-            state = run.state()
             writes.append(timed(device, lambda: checkpoint.save(path, state)))
             reads.append(timed(device, lambda: checkpoint.load(path)))
         return path.stat().st_size, statistics.median(writes), statistics.median(reads)
