@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import checkpoint
 import cifar
 import train
-from models import build_network
+from models import build_network, count_parameters
 from schedules import build_schedule
 
 
@@ -109,7 +109,7 @@ Stepper = Callable[[int], float]  # steps -> images per second
 
 def reference_stepper(model, images, labels, device: torch.device) -> Stepper:
     """The tutorial's training step: contiguous tensors, fp32, and ``loss.item()`` every batch."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    optimizer = train.reference_optimizer(model)
 
     def step():
         optimizer.zero_grad()
@@ -128,7 +128,7 @@ def reference_stepper(model, images, labels, device: torch.device) -> Stepper:
 
 def our_stepper(net, model, images, labels, device: torch.device, autocast=nullcontext) -> Stepper:
     """train.py's own ``train_epoch`` over copies of one batch."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    optimizer = train.reference_optimizer(model)
     schedule = build_schedule(optimizer, True, 50, 1, [])
 
     def epoch(batches: int):
@@ -202,7 +202,7 @@ def epoch_seconds(kind: str, train_set, val_set, model_name: str, batch_size: in
     generator = torch.Generator().manual_seed(0)
     train_loader, val_loader = cifar.make_loaders(train_set, val_set, kind, batch_size, generator, device, workers, channels_last)
     model, _, _ = variant(model_name, device, batch_size, channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    optimizer = train.reference_optimizer(model)
     schedule = build_schedule(optimizer, True, 50, 1, [])
     data_only = timed(device, lambda: [None for loader in (train_loader, val_loader) for _ in loader])
 
@@ -241,7 +241,7 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
         rate = our_stepper(model, model, images, labels, device)(steps)
         seconds = cifar.TRAIN_IMAGES / rate
         size, write, read = checkpoint_cost(model, images, labels, device, repeats)
-        print(row([name, f"{sum(p.numel() for p in model.parameters()):,}", f"{flops / 1e9:,.1f}", f"{rate:,.1f}",
+        print(row([name, f"{count_parameters(model)[0]:,}", f"{flops / 1e9:,.1f}", f"{rate:,.1f}",
                    f"{seconds / 60:,.1f} min", f"{size / 1e6:,.1f} MB", f"{write:.2f} s ({read:.2f} s)",
                    f"{write / seconds:.2%}"]), flush=True)
 
@@ -250,7 +250,7 @@ def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -
     """Size, median write and median read seconds of train.py's checkpoint for ``model`` at the end
     of a 200-epoch run (full histories, momentum buffers), written as train.py writes it (a
     temporary file, fsync, rename) into a folder under the working directory, then removed."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    optimizer = train.reference_optimizer(model)
     F.cross_entropy(model(images), labels).backward()
     optimizer.step()
     config = train.trajectory(train.build_parser().parse_args([]), 0, 1)  # the reference run's settings

@@ -39,6 +39,11 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 FIGURE_INTERVAL = 60.0
 
 
+def reference_optimizer(model: nn.Module) -> torch.optim.SGD:
+    """The reference optimiser over ``model``'s parameters."""
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -463,7 +468,7 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    optimizer = reference_optimizer(model)
     schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones)
     net = model
     if team.world > 1:

@@ -43,7 +43,7 @@ def tiny_setup(batches: int):
     torch.manual_seed(0)
     model = nn.Linear(1, 2)
     loader = [(torch.ones(1, 1), torch.zeros(1, dtype=torch.long))] * batches
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.LR, momentum=train.MOMENTUM, weight_decay=train.WEIGHT_DECAY)
+    optimizer = train.reference_optimizer(model)
     return model, loader, optimizer
 
 
