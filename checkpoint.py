@@ -49,13 +49,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     """A checkpoint written by ``save``, read with ``weights_only=True``; a clear error otherwise."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, bad pickle, wrong file: all mean "unusable"
-        raise UserError(_unusable(path, f"{type(error).__name__}: {error}")) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(_unusable(path, f"not a checkpoint of format {FORMAT}"))
-    return state
+    return _read(path, "checkpoint", " Restore it from a backup to resume, or start the run over with --overwrite.")
 
 
 def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], epoch: int, num_classes: int) -> None:
@@ -66,20 +60,22 @@ def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], ep
 
 
 def load_snapshot(path: Path) -> dict[str, Any]:
+    """A snapshot written by ``save_snapshot``; a clear error otherwise."""
+    return _read(path, "snapshot", "", "model")
+
+
+def _read(path: Path, what: str, advice: str, *required: str) -> dict[str, Any]:
+    """A file this module wrote, read with ``weights_only=True``; a ``UserError`` naming it when it
+    cannot be read or is not a ``what`` of this format (having the keys ``required``)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"the snapshot {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}).") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise UserError(f"{path} is not a snapshot of format {FORMAT}.")
-    return state
-
-
-def _unusable(path: Path, reason: str) -> str:
-    return (
-        f"the checkpoint {path} cannot be read ({reason.splitlines()[0]}). Restore it from a "
-        "backup to resume, or start the run over with --overwrite."
-    )
+    except Exception as error:  # truncated zip, bad pickle, wrong file: all mean "unusable"
+        reason = f"{type(error).__name__}: {error}"
+    else:
+        if isinstance(state, dict) and state.get("format") == FORMAT and all(key in state for key in required):
+            return state
+        reason = f"not a {what} of format {FORMAT}"
+    raise UserError(f"the {what} {path} cannot be read ({reason.splitlines()[0]}).{advice}")
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
