@@ -82,19 +82,24 @@ def find_runs(root: Path) -> list[Run]:
     return runs
 
 
+def by_schedule(runs: Sequence[Run]) -> dict[tuple[int, int] | None, list[Run]]:
+    groups: dict = defaultdict(list)
+    for run in runs:
+        groups[run.schedule].append(run)
+    return groups
+
+
 def _spread(values: Sequence[float]) -> str:
     middle = f"{statistics.median(values):.2f}"
     return middle if len(values) == 1 else f"{middle} ({min(values):.2f}-{max(values):.2f})"
 
 
 def table1(runs: list[Run], dataset: str) -> list[str]:
-    by_schedule: dict = defaultdict(list)
-    for run in runs:
-        by_schedule[run.schedule].append(run)
-    order = list(PAPER_TABLE1) + sorted((s for s in by_schedule if s not in PAPER_TABLE1), key=str)
+    groups = by_schedule(runs)
+    order = list(PAPER_TABLE1) + sorted((s for s in groups if s not in PAPER_TABLE1), key=str)
     lines = ["| schedule | runs (seeds) | test error %, median (range) | paper, WRN-28-10 |", "| --- | --- | --- | --- |"]
     for schedule in order:
-        group = by_schedule.get(schedule, [])
+        group = groups.get(schedule, [])
         ours = _spread([r.test_error for r in group]) if group else "not run"
         paper = f"{PAPER_TABLE1[schedule][COLUMN[dataset]]:.2f}" if schedule in PAPER_TABLE1 else ""
         seeds = ", ".join(str(r.config["seed"]) for r in group)
@@ -102,39 +107,40 @@ def table1(runs: list[Run], dataset: str) -> list[str]:
     return lines
 
 
+def paper_table2(schedule: tuple[int, int], dataset: str, runs: int, m: int) -> str:
+    """The paper's Table 2 entry for an ensemble of ``runs`` x ``m`` snapshots, or "" (it has T_0 = 10, T_mult = 2 only)."""
+    cell = PAPER_TABLE2.get((runs, m)) if schedule == (10, 2) else None
+    return f"{cell[COLUMN[dataset]]:.2f}" if cell else ""
+
+
 def table2(runs: list[Run], dataset: str, test: ensemble.TestSet) -> tuple[list[str], dict]:
     """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots."""
     lines = ["| schedule | ensemble | test error %, median (range) | paper, WRN-28-10, T_0 = 10, T_mult = 2 |",
              "| --- | --- | --- | --- |"]
     curves = {}
-    by_schedule: dict = defaultdict(list)
-    for run in runs:
-        if run.schedule is not None:
-            by_schedule[run.schedule].append(ensemble.snapshots_in(run.folder))
-    for schedule, snapshot_sets in sorted(by_schedule.items()):
+    for schedule, group in sorted((s, g) for s, g in by_schedule(runs).items() if s is not None):
+        snapshot_sets = [ensemble.snapshots_in(run.folder) for run in group]
         if not all(snapshot_sets):
             continue
         largest = min(3, min(len(s) for s in snapshot_sets))
         single = [[100 * e for _, e in ensemble.last_m_errors([s], test, largest)] for s in snapshot_sets]
         curves[schedule] = [statistics.median(column) for column in zip(*single)]
         for m in range(1, largest + 1):
-            paper = PAPER_TABLE2.get((1, m)) if schedule == (10, 2) else None
             lines.append(f"| {schedule_name(schedule)} | 1 run, M = {m} | {_spread([row[m - 1] for row in single])} | "
-                         f"{f'{paper[COLUMN[dataset]]:.2f}' if paper else ''} |")
+                         f"{paper_table2(schedule, dataset, 1, m)} |")
         if len(snapshot_sets) > 1:
             for m, error in ensemble.last_m_errors(snapshot_sets, test, largest):
-                paper = PAPER_TABLE2.get((len(snapshot_sets), m)) if schedule == (10, 2) else None
                 lines.append(f"| {schedule_name(schedule)} | {len(snapshot_sets)} runs, M = {m} | {100 * error:.2f} | "
-                             f"{f'{paper[COLUMN[dataset]]:.2f}' if paper else ''} |")
+                             f"{paper_table2(schedule, dataset, len(snapshot_sets), m)} |")
     return lines, curves
 
 
 def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
-    by_schedule: dict = defaultdict(list)
-    for run in runs:
-        by_schedule[run.schedule].append([100 * m["test_error"] for m in run.metrics])
-    error_curves = [([statistics.median(epoch) for epoch in zip(*series)], COLORS[i % len(COLORS)], schedule_name(s))
-                    for i, (s, series) in enumerate(sorted(by_schedule.items(), key=lambda kv: str(kv[0])))]
+    error_curves = []
+    for i, (schedule, group) in enumerate(sorted(by_schedule(runs).items(), key=lambda kv: str(kv[0]))):
+        series = [[100 * m["test_error"] for m in run.metrics] for run in group]
+        error_curves.append(([statistics.median(epoch) for epoch in zip(*series)], COLORS[i % len(COLORS)],
+                             schedule_name(schedule)))
     paths = [out / f"test_error_{name}.png"]
     plot.line_figure(error_curves, "Epochs", "Test error % (median over seeds)", paths[0])
     if curves:

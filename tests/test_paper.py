@@ -172,3 +172,10 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
 def test_the_report_needs_finished_runs(tmp_path):
     code, _, err = call(report.main, ["--runs", str(tmp_path)])
     assert code == 1 and "no finished runs" in err and "grid.sh" in err
+
+
+def test_table2_cites_the_paper_only_for_its_own_schedule_and_ensembles():
+    assert report.paper_table2((10, 2), "cifar10", 1, 3) == "3.51"
+    assert report.paper_table2((10, 2), "cifar100", 3, 3) == "16.64"
+    assert report.paper_table2((10, 2), "cifar10", 1, 2) == ""  # the paper reports M = 3 only
+    assert report.paper_table2((1, 2), "cifar10", 1, 3) == ""
