@@ -16,6 +16,10 @@ import runfiles
 from errors import UserError
 
 FORMAT = 1
+# Settings added to a run's config after checkpoints of this format were first written, each with
+# the value that reproduces how runs trained before it existed: a checkpoint without the key was
+# made that way, and resumes under that value (any other is a difference, refused as usual).
+ADDED_SETTINGS: dict[str, Any] = {}
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
@@ -80,6 +84,7 @@ def _read(path: Path, what: str, advice: str, *required: str) -> dict[str, Any]:
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``."""
+    saved = {**ADDED_SETTINGS, **saved}
     return [
         f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
         for key in sorted(set(saved) | set(current))
