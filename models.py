@@ -53,32 +53,41 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 class _WideBlock(nn.Module):
-    """Pre-activation residual block: BN-ReLU-conv3x3, BN-ReLU-conv3x3, plus the shortcut.
+    """One residual block of the SGDR authors' WRN script.
 
-    Where the shape changes, the shortcut is a 1x1 convolution of the pre-activated input.
+    Every block but the network's first starts with BN-ReLU of its input (the first block's
+    input is the stem's output, already BN-ReLU'd); then conv3x3 (stride s) - BN - ReLU -
+    conv3x3 with a bias. The first block of each group adds a 1x1 convolution of the *raw*
+    input (even where the width does not change); the others add the input itself.
     """
 
-    def __init__(self, channels_in: int, channels_out: int, stride: int):
+    def __init__(self, channels_in: int, channels_out: int, stride: int, preactivate: bool, project: bool):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(channels_in)
+        self.bn1 = _batch_norm(channels_in) if preactivate else None
         self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels_out)
-        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
-        same = channels_in == channels_out and stride == 1
-        self.shortcut = None if same else nn.Conv2d(channels_in, channels_out, 1, stride, 0, bias=False)
+        self.bn2 = _batch_norm(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=True)
+        self.shortcut = nn.Conv2d(channels_in, channels_out, 1, stride, 0, bias=False) if project else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        activated = F.relu(self.bn1(x))
-        y = self.conv2(F.relu(self.bn2(self.conv1(activated))))
-        return y + (x if self.shortcut is None else self.shortcut(activated))
+        y = x if self.bn1 is None else F.relu(self.bn1(x))
+        y = self.conv2(F.relu(self.bn2(self.conv1(y))))
+        return y + (x if self.shortcut is None else self.shortcut(x))
+
+
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
+    # The script's epsilon; its running averages move by 0.1 per batch, PyTorch's momentum 0.1.
+    return nn.BatchNorm2d(channels, eps=1e-4, momentum=0.1)
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-k of Zagoruyko & Komodakis (2016), the network of the SGDR paper (WRN-28-10).
+    """WRN-depth-k (Zagoruyko & Komodakis, 2016) as the SGDR authors' script builds it (WRN-28-10).
 
-    A 3x3 convolution to 16 channels, three groups of (depth - 4) / 6 pre-activation blocks
-    of widths 16k, 32k, 64k (the second and third start with stride 2), then BN-ReLU,
-    global average pooling and a linear classifier. No dropout, as in the SGDR paper.
+    Stem: conv3x3 to 16 channels, BN, ReLU. Three groups of (depth - 4) / 6 blocks of widths
+    16k, 32k, 64k (the second and third start with stride 2). Head: BN-ReLU, global average
+    pooling, a linear classifier. No dropout, as in the SGDR paper. Initialised as the script
+    does: 3x3 convolutions He-normal (std sqrt(2 / fan_in)), 1x1 shortcuts Glorot-uniform, the
+    linear layer He-normal with gain 1 (std sqrt(1 / fan_in)), biases 0, BN scale 1 and shift 0.
     """
 
     def __init__(self, depth: int, k: int, num_classes: int = 10):
@@ -87,20 +96,28 @@ class WideResNet(nn.Module):
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 and k >= 1, got depth {depth}, k {k}")
         blocks = (depth - 4) // 6
         self.conv = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.stem_bn = _batch_norm(16)
         layers, channels = [], 16
         for width, stride in ((16 * k, 1), (32 * k, 2), (64 * k, 2)):
             for i in range(blocks):
-                layers.append(_WideBlock(channels, width, stride if i == 0 else 1))
+                first = i == 0
+                layers.append(_WideBlock(channels, width, stride if first else 1, preactivate=bool(layers), project=first))
                 channels = width
         self.blocks = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = _batch_norm(channels)
         self.fc = nn.Linear(channels, num_classes)
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            elif isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        nn.init.kaiming_normal_(self.fc.weight, nonlinearity="linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.blocks(self.conv(x))))
+        x = self.blocks(F.relu(self.stem_bn(self.conv(x))))
+        x = F.relu(self.bn(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
