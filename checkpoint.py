@@ -19,7 +19,7 @@ FORMAT = 1
 # Settings added to a run's config after checkpoints of this format were first written, each with
 # the value that reproduces how runs trained before it existed: a checkpoint without the key was
 # made that way, and resumes under that value (any other is a difference, refused as usual).
-ADDED_SETTINGS: dict[str, Any] = {}
+ADDED_SETTINGS: dict[str, Any] = {"recipe": "tutorial"}
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
@@ -56,11 +56,14 @@ def load(path: Path) -> dict[str, Any]:
     return _read(path, "checkpoint", " Restore it from a backup to resume, or start the run over with --overwrite.")
 
 
-def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], epoch: int, num_classes: int) -> None:
-    """The network's weights at the end of a cycle, with what is needed to rebuild and evaluate it."""
+def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], epoch: int, num_classes: int,
+                  inputs: dict[str, torch.Tensor] | None = None) -> None:
+    """The network's weights at the end of a cycle, with what is needed to rebuild and evaluate it:
+    ``inputs`` holds the ``mean`` and ``std`` test images are normalised with (absent in snapshots
+    written before recipes: the data set's per-channel statistics)."""
     with runfiles.atomic_write(path) as f:
         torch.save({"format": FORMAT, "epoch": epoch, "config": config, "num_classes": num_classes,
-                    "model": model.state_dict()}, f)
+                    "model": model.state_dict(), **({"inputs": inputs} if inputs else {})}, f)
 
 
 def load_snapshot(path: Path) -> dict[str, Any]:

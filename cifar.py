@@ -16,6 +16,7 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from errors import UserError
+from recipes import TUTORIAL, Recipe
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.247, 0.243, 0.261)
@@ -136,28 +137,38 @@ def _arrays(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.as_tensor(dataset.targets, dtype=torch.long)
 
 
-def _reflect_table(device: torch.device) -> torch.Tensor:
-    """Source index of each position -4..35 of a row or column reflect-padded by 4 pixels."""
-    position = torch.arange(-4, 36, device=device).abs()
+def _pad_table(device: torch.device, padding: str) -> torch.Tensor:
+    """Source index of each position -4..35 of a row or column padded by 4 pixels: reflected
+    into 0..31, or -1 (a zero) outside the image."""
+    position = torch.arange(-4, 36, device=device)
+    if padding == "zeros":
+        return torch.where((position < 0) | (position > 31), -1, position)
+    position = position.abs()
     return torch.where(position > 31, 62 - position, position)
 
 
-def augment(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """The reference augmentation for a batch, each image with its own draws: flip the image
-    when ``flip``, pad it by 4 pixels with reflection, crop 32x32 at offset (dy, dx) in 0..8.
+def augment(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+            padding: str = "reflect") -> torch.Tensor:
+    """Flip each image when ``flip``, pad it by 4 pixels (``reflect``: the tutorial's; ``zeros``:
+    the SGDR script's), crop 32x32 at offset (dy, dx) in 0..8, each image with its own draws.
 
-    Done as one gather: output pixel (i, j) is source pixel (R[dy + i], R[dx + j]), with the
-    column mirrored (31 - c) for flipped images, where R reflects -4..35 into 0..31. The
-    padded image is never built. ``images``: B x C x 32 x 32, any dtype.
+    Done as one gather: output pixel (i, j) is source pixel (P[dy + i], P[dx + j]), with the
+    column mirrored (31 - c) for flipped images, where P maps -4..35 to a source row or column
+    (or to a zero). The padded image is never built. ``images``: B x C x 32 x 32, any dtype.
     """
     b, c = images.shape[:2]
-    reflect = _reflect_table(images.device)
+    table = _pad_table(images.device, padding)
     span = torch.arange(32, device=images.device)
-    rows = reflect[dy[:, None] + span]
-    cols = reflect[dx[:, None] + span]
-    cols = torch.where(flip[:, None], 31 - cols, cols)
-    flat = (rows[:, :, None] * 32 + cols[:, None, :]).view(b, 1, 1024).expand(b, c, 1024)
-    return images.reshape(b, c, 1024).gather(2, flat).view(b, c, 32, 32)
+    rows = table[dy[:, None] + span]
+    cols = table[dx[:, None] + span]
+    cols = torch.where(flip[:, None] & (cols >= 0), 31 - cols, cols)
+    flat = rows[:, :, None] * 32 + cols[:, None, :]
+    source = images.reshape(b, c, 1024)
+    if padding == "zeros":  # outside positions read an extra zero pixel at index 1024
+        flat = torch.where((rows[:, :, None] < 0) | (cols[:, None, :] < 0), 1024, flat)
+        source = torch.cat([source, source.new_zeros(b, c, 1)], dim=2)
+    flat = flat.view(b, 1, 1024).expand(b, c, 1024)
+    return source.gather(2, flat).view(b, c, 32, 32)
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -165,62 +176,84 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return images.float().div_(255).sub_(mean).div_(std)
 
 
+def mean_image(dataset: Dataset) -> torch.Tensor:
+    """The per-pixel mean (1 x 3 x 32 x 32) of ``dataset``'s images scaled to [0, 1]: what the
+    SGDR script subtracts from every image, computed over the images a run trains on."""
+    images, _ = _arrays(dataset)
+    return images.double().div(255).mean(dim=0, keepdim=True).float()
+
+
 class DeviceLoader:
     """CIFAR held on the training device as one uint8 tensor; batches are drawn, augmented
     and normalised there with batched tensor operations, so the device never waits for Python.
 
-    Same batches as the reference loader (shuffled every epoch, last partial batch kept)
-    and the same augmentation distribution, each image with its own crop and flip. All
+    By default the tutorial's batches (shuffled every epoch, last partial batch kept) and the
+    same augmentation distribution, each image with its own crop and flip. ``mirrored``: the
+    SGDR script's epoch instead, every image once plain and once mirrored, shuffled together
+    (2N samples, no random flip). ``padding`` and ``drop_last`` as the recipe says. All
     randomness comes from ``generator`` (on the CPU), drawn once per epoch: a permutation,
-    then per image a row offset, a column offset and a flip. Process ``rank`` of ``world``
-    gets its share of every batch (the same number of batches on every process).
+    then per sample a row offset, a column offset and (unless ``mirrored``) a flip. Process
+    ``rank`` of ``world`` gets its share of every batch (the same number of batches on every
+    process). Inputs are ``(x / 255 - mean) / std``, with ``mean`` and ``std`` per channel
+    (``stats``' data set) unless given (e.g. a mean image and a std of 1).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-                 augment: bool = False, channels_last: bool = False, stats: str = "cifar10", rank: int = 0, world: int = 1):
+                 augment: bool = False, channels_last: bool = False, stats: str = "cifar10", rank: int = 0, world: int = 1,
+                 mirrored: bool = False, padding: str = "reflect", drop_last: bool = False,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         images, labels = _arrays(dataset)
         self.rank, self.world = rank, world
         self.dataset = dataset
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.device, self.generator, self.augment = batch_size, device, generator, augment
+        self.mirrored, self.padding, self.drop_last = mirrored, padding, drop_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.mean = torch.tensor(DATASETS[stats].mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(DATASETS[stats].std, device=device).view(1, 3, 1, 1)
+        self.mean = (torch.tensor(DATASETS[stats].mean).view(1, 3, 1, 1) if mean is None else mean).to(device)
+        self.std = (torch.tensor(DATASETS[stats].std).view(1, 3, 1, 1) if std is None else std).to(device)
+
+    @property
+    def samples(self) -> int:
+        """Samples an epoch draws from: every image, and with ``mirrored`` every mirror too."""
+        return len(self.labels) * (2 if self.mirrored else 1)
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return self.samples // self.batch_size if self.drop_last else -(-self.samples // self.batch_size)
 
     def _draws(self) -> tuple[torch.Tensor, ...]:
         n, g = len(self.labels), self.generator
         if g is None:  # evaluation: in order, as stored
             return (torch.arange(n, device=self.device),)
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(self.samples, generator=g)
         if not self.augment:
             return (order.to(self.device),)
-        dy = torch.randint(0, 9, (n,), generator=g)
-        dx = torch.randint(0, 9, (n,), generator=g)
-        flip = torch.rand(n, generator=g) < 0.5
-        return tuple(t.to(self.device) for t in (order, dy, dx, flip))
+        dy = torch.randint(0, 9, (self.samples,), generator=g)
+        dx = torch.randint(0, 9, (self.samples,), generator=g)
+        # Sample k >= n is the mirror of image k - n.
+        flip = order >= n if self.mirrored else torch.rand(n, generator=g) < 0.5
+        return tuple(t.to(self.device) for t in (order % n, dy, dx, flip))
 
     def __iter__(self):
         draws = self._draws()
-        for start in range(0, len(self.labels), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             # With several processes each takes its part of the global batch, and the draws made
             # for those positions: together they train exactly the batch one process would.
             index, *random = (t[start : start + self.batch_size].tensor_split(self.world)[self.rank] for t in draws)
-            images = self.images.index_select(0, index)
+            # Normalised first: a per-channel normalisation commutes with the crop (same bits as
+            # cropping the raw pixels), a mean image does not, and zero padding means the mean pixel.
+            images = normalize(self.images.index_select(0, index), self.mean, self.std)
             if random:
-                images = augment(images, *random)
-            images = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield images, self.labels.index_select(0, index)
+                images = augment(images, *random, padding=self.padding)
+            yield images.contiguous(memory_format=self.memory_format), self.labels.index_select(0, index)
 
 
 class ToDevice:
     """A DataLoader whose batches arrive on the training device (and memory format)."""
 
-    def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False):
+    def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False, stats: str = "cifar10"):
         self.loader, self.device = loader, device
         self.dataset = loader.dataset.dataset  # the images, under the reference transforms
+        self.mean, self.std = (torch.tensor(v).view(1, 3, 1, 1) for v in (DATASETS[stats].mean, DATASETS[stats].std))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
@@ -254,6 +287,7 @@ def make_loaders(
     dataset: str = "cifar10",
     rank: int = 0,
     world: int = 1,
+    recipe: Recipe = TUTORIAL,
 ):
     """Training and validation loaders of either kind; both yield batches on ``device``.
 
@@ -261,15 +295,22 @@ def make_loaders(
     a DataLoader over PIL transforms in ``workers`` processes. Either way ``generator`` owns
     the shuffle and the augmentation draws (through the worker seeds for torchvision), so one
     seed fixes every epoch. ``rank`` and ``world``: this process's share (on-device loader only).
+    ``recipe`` decides the epoch, padding, inputs and last batch (see recipes.py); the
+    torchvision pipeline is the tutorial's only.
     """
     if kind == "device":
         shared = dict(channels_last=channels_last, stats=dataset, rank=rank, world=world)
-        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, **shared)
-        return train, DeviceLoader(val_set, batch_size, device, **shared)
+        if recipe.mean_image:  # the training images' mean image, no division by a std
+            shared.update(mean=mean_image(train_set), std=torch.ones(1, 3, 1, 1))
+        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, mirrored=recipe.mirrored_epoch,
+                             padding=recipe.padding, drop_last=recipe.drop_last, **shared)
+        return train, DeviceLoader(val_set, recipe.val_batch_size or batch_size, device, **shared)
+    if recipe is not TUTORIAL:
+        raise UserError(f"--loader torchvision trains the tutorial's recipe only; --recipe {recipe.name} needs --loader device.")
     if world > 1:
         raise UserError("--loader torchvision runs in one process; under torchrun use the default --loader device.")
     common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                   worker_init_fn=_leave_signals_to_the_main_process)
     train = DataLoader(_Transformed(train_set, train_transform(dataset)), shuffle=True, generator=generator, **common)
     val = DataLoader(_Transformed(val_set, val_transform(dataset)), shuffle=False, **common)
-    return ToDevice(train, device, channels_last), ToDevice(val, device, channels_last)
+    return ToDevice(train, device, channels_last, dataset), ToDevice(val, device, channels_last, dataset)

@@ -57,9 +57,15 @@ class TestSet:
                 self.key = key
                 _, val_set = cifar.load_splits(self.data_dir, None, config["val_subset"], config["dataset"])
                 self.loader = cifar.DeviceLoader(val_set, self.batch_size, self.device, stats=config["dataset"])
+                self.stats = {"mean": self.loader.mean, "std": self.loader.std}
             elif key != self.key:
                 raise UserError(f"{path} was evaluated on {key}, the other snapshots on {self.key}: "
                                 "an ensemble needs one test set.")
+            # Each snapshot's inputs as its run normalised them (the paper's recipe: its training mean image);
+            # snapshots from before recipes: the data set's per-channel statistics.
+            inputs = snapshot.get("inputs", {})
+            self.loader.mean, self.loader.std = (inputs[k].to(self.device) if k in inputs else self.stats[k]
+                                                 for k in ("mean", "std"))
             model = build_network(config["model"], snapshot["num_classes"])
             model.load_state_dict(snapshot["model"])
             model.to(self.device).eval()

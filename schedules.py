@@ -71,6 +71,35 @@ class WarmRestarts(CosineAnnealingWarmRestarts):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
+class SampleWarmRestarts(WarmRestarts):
+    """SGDR as the authors' script steps it: T_cur counts samples, not batches of an epoch.
+
+    After every batch T_cur grows by ``increment`` (batch size / samples per epoch: 128 / 100,000
+    for CIFAR-10, while an epoch has 781 batches), and the rate becomes eq. (5) of it. At the end
+    of an epoch that closes a cycle T_cur goes back to 0 and T_i grows by T_mult. Called, as
+    WarmRestarts is, with ``epoch + batch / batches`` after batch ``batch`` of epoch ``epoch``,
+    it computes T_cur in closed form from that position: (batches since the cycle began) x
+    ``increment``, equal to the script's running sum to float rounding, and nothing extra to save.
+    """
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int, batches: int, increment: float):
+        self.batches, self.increment = batches, increment
+        super().__init__(optimizer, T_0=T_0, T_mult=T_mult, eta_min=0.0)
+
+    def step(self, epoch: float | None = None) -> None:
+        if epoch is None:  # the constructor's step: eta_max for the first batch
+            super().step()
+            return
+        whole = math.floor(epoch)
+        batch = round((epoch - whole) * self.batches)  # exact: batch / batches is far above rounding
+        start, self.T_i = locate_cycle(whole, self.T_0, self.T_mult)
+        self.T_cur = ((whole - start) * self.batches + batch + 1) * self.increment
+        self.last_epoch = whole
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = sgdr_lr(self.T_cur, self.T_i, base_lr, self.eta_min)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
 @dataclass
 class Schedule:
     """When the training loop steps its scheduler: after every batch or after every epoch.
@@ -99,6 +128,9 @@ class Schedule:
     def describe(self) -> str:
         """The line a run prints to say which schedule it uses."""
         s = self.scheduler
+        if isinstance(s, SampleWarmRestarts):
+            return (f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}, eta_min = {s.eta_min:g}; "
+                    f"T_cur grows by {s.increment:.8g} of an epoch per batch (the SGDR script's stepping).")
         if isinstance(s, CosineAnnealingWarmRestarts):
             return f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}, eta_min = {s.eta_min:g}."
         epochs = ", ".join(str(m) for m in sorted(s.milestones))
@@ -112,8 +144,15 @@ def build_schedule(
     t_mult: int,
     milestones: list[int],
     gamma: float = 0.2,
+    by_samples: tuple[int, float] | None = None,
 ) -> Schedule:
-    """SGDR stepped per batch when ``warm_restart``, else the multistep default stepped per epoch."""
+    """SGDR stepped per batch when ``warm_restart``, else the multistep default stepped per epoch.
+
+    ``by_samples``: (batches per epoch, batch size / samples per epoch) for the script's stepping
+    (``SampleWarmRestarts``); None for the tutorial's fractional epochs.
+    """
+    if warm_restart and by_samples is not None:
+        return Schedule(SampleWarmRestarts(optimizer, t_zero, t_mult, *by_samples), per_batch=True)
     if warm_restart:
         return Schedule(WarmRestarts(optimizer, T_0=t_zero, T_mult=t_mult, eta_min=0.0), per_batch=True)
     return Schedule(MultiStepLR(optimizer, milestones=milestones, gamma=gamma), per_batch=False)

@@ -30,18 +30,12 @@ import runfiles
 from distributed import Team
 from errors import UserError, reports_user_errors
 from models import build_network, check_model_name, count_parameters
+from recipes import RECIPES, Recipe, reference_optimizer
 from schedules import Schedule, build_schedule, ends_a_cycle
 
-# The reference optimiser: SGD, momentum 0.9 (dampening 0, no Nesterov), weight decay 5e-4.
-LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 # Drawing the figures takes ~0.3 s; pickles are written every epoch, figures at most this
 # often (in seconds) and after the last epoch.
 FIGURE_INTERVAL = 60.0
-
-
-def reference_optimizer(model: nn.Module) -> torch.optim.SGD:
-    """The reference optimiser over ``model``'s parameters."""
-    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
 def _int_at_least(minimum: int):
@@ -87,13 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("-tm", "--t-mult", type=positive, default=1, help="T_mult: factor by which each cycle grows (default: 1)")
     ref.add_argument("-e", "--epochs", type=positive, default=100, help="epochs to train (default: 100)")
     extra = parser.add_argument_group("added options")
+    extra.add_argument("--recipe", choices=sorted(RECIPES), default="tutorial",
+                       help="tutorial: the tutorial's training (the reference); paper: the SGDR authors' own script's "
+                            "(epochs of every image plain and mirrored, zero-padded crops, mean-image inputs, eq. (3)-(4) "
+                            "momentum, its L2 penalty and per-sample SGDR stepping; network wrn-28-10 unless --model) "
+                            "(default: tutorial)")
     extra.add_argument("--milestones", type=positive, nargs="+", default=[60, 120, 160], metavar="EPOCH",
                        help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)")
     extra.add_argument("--dataset", choices=sorted(cifar.DATASETS), default="cifar10",
                        help="cifar10 or cifar100 (its own normalisation, a 100-way head) (default: cifar10)")
-    extra.add_argument("--model", type=_model_name, default="resnet34",
+    extra.add_argument("--model", type=_model_name,
                        help="resnet34 (the reference) or wrn-D-K, a Wide ResNet of depth D and widen factor K "
-                            "(the paper's: wrn-28-10) (default: resnet34)")
+                            "(the paper's: wrn-28-10) (default: resnet34; wrn-28-10 with --recipe paper)")
     extra.add_argument("-b", "--batch-size", type=positive, default=128, help="images per batch (default: 128)")
     extra.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py (default: data)")
     extra.add_argument("--output-dir", default="outputs", help="folder for figures and pickles (default: outputs)")
@@ -126,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.model = args.model or RECIPES[args.recipe].model
+    if args.recipe == "paper" and args.loader != "device":
+        parser.error("argument --loader: --recipe paper runs on the default --loader device "
+                     "(its mirrored epochs and zero padding are not in the torchvision pipeline)")
     if any(b <= a for a, b in zip(args.milestones, args.milestones[1:])):
         parser.error(f"argument --milestones: must increase strictly, got {' '.join(map(str, args.milestones))}")
     return args
@@ -346,7 +349,7 @@ def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str,
     schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
     # Worker processes each draw their own augmentation stream; the on-device loader has none.
     loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
-    return {"dataset": args.dataset, "model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
+    return {"recipe": args.recipe, "dataset": args.dataset, "model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
             "train_subset": args.train_subset, "val_subset": args.val_subset, "seed": seed, **loader,
             "channels_last": args.channels_last, "amp": args.amp, "compile": args.compile, "processes": processes,
             "sync_bn": args.sync_bn}
@@ -407,7 +410,12 @@ class Experiment:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.scheduler.state_dict()}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        self.model.load_state_dict(saved["model"])
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as error:  # e.g. a Wide ResNet saved before it took the SGDR script's structure
+            raise UserError(f"the checkpoint {self.files.checkpoint} holds a {self.config['model']} of another "
+                            f"structure than this version builds ({str(error).splitlines()[0]}). Start the run over "
+                            "with --overwrite, or resume it with the version of this project that started it.") from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.scheduler.load_state_dict(saved["scheduler"])
         self.history, self.epochs_done = saved["history"], saved["epoch"]
@@ -424,7 +432,8 @@ class Experiment:
         c = self.config
         if self.team.is_main and c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
             classes = cifar.DATASETS[c["dataset"]].classes
-            checkpoint.save_snapshot(self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes)
+            inputs = {"mean": self.val_loader.mean.cpu(), "std": self.val_loader.std.cpu()}  # how to normalise test images
+            checkpoint.save_snapshot(self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes, inputs)
 
 
 def check_team(args: argparse.Namespace, team_size: int) -> None:
@@ -459,17 +468,25 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
     generator = torch.Generator().manual_seed(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms: same maths, faster
+    recipe = RECIPES[args.recipe]
     train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
-    if len(train_set) % args.batch_size % team.world:
-        raise UserError(f"the last training batch ({len(train_set) % args.batch_size} images) does not split evenly "
+    remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
+    if remainder % team.world:
+        raise UserError(f"the last training batch ({remainder} images) does not split evenly "
                         f"over {team.world} processes; choose a --train-subset whose remainder does.")
     train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
-                                                  args.workers, args.channels_last, args.dataset, team.rank, team.world)
+                                                  args.workers, args.channels_last, args.dataset, team.rank, team.world,
+                                                  recipe)
+    if len(train_loader) == 0:  # the paper's recipe drops a last partial batch, here the only one
+        raise UserError(f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
+                        f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size.")
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = reference_optimizer(model)
-    schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones)
+    optimizer = recipe.optimizer(model)
+    # The script's SGDR counts samples: T_cur grows by batch / samples per epoch after each batch.
+    by_samples = (len(train_loader), args.batch_size / train_loader.samples) if recipe.sgdr_by_samples else None
+    schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples)
     net = model
     if team.world > 1:
         if args.sync_bn:
@@ -496,6 +513,11 @@ def print_header(exp: Experiment) -> None:
     print(f"{trainable:,} training parameters.")
     print(f"Seed: {exp.config['seed']} (--seed {exp.config['seed']} repeats this run)")
     print(exp.schedule.describe())
+    recipe = RECIPES[exp.config["recipe"]]
+    if recipe.header:  # the tutorial's recipe prints the reference's lines only
+        loader = exp.train_loader
+        print(f"Recipe: {recipe.header}; an epoch is {loader.samples:,} samples in {len(loader)} batches "
+              f"({loader.samples - len(loader) * loader.batch_size} dropped).")
     print(f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
           f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches.")
 
