@@ -26,6 +26,8 @@ SMALL = ["--model", "wrn-10-1"]
 RUNS = {
     "multistep": ["-e", "4", "--milestones", "2", "3", "--seed", "11", *SMALL, *TINY],
     "warm": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--seed", "12", *SMALL, *TINY],
+    # The SGDR script's recipe: 80 samples (each image plain and mirrored) in 5 batches an epoch.
+    "paper": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recipe", "paper", "--seed", "13", *SMALL, *TINY],
 }
 STEPS_PER_EPOCH = 3
 
@@ -111,6 +113,7 @@ def record(out: Path, name: str) -> dict:
     ("warm", "writing:3"),  # halfway through writing the checkpoint of epoch 2
     ("multistep", "written:2"),  # epoch 1's checkpoint complete, not yet renamed into place
     ("warm", "replaced:4"),  # just after epoch 3's checkpoint is in place
+    ("paper", "batch:6"),  # the first batch of epoch 2, just after the first restart
 ])
 def test_killed_then_resumed_equals_uninterrupted(kind, point, cifar_dir, tmp_path, uninterrupted):
     out = tmp_path / "out"
@@ -186,7 +189,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
     assert state["epoch"] == 4
     assert sorted(state["rng"]) == ["cuda", "loader", "python", "torch"]
     assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
-    assert state["config"] == {"dataset": "cifar10", "model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
+    assert state["config"] == {"recipe": "tutorial", "dataset": "cifar10", "model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
                                "train_subset": None, "val_subset": None, "seed": 12, "loader": "device",
                                "channels_last": True, "amp": "off", "compile": False,
                                "processes": 1, "sync_bn": False}

@@ -66,8 +66,10 @@ def test_two_processes_take_the_same_steps_and_write_the_same_files_once(runs):
     assert log.count("Epoch 1 of 3") == 1 and log.count("Finished Training") == 1
 
 
-def test_with_batchnorm_in_eval_mode_one_step_gives_the_same_weights(cifar_dir, tmp_path, monkeypatch):
-    step = ["-e", "1", "--train-subset", "16", "-b", "16", "--model", "wrn-10-1", "--seed", "7", "--data-dir", str(cifar_dir)]
+@pytest.mark.parametrize("recipe", ["tutorial", "paper"])
+def test_with_batchnorm_in_eval_mode_one_step_gives_the_same_weights(recipe, cifar_dir, tmp_path, monkeypatch):
+    step = ["-e", "1", "--train-subset", "16", "-b", "16", "--model", "wrn-10-1", "--seed", "7", "--data-dir", str(cifar_dir),
+            "--recipe", recipe]
     done = run_torchrun(cifar_dir, "bn-eval", [*step, "--output-dir", str(tmp_path / "two")])
     assert done.returncode == 0, done.stderr[-3000:]
     from torch.nn.modules.batchnorm import _BatchNorm
