@@ -29,16 +29,18 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(f, format=path.suffix.lstrip("."))
 
 
-def line_figure(curves: Sequence[tuple[Sequence[float], str, str]], xlabel: str, ylabel: str, path: Path) -> None:
-    """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ..."""
+def line_figure(curves: Sequence[tuple], xlabel: str, ylabel: str, path: Path) -> None:
+    """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ...,
+    or of (values, colour, label, x) curves against x, drawn with a marker at each point."""
     with matplotlib.style.context(STYLE):
         fig = Figure(figsize=FIGSIZE)
         ax = fig.subplots()
-        for values, color, label in curves:
-            ax.plot(range(1, len(values) + 1), values, color=color, label=label)
+        for values, color, label, *x in curves:
+            xs = x[0] if x else range(1, len(values) + 1)
+            ax.plot(xs, values, color=color, label=label, marker="o" if x else None)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if any(label for _, _, label in curves):
+        if any(curve[2] for curve in curves):
             ax.legend()
         _save(fig, path)
 

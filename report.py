@@ -3,8 +3,11 @@
     python report.py --runs outputs/grid
 
 Reads every finished run under --runs (their run.json, metrics.jsonl and snapshots), groups
-them by data set and network, and writes report.md and figures to --out: the median test
-error over seeds for each schedule (Table 1), and snapshot ensembles for M = 1, 2, 3 (Table 2).
+them by their complete settings but the seed and the schedule, and writes report.md and
+figures to --out: for each schedule, the median over seeds of the test error of the network
+the paper reports (the recommended solution, see RECOMMENDED) beside the last epoch's (Table
+1), the recommended solutions against epochs (Figure 2), and snapshot ensembles for M = 1, 2,
+3 (Table 2).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import checkpoint
 import ensemble
 import plot
 import runfiles
 from errors import UserError, reports_user_errors
+from schedules import cycle_ends
 from train import pick_device
 
 # Test error %, median of 5 runs, WRN-28-10: (CIFAR-10, CIFAR-100). None: the multistep default.
@@ -33,60 +38,126 @@ PAPER_TABLE1 = {
 PAPER_TABLE2 = {(1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
 COLUMN = {"cifar10": 0, "cifar100": 1}
 COLORS = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
-DIFFERENCES = """\
-Setup differences from the paper: one epoch here is one pass over the 50,000 training images,
-the paper's is 100,000 samples (every image and its mirror), so its 200 epochs are twice our
-SGD steps; PyTorch's SGD keeps the learning rate out of the momentum buffer, the paper's code
-puts it in; weight decay here is 5e-4 on every parameter, the paper's L2 penalty amounts to
-1e-3 on the weights only; crops here are padded by reflection, the paper's with zeros; the
-paper's numbers are for WRN-28-10. Each of our figures is the test error after the last
-epoch, as a median over seeds (the paper: median of 5 runs), with the range over seeds."""
+DEFAULT_MILESTONES = [60, 120, 160]
+# The settings (besides the data set, which has its own column) under which the paper's numbers
+# were measured; "epochs" is the run's planned length.
+PAPER_SETUP = {"recipe": "paper", "model": "wrn-28-10", "epochs": 200, "batch_size": 128, "train_subset": None,
+               "val_subset": None, "amp": "off"}
+SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones")  # vary inside a group
+RECOMMENDED = """Each run is read where the paper reads it (Section 3): with warm restarts, the recommended
+solution is the network at the end of the last completed cycle (where the rate has reached
+eta_min; before the first restart, the current network); with the default schedule, the last
+epoch. At 200 epochs that is epoch 200 for T_0 = 50, 100, 200, epoch 150 for T_0 = 10,
+T_mult = 2 and epoch 127 for T_0 = 1, T_mult = 2. Figures are medians over seeds (the paper:
+median of 5 runs), with the range over seeds; the last epoch's error is shown beside them."""
+TUTORIAL_DIFFERENCES = """These runs use the tutorial's recipe, not the paper's: one epoch here is one pass over the
+training images (the paper's: every image and its mirror, twice our SGD steps), PyTorch's SGD
+keeps the learning rate out of the momentum buffer (the paper's eq. (3)-(4) puts it in), weight
+decay 5e-4 on every parameter (the paper: an L2 penalty of 1e-3 x w on weights and BatchNorm
+scales only), crops padded by reflection (the paper's with zeros), per-channel normalisation
+(the paper: the mean image subtracted). `train.py --recipe paper` trains the paper's."""
 
 
 @dataclass
 class Run:
     folder: Path
     config: dict
+    epochs: int  # planned
     metrics: list[dict]
     finished: bool
 
     @property
-    def schedule(self) -> tuple[int, int] | None:
+    def schedule(self) -> tuple:
+        """(T_0, T_mult) for warm restarts, None for the default multistep schedule, ("multistep",
+        milestones) for another."""
         c = self.config
-        return (c["t_zero"], c["t_mult"]) if c["warm_restart"] else None
+        if c["warm_restart"]:
+            return c["t_zero"], c["t_mult"]
+        return None if c["milestones"] == DEFAULT_MILESTONES else ("multistep", tuple(c["milestones"]))
 
     @property
-    def group(self) -> tuple[str, str]:
-        return self.config["dataset"], self.config["model"]
+    def settings(self) -> tuple:
+        """Every setting but the seed and the schedule: runs that share them are one experiment."""
+        kept = {k: v for k, v in self.config.items() if k not in SCHEDULE_KEYS}
+        return tuple(sorted({**kept, "epochs": self.epochs}.items(), key=lambda kv: kv[0]))
+
+    @property
+    def read_epoch(self) -> int:
+        """The epoch (from 1) of the network the paper reports: see RECOMMENDED."""
+        done = len(self.metrics)
+        if not self.config["warm_restart"]:
+            return done
+        ends = cycle_ends(self.config["t_zero"], self.config["t_mult"], done)
+        return ends[-1] if ends else done
+
+    def error_at(self, epoch: int) -> float:
+        return 100 * self.metrics[epoch - 1]["test_error"]
 
     @property
     def test_error(self) -> float:
-        return 100 * self.metrics[-1]["test_error"]
+        """The recommended solution's test error, %."""
+        return self.error_at(self.read_epoch)
 
 
-def schedule_name(schedule: tuple[int, int] | None) -> str:
-    return "default (lr x 0.2 at 60, 120, 160)" if schedule is None else f"T_0 = {schedule[0]}, T_mult = {schedule[1]}"
+def schedule_name(schedule: tuple | None) -> str:
+    if schedule is None:
+        return "default (lr x 0.2 at 60, 120, 160)"
+    if schedule[0] == "multistep":
+        return f"multistep (lr x 0.2 at {', '.join(map(str, schedule[1]))})"
+    return f"T_0 = {schedule[0]}, T_mult = {schedule[1]}"
 
 
-def find_runs(root: Path) -> list[Run]:
-    """Every run under ``root`` with a record and metrics."""
-    runs = []
-    for record_path in sorted(root.rglob("runs/*/run.json")):
+def _order(schedule: tuple | None) -> tuple:
+    """The paper's rows first, in its order, then the others."""
+    known = list(PAPER_TABLE1)
+    return (known.index(schedule), "") if schedule in known else (len(known), str(schedule))
+
+
+def _read_run(record_path: Path) -> Run:
+    """The run whose record is ``record_path``; ValueError saying which file is damaged and how."""
+    try:
         record = json.loads(record_path.read_text())
-        metrics_path = record_path.parent / "metrics.jsonl"
-        if not metrics_path.exists():
+        config, epochs = {**checkpoint.ADDED_SETTINGS, **record["config"]}, int(record["epochs"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{record_path} is not a complete run record ({type(error).__name__}: {error})") from None
+    metrics_path = record_path.parent / "metrics.jsonl"
+    metrics = []
+    for number, line in enumerate(metrics_path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            float(row["test_error"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{metrics_path} line {number} is damaged ({type(error).__name__}: {error})") from None
+        metrics.append(row)
+    finished = record.get("finished") is not None and len(metrics) == epochs
+    return Run(record_path.parent, config, epochs, metrics, finished)
+
+
+def find_runs(root: Path) -> tuple[list[Run], list[str]]:
+    """Every run under ``root`` with a record and metrics, and a warning for each one left out
+    because a file of it is damaged (a disk that filled up, a copy cut short)."""
+    runs, warnings = [], []
+    for record_path in sorted(root.rglob("runs/*/run.json")):
+        if not (record_path.parent / "metrics.jsonl").exists():
             continue
-        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
-        finished = record.get("finished") is not None and len(metrics) == record["epochs"]
-        runs.append(Run(record_path.parent, record["config"], metrics, finished))
-    return runs
+        try:
+            runs.append(_read_run(record_path))
+        except (OSError, ValueError) as error:
+            warnings.append(f"left out {record_path.parent}: {error}")
+    return runs, warnings
 
 
-def by_schedule(runs: Sequence[Run]) -> dict[tuple[int, int] | None, list[Run]]:
+def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
     groups: dict = defaultdict(list)
     for run in runs:
         groups[run.schedule].append(run)
-    return groups
+    return dict(sorted(groups.items(), key=lambda kv: _order(kv[0])))
+
+
+def differences_from_paper(settings: dict[str, Any]) -> list[str]:
+    """How a group's settings differ from those the paper's numbers were measured under."""
+    return [f"{key} {settings.get(key)} (the paper's: {value})" for key, value in PAPER_SETUP.items()
+            if settings.get(key) != value] + ([] if settings["dataset"] in COLUMN else [f"dataset {settings['dataset']}"])
 
 
 def _spread(values: Sequence[float]) -> str:
@@ -94,16 +165,27 @@ def _spread(values: Sequence[float]) -> str:
     return middle if len(values) == 1 else f"{middle} ({min(values):.2f}-{max(values):.2f})"
 
 
-def table1(runs: list[Run], dataset: str) -> list[str]:
+def paper_table1(schedule: tuple | None, dataset: str) -> str:
+    """The paper's Table 1 entry for ``schedule``, or "" where it has none."""
+    return f"{PAPER_TABLE1[schedule][COLUMN[dataset]]:.2f}" if schedule in PAPER_TABLE1 and dataset in COLUMN else ""
+
+
+def table1(runs: list[Run], dataset: str, paper_header: str) -> list[str]:
     groups = by_schedule(runs)
-    order = list(PAPER_TABLE1) + sorted((s for s in groups if s not in PAPER_TABLE1), key=str)
-    lines = ["| schedule | runs (seeds) | test error %, median (range) | paper, WRN-28-10 |", "| --- | --- | --- | --- |"]
+    order = sorted(set(PAPER_TABLE1) | set(groups), key=_order)
+    lines = [f"| schedule | runs (seeds) | read at epoch | test error %, median (range) | last epoch | {paper_header} |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for schedule in order:
         group = groups.get(schedule, [])
-        ours = _spread([r.test_error for r in group]) if group else "not run"
-        paper = f"{PAPER_TABLE1[schedule][COLUMN[dataset]]:.2f}" if schedule in PAPER_TABLE1 else ""
+        paper = paper_table1(schedule, dataset)
+        if not group:
+            lines.append(f"| {schedule_name(schedule)} | 0 | | not run | | {paper} |")
+            continue
         seeds = ", ".join(str(r.config["seed"]) for r in group)
-        lines.append(f"| {schedule_name(schedule)} | {len(group)}{f' ({seeds})' if group else ''} | {ours} | {paper} |")
+        read = "/".join(map(str, sorted({r.read_epoch for r in group})))
+        last = _spread([r.error_at(len(r.metrics)) for r in group])
+        lines.append(f"| {schedule_name(schedule)} | {len(group)} ({seeds}) | {read} | {_spread([r.test_error for r in group])} "
+                     f"| {last} | {paper} |")
     return lines
 
 
@@ -113,12 +195,14 @@ def paper_table2(schedule: tuple[int, int], dataset: str, runs: int, m: int) -> 
     return f"{cell[COLUMN[dataset]]:.2f}" if cell else ""
 
 
-def table2(runs: list[Run], dataset: str, test: ensemble.TestSet) -> tuple[list[str], dict]:
+def table2(runs: list[Run], dataset: str, test: ensemble.TestSet, paper_header: str) -> tuple[list[str], dict]:
     """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots."""
-    lines = ["| schedule | ensemble | test error %, median (range) | paper, WRN-28-10, T_0 = 10, T_mult = 2 |",
+    lines = [f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 |",
              "| --- | --- | --- | --- |"]
     curves = {}
-    for schedule, group in sorted((s, g) for s, g in by_schedule(runs).items() if s is not None):
+    for schedule, group in by_schedule(runs).items():
+        if not group[0].config["warm_restart"]:
+            continue
         snapshot_sets = [ensemble.snapshots_in(run.folder) for run in group]
         if not all(snapshot_sets):
             continue
@@ -135,17 +219,25 @@ def table2(runs: list[Run], dataset: str, test: ensemble.TestSet) -> tuple[list[
     return lines, curves
 
 
+def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
+    """Figure 2's curve for one schedule: the median over seeds of the recommended solution's test
+    error, at every epoch until the first cycle ends (the current network), then at each cycle end."""
+    epochs = min(len(r.metrics) for r in group)
+    c = group[0].config
+    ends = cycle_ends(c["t_zero"], c["t_mult"], epochs) if c["warm_restart"] else []
+    points = list(range(1, (ends[0] if ends else epochs) + 1)) + ends[1:]
+    return [statistics.median(r.error_at(e) for r in group) for e in points], points
+
+
 def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
-    error_curves = []
-    for i, (schedule, group) in enumerate(sorted(by_schedule(runs).items(), key=lambda kv: str(kv[0]))):
-        series = [[100 * m["test_error"] for m in run.metrics] for run in group]
-        error_curves.append(([statistics.median(epoch) for epoch in zip(*series)], COLORS[i % len(COLORS)],
-                             schedule_name(schedule)))
+    error_curves = [(*recommended_curve(group), COLORS[i % len(COLORS)], schedule_name(schedule))
+                    for i, (schedule, group) in enumerate(by_schedule(runs).items())]
     paths = [out / f"test_error_{name}.png"]
-    plot.line_figure(error_curves, "Epochs", "Test error % (median over seeds)", paths[0])
+    plot.line_figure([(values, color, label, x) for values, x, color, label in error_curves], "Epochs",
+                     "Test error % of the recommended solutions (median over seeds)", paths[0])
     if curves:
         paths.append(out / f"ensembles_{name}.png")
-        plot.line_figure([(c, COLORS[i % len(COLORS)], schedule_name(s)) for i, (s, c) in enumerate(sorted(curves.items()))],
+        plot.line_figure([(c, COLORS[i % len(COLORS)], schedule_name(s)) for i, (s, c) in enumerate(curves.items())],
                          "Snapshots in the ensemble (M)", "Test error % (median over runs)", paths[1])
     return paths
 
@@ -160,31 +252,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def section_heading(settings: dict[str, Any], varying: Sequence[str]) -> tuple[str, str, list[str]]:
+    """(heading, column header for the paper's numbers, lines under the heading) of one group."""
+    title = (f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs"
+             + "".join(f", {key} {settings[key]}" for key in varying))
+    differs = differences_from_paper(settings)
+    if not differs:
+        return f"## {title}: the paper's setup", "paper, WRN-28-10", []
+    notes = [f"**Not the paper's setup**: {'; '.join(differs)}. The paper's numbers are shown for orientation only."]
+    if settings["recipe"] == "tutorial":
+        notes += ["", TUTORIAL_DIFFERENCES]
+    return f"## {title}: not the paper's setup", "paper (other setup, see above)", notes
+
+
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or args.runs / "report"
-    runs = find_runs(args.runs)
+    runs, warnings = find_runs(args.runs)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     finished = [r for r in runs if r.finished]
     if not finished:
         raise UserError(f"no finished runs under {args.runs}. sh grid.sh trains the paper's grid there.")
-    lines = ["# SGDR reproduction report", "", DIFFERENCES, ""]
+    lines = ["# SGDR reproduction report", "", RECOMMENDED, ""]
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
         lines += ["Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished), ""]
+    if warnings:
+        lines += ["Left out, damaged: " + "; ".join(w.removeprefix("left out ") for w in warnings), ""]
     groups: dict = defaultdict(list)
     for run in finished:
-        groups[run.group].append(run)
-    written = []
-    for (dataset, model), group in sorted(groups.items()):
-        name = f"{dataset}_{model}"
-        epochs = sorted({len(r.metrics) for r in group})
-        lines += [f"## {dataset}, {model}, {'/'.join(map(str, epochs))} epochs", "", "### Table 1: test error by schedule", ""]
-        lines += table1(group, dataset) + [""]
+        groups[run.settings].append(run)
+    # Settings beyond data set, network, recipe and epochs that tell the groups apart go in the headings.
+    shown = {"dataset", "model", "recipe", "epochs"}
+    varying = sorted(key for key in {k for settings in groups for k, _ in settings} - shown
+                     if len({dict(settings).get(key) for settings in groups}) > 1)
+    written, names = [], set()
+    for settings, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        settings = dict(settings)
+        name = "_".join(str(settings[k]) for k in ("dataset", "model", "recipe"))
+        name = name if name not in names else f"{name}_{len(names)}"
+        names.add(name)
+        heading, paper_header, notes = section_heading(settings, varying)
+        lines += [heading, "", *notes, "", "### Table 1: test error by schedule", ""]
+        lines += table1(group, settings["dataset"], paper_header) + [""]
         curves = {}
         if not args.skip_ensembles:
-            test = ensemble.TestSet(args.data_dir, pick_device(args.device))
-            rows, curves = table2(group, dataset, test)
+            test = ensemble.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
+            rows, curves = table2(group, settings["dataset"], test, paper_header)
             lines += ["### Table 2: snapshot ensembles (the last M cycle-end snapshots of each run)", ""] + rows + [""]
         for path in figures(group, curves, out, name):
             lines.append(f"![{path.stem}]({path.name})")
@@ -194,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = out / "report.md"
     with runfiles.atomic_write(report) as f:
         f.write("\n".join(lines).encode())
-    print(f"Wrote {report} and {len(written)} figure(s) from {len(finished)} finished run(s).")
+    print(f"Wrote {report} and {len(written)} figure(s) from {len(finished)} finished run(s) in {len(groups)} group(s).")
     return 0
 
 

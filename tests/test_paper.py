@@ -131,14 +131,15 @@ def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_grid(tiny_cifar, tmp_path_factory):
-    """The grid's six schedules, two seeds each, 10 epochs of one batch: what grid.sh would run."""
+    """The grid's six schedules under the paper's recipe, two seeds each, 10 epochs of two batches
+    (16 images, each plain and mirrored): what grid.sh would run."""
     root = tmp_path_factory.mktemp("grid")
     with pytest.MonkeyPatch.context() as mp:
         use_checksums_of(tiny_cifar, mp.setattr)
         for seed in (1, 2):
-            out = root / "cifar10-wrn-10-1" / f"seed{seed}"
-            common = ["-e", "10", "--seed", str(seed), "--train-subset", "16", *SMALL, *TINY, "--data-dir", str(tiny_cifar),
-                      "--output-dir", str(out), "--resume"]
+            out = root / "cifar10-wrn-10-1-paper" / f"seed{seed}"
+            common = ["-e", "10", "--seed", str(seed), "--train-subset", "16", "--recipe", "paper", *SMALL, *TINY,
+                      "--data-dir", str(tiny_cifar), "--output-dir", str(out), "--resume"]
             for schedule in ([], ["-wr", "-t0", "50"], ["-wr", "-t0", "100"], ["-wr", "-t0", "200"],
                              ["-wr", "-t0", "1", "-tm", "2"], ["-wr", "-t0", "10", "-tm", "2"]):
                 code, _, err = call(train.main, common + schedule)
@@ -146,27 +147,118 @@ def tiny_grid(tiny_cifar, tmp_path_factory):
     return root
 
 
+def table1_rows(text: str) -> dict[str, list[str]]:
+    """Table 1's rows by schedule: [runs (seeds), read at epoch, test error, last epoch, paper]."""
+    rows = [line[2:-2].split(" | ") for line in text.splitlines() if line.startswith("| ")]
+    return {cells[0]: cells[1:] for cells in rows if len(cells) == 6 and cells[0] not in ("schedule", "---")}
+
+
 def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     code, out, err = call(report.main, ["--runs", str(tiny_grid), "--data-dir", str(cifar_dir)])
     assert code == 0, err
     text = (tiny_grid / "report" / "report.md").read_text()
-    table1 = [line for line in text.splitlines() if line.startswith("| ") and "runs (seeds)" not in line and "---" not in line
-              and "ensemble" not in line and "M = " not in line]
-    assert [line.split(" | ")[0] for line in table1] == [
-        "| default (lr x 0.2 at 60, 120, 160)", "| T_0 = 50, T_mult = 1", "| T_0 = 100, T_mult = 1",
-        "| T_0 = 200, T_mult = 1", "| T_0 = 1, T_mult = 2", "| T_0 = 10, T_mult = 2"]
-    paper = ["4.13", "4.17", "4.07", "3.86", "4.09", "4.03"]
-    for line, paper_error in zip(table1, paper):
-        cells = line.strip("| ").split(" | ")
-        assert cells[1] == "2 (1, 2)" and re.fullmatch(r"\d+\.\d\d( \(\d+\.\d\d-\d+\.\d\d\))?", cells[2]), line
-        assert cells[3] == paper_error
+    rows = table1_rows(text)
+    assert list(rows) == ["default (lr x 0.2 at 60, 120, 160)", "T_0 = 50, T_mult = 1", "T_0 = 100, T_mult = 1",
+                          "T_0 = 200, T_mult = 1", "T_0 = 1, T_mult = 2", "T_0 = 10, T_mult = 2"]
+    # Read where the paper reads: T_0 = 1, T_mult = 2 ends its cycles after epochs 1, 3, 7 (the next
+    # would end after 15); T_0 = 10 after epoch 10; the others have no finished cycle: the last epoch.
+    assert [cells[1] for cells in rows.values()] == ["10", "10", "10", "10", "7", "10"]
+    for cells, paper_error in zip(rows.values(), ["4.13", "4.17", "4.07", "3.86", "4.09", "4.03"]):
+        assert cells[0] == "2 (1, 2)" and re.fullmatch(r"\d+\.\d\d( \(\d+\.\d\d-\d+\.\d\d\))?", cells[2]), cells
+        assert cells[4] == paper_error
+    # Each run's recommended solution is its metrics' epoch 7 for T_0 = 1, T_mult = 2.
+    errors = sorted(100 * json.loads(line)["test_error"] for seed in (1, 2) for line in
+                    (tiny_grid / "cifar10-wrn-10-1-paper" / f"seed{seed}" / "runs" / "wr_s1_m2" / "metrics.jsonl")
+                    .read_text().splitlines()[6:7])
+    assert rows["T_0 = 1, T_mult = 2"][2].startswith(f"{(errors[0] + errors[1]) / 2:.2f}")
+    # The grid is the paper's recipe, but not its network, epochs or data: the heading says how.
+    assert "## cifar10, wrn-10-1, paper recipe, 10 epochs: not the paper's setup" in text
+    assert "model wrn-10-1 (the paper's: wrn-28-10); epochs 10 (the paper's: 200)" in text
+    assert "train_subset 16 (the paper's: None)" in text and "paper (other setup, see above)" in text
     # Table 2: T_0 = 1, T_mult = 2 ends cycles after epochs 1, 3, 7; T_0 = 10 after epoch 10.
     assert re.search(r"\| T_0 = 1, T_mult = 2 \| 1 run, M = 3 \| \d+\.\d\d", text)
     assert re.search(r"\| T_0 = 1, T_mult = 2 \| 2 runs, M = 3 \| \d+\.\d\d \|", text)
     assert re.search(r"\| T_0 = 10, T_mult = 2 \| 1 run, M = 1 \| \d+\.\d\d", text)
-    assert "twice our\nSGD steps" in text
-    for name in ("test_error_cifar10_wrn-10-1.png", "ensembles_cifar10_wrn-10-1.png"):
+    for name in ("test_error_cifar10_wrn-10-1_paper.png", "ensembles_cifar10_wrn-10-1_paper.png"):
         assert (tiny_grid / "report" / name).stat().st_size > 10_000 and f"({name})" in text
+
+
+PAPER_CONFIG = {"recipe": "paper", "dataset": "cifar10", "model": "wrn-28-10", "batch_size": 128, "train_subset": None,
+                "val_subset": None, "loader": "device", "channels_last": True, "amp": "off", "compile": False,
+                "processes": 1, "sync_bn": False}
+
+
+def fake_run(root: Path, name: str, epochs: int, done: int | None = None, **settings) -> Path:
+    """A run folder as train.py leaves it (record and metrics only), whose test error at epoch e is
+    e / 1000 %: the report's figure tells which epoch it read."""
+    config = {**PAPER_CONFIG, "seed": 1, **settings}
+    schedule = (f"wr_s{config['t_zero']}_m{config['t_mult']}" if config.get("warm_restart") else "multistep")
+    folder = root / name / "runs" / schedule
+    folder.mkdir(parents=True)
+    done = epochs if done is None else done
+    (folder / "run.json").write_text(json.dumps({"config": config, "epochs": epochs,
+                                                 "finished": "2026-01-01" if done == epochs else None}))
+    rows = [{"epoch": e, "test_error": e / 100_000} for e in range(1, done + 1)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.mark.parametrize(("schedule", "epochs", "read"), [
+    ({"warm_restart": False, "milestones": [60, 120, 160]}, 200, 200),
+    ({"warm_restart": True, "t_zero": 50, "t_mult": 1}, 200, 200),
+    ({"warm_restart": True, "t_zero": 200, "t_mult": 1}, 200, 200),
+    ({"warm_restart": True, "t_zero": 10, "t_mult": 2}, 200, 150),  # cycles end at 10, 30, 70, 150
+    ({"warm_restart": True, "t_zero": 1, "t_mult": 2}, 200, 127),  # ... 63, 127
+    ({"warm_restart": True, "t_zero": 200, "t_mult": 1}, 120, 120),  # no cycle finished: the last epoch
+])
+def test_the_report_reads_the_recommended_solution(schedule, epochs, read, tmp_path):
+    fake_run(tmp_path, "run", epochs, **schedule)
+    code, _, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    text = (tmp_path / "report" / "report.md").read_text()
+    [cells] = [cells for cells in table1_rows(text).values() if cells[0] != "0"]
+    assert cells[1:4] == [str(read), f"{read / 1000:.2f}", f"{epochs / 1000:.2f}"]
+    assert (": the paper's setup\n" in text) == (epochs == 200)
+
+
+def test_the_report_never_pools_runs_of_other_settings(tmp_path):
+    multistep = {"warm_restart": False, "milestones": [60, 120, 160]}
+    fake_run(tmp_path, "a", 200, **multistep)
+    fake_run(tmp_path, "b", 200, **multistep, seed=2)  # same experiment, another seed: pooled
+    fake_run(tmp_path, "c", 200, **multistep, train_subset=5000)
+    fake_run(tmp_path, "d", 200, **multistep, batch_size=64)
+    fake_run(tmp_path, "e", 200, **multistep, recipe="tutorial")
+    fake_run(tmp_path, "f", 200, warm_restart=False, milestones=[6, 12, 16])  # another schedule: its own row
+    code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    text = (tmp_path / "report" / "report.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert len(headings) == 4 and "in 4 group(s)" in out
+    assert sum(h.endswith(": the paper's setup") for h in headings) == 1
+    paper = text.split("\n## ")[[h.endswith(": the paper's setup") for h in headings].index(True) + 1]
+    rows = table1_rows(paper)
+    assert rows["default (lr x 0.2 at 60, 120, 160)"][0] == "2 (1, 2)"
+    assert rows["multistep (lr x 0.2 at 6, 12, 16)"][0] == "1 (1)" and rows["multistep (lr x 0.2 at 6, 12, 16)"][4] == ""
+    assert "batch_size 64 (the paper's: 128)" in text and "train_subset 5000 (the paper's: None)" in text
+    assert "recipe tutorial (the paper's: paper)" in text and "These runs use the tutorial's recipe" in text
+    # Settings that tell groups apart but are not in the title are named in the headings.
+    assert any("batch_size 64" in h for h in headings) and any("train_subset 5000" in h for h in headings)
+
+
+def test_damaged_run_files_are_named_and_the_rest_reported(tmp_path):
+    multistep = {"warm_restart": False, "milestones": [60, 120, 160]}
+    fake_run(tmp_path, "good", 200, **multistep)
+    metrics = fake_run(tmp_path, "cut", 200, **multistep, seed=2) / "metrics.jsonl"
+    metrics.write_text(metrics.read_text()[:-7])  # the last line cut short
+    record = fake_run(tmp_path, "truncated", 200, **multistep, seed=3) / "run.json"
+    record.write_text(record.read_text()[:40])
+    code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    assert f"warning: left out {metrics.parent}: {metrics} line 200 is damaged" in err
+    assert f"warning: left out {record.parent}: {record} is not a complete run record" in err
+    assert "Traceback" not in err
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][0] == "1 (1)" and "Left out, damaged" in text
 
 
 def test_the_report_needs_finished_runs(tmp_path):
