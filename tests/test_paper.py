@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -117,33 +118,55 @@ def test_cifar100_missing_offline_names_its_own_archive(tmp_path, offline):
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in err
 
 
+def grid_commands(env: dict[str, str], *flags: str) -> list[list[str]]:
+    """The train.py command lines ``sh grid.sh --print FLAGS`` prints, as argument lists."""
+    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", *flags], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [shlex.split(line) for line in done.stdout.splitlines()]
+
+
 def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
-    env = {**os.environ, "PYTHON": "echo", "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
-    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    env = {"PYTHON": "echo", "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
+    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--workers", "1"], cwd=tmp_path, env={**os.environ, **env},
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    common = "-e 50 --model wrn-16-4 --dataset cifar100 --seed {} --output-dir outputs/grid/cifar100-wrn-16-4/seed{} --resume"
+    common = ("-e 50 --model wrn-16-4 --dataset cifar100 --recipe paper --seed {} "
+              "--output-dir outputs/grid/cifar100-wrn-16-4-paper/seed{} --resume --workers 1")
     schedules = ["", " --warm-restart -t0 50 -tm 1", " --warm-restart -t0 100 -tm 1", " --warm-restart -t0 200 -tm 1",
                  " --warm-restart -t0 1 -tm 2", " --warm-restart -t0 10 -tm 2"]
-    assert lines[:-1] == [f"{REPO}/train.py {common.format(s, s)}{w} --workers 1" for s in (1, 2) for w in schedules]
+    assert lines[:-1] == [f"{REPO}/train.py {common.format(s, s)}{w}" for s in (1, 2) for w in schedules]
     assert lines[-1] == "Done. Compare with the paper: python report.py --runs outputs/grid"
+
+
+def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards():
+    env = {"PYTHON": "python", "SEEDS": "3 4", "RECIPE": "tutorial", "GRID_DIR": "g"}
+    commands = grid_commands(env, "--model", "wrn-10-1", "--data-dir", "my data", "--epochs=7")
+    assert len(commands) == 12 and all(c[:2] == ["python", f"{REPO}/train.py"] for c in commands)
+    args = [train.parse_args(c[2:]) for c in commands]  # every line is a valid train.py command
+    assert {(a.model, a.recipe, a.epochs, a.data_dir) for a in args} == {("wrn-10-1", "tutorial", 7, "my data")}
+    assert [a.output_dir for a in args] == [f"g/cifar10-wrn-10-1-tutorial/seed{s}" for s in (3, 4) for _ in range(6)]
+    assert [(a.warm_restart, a.t_zero, a.t_mult) for a in args[:6]] == [
+        (False, 50, 1), (True, 50, 1), (True, 100, 1), (True, 200, 1), (True, 1, 2), (True, 10, 2)]
+    refused = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", "--seed", "9"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "SEEDS" in refused.stderr and not refused.stdout
 
 
 @pytest.fixture(scope="module")
 def tiny_grid(tiny_cifar, tmp_path_factory):
-    """The grid's six schedules under the paper's recipe, two seeds each, 10 epochs of two batches
-    (16 images, each plain and mirrored): what grid.sh would run."""
+    """What ``MODEL=wrn-10-1 EPOCHS=10 SEEDS="1 2" sh grid.sh --train-subset 16 -b 16`` trains: the
+    grid's six schedules under the paper's recipe, two seeds each, 10 epochs of two batches (16
+    images, each plain and mirrored). Its commands, run in this process."""
     root = tmp_path_factory.mktemp("grid")
+    env = {"PYTHON": "python", "MODEL": "wrn-10-1", "EPOCHS": "10", "SEEDS": "1 2", "GRID_DIR": str(root)}
+    commands = grid_commands(env, "--train-subset", "16", *TINY, "--data-dir", str(tiny_cifar))
+    assert len(commands) == 12
     with pytest.MonkeyPatch.context() as mp:
         use_checksums_of(tiny_cifar, mp.setattr)
-        for seed in (1, 2):
-            out = root / "cifar10-wrn-10-1-paper" / f"seed{seed}"
-            common = ["-e", "10", "--seed", str(seed), "--train-subset", "16", "--recipe", "paper", *SMALL, *TINY,
-                      "--data-dir", str(tiny_cifar), "--output-dir", str(out), "--resume"]
-            for schedule in ([], ["-wr", "-t0", "50"], ["-wr", "-t0", "100"], ["-wr", "-t0", "200"],
-                             ["-wr", "-t0", "1", "-tm", "2"], ["-wr", "-t0", "10", "-tm", "2"]):
-                code, _, err = call(train.main, common + schedule)
-                assert code == 0, err
+        for command in commands:
+            code, _, err = call(train.main, command[2:])
+            assert code == 0, err
     return root
 
 
