@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import checkpoint
 import cifar
+import recipes
 import train
 from models import build_network, count_parameters
 from schedules import build_schedule
@@ -126,9 +127,11 @@ def reference_stepper(model, images, labels, device: torch.device) -> Stepper:
     return rate
 
 
-def our_stepper(net, model, images, labels, device: torch.device, autocast=nullcontext) -> Stepper:
-    """train.py's own ``train_epoch`` over copies of one batch."""
-    optimizer = train.reference_optimizer(model)
+def our_stepper(net, model, images, labels, device: torch.device, autocast=nullcontext,
+                make_optimizer: Callable = recipes.reference_optimizer) -> Stepper:
+    """train.py's own ``train_epoch`` over copies of one batch (with the tutorial's optimiser, or
+    ``make_optimizer``'s)."""
+    optimizer = make_optimizer(model)
     schedule = build_schedule(optimizer, True, 50, 1, [])
 
     def epoch(batches: int):
@@ -229,21 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def compare_models(names: Sequence[str], device: torch.device, batch: int, steps: int, repeats: int) -> None:
-    """train.py's training step (channels_last, the default) for each network, what that makes one
-    epoch of 50,000 training images (391 batches; validation not included), and what the
-    checkpoint written at the end of every epoch costs beside it."""
-    print(row(["network", "parameters", "GFLOP a step", "images/s", "training epoch, estimated", "checkpoint",
-               "checkpoint write (read)", "write / epoch"]))
-    print(row(["---"] * 8))
+    """train.py's training step (channels_last, the default) for each network under each recipe,
+    what that makes one training epoch (validation not included): the tutorial's 50,000 images
+    in 391 batches, the paper's 100,000 samples in 781; the paper's grid of 30 runs of 200 such
+    epochs; and what the checkpoint written at the end of every epoch costs beside an epoch."""
+    batches = {recipe.name: cifar.TRAIN_IMAGES * (2 if recipe.mirrored_epoch else 1) // batch if recipe.drop_last
+               else -(-cifar.TRAIN_IMAGES // batch) for recipe in recipes.RECIPES.values()}
+    print(row(["network", "parameters", "GFLOP a step", "images/s, tutorial", f"tutorial epoch ({batches['tutorial']} batches)",
+               "images/s, paper", f"paper epoch ({batches['paper']} batches)", "paper grid (30 x 200 epochs)",
+               "checkpoint", "checkpoint write (read)", "write / epoch"]))
+    print(row(["---"] * 11))
     for name in names:
         model, images, labels = variant(name, device, batch, channels_last=True)
         flops = step_flops(model, images, labels)
-        rate = our_stepper(model, model, images, labels, device)(steps)
-        seconds = cifar.TRAIN_IMAGES / rate
+        rates = {recipe.name: our_stepper(model, model, images, labels, device, make_optimizer=recipe.optimizer)(steps)
+                 for recipe in recipes.RECIPES.values()}
+        seconds = {k: batches[k] * batch / rates[k] for k in rates}
         size, write, read = checkpoint_cost(model, images, labels, device, repeats)
-        print(row([name, f"{count_parameters(model)[0]:,}", f"{flops / 1e9:,.1f}", f"{rate:,.1f}",
-                   f"{seconds / 60:,.1f} min", f"{size / 1e6:,.1f} MB", f"{write:.2f} s ({read:.2f} s)",
-                   f"{write / seconds:.2%}"]), flush=True)
+        print(row([name, f"{count_parameters(model)[0]:,}", f"{flops / 1e9:,.1f}", f"{rates['tutorial']:,.1f}",
+                   f"{seconds['tutorial'] / 60:,.1f} min", f"{rates['paper']:,.1f}", f"{seconds['paper'] / 60:,.1f} min",
+                   f"{30 * 200 * seconds['paper'] / 3600:,.0f} h", f"{size / 1e6:,.1f} MB",
+                   f"{write:.2f} s ({read:.2f} s)", f"{write / seconds['tutorial']:.2%}"]), flush=True)
 
 
 def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -> tuple[int, float, float]:

@@ -32,10 +32,15 @@ def test_quick_bench_prints_the_comparison_table(capsys):
 def test_model_comparison_prints_a_row_per_network(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the checkpoint is timed in a folder here, then removed
     assert bench.main(["--quick", "--batch-size", "8", "--models", "wrn-10-1", "wrn-16-1"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| wrn")]
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| wrn")]
     counts = [f"{count_parameters(build_network(name, 10))[0]:,}" for name in ("wrn-10-1", "wrn-16-1")]
     assert [r.split(" | ")[0:2] for r in rows] == [["| wrn-10-1", counts[0]], ["| wrn-16-1", counts[1]]]
-    assert all(re.search(r"\| [\d,.]+ min \| [\d.]+ MB \| \d+\.\d\d s \(\d+\.\d\d s\) \| \d+\.\d\d% \|$", r) for r in rows), rows
+    epochs = r"\| [\d,.]+ \| [\d,.]+ min \| [\d,.]+ \| [\d,.]+ min \| [\d,]+ h \| "
+    assert all(re.search(epochs + r"[\d.]+ MB \| \d+\.\d\d s \(\d+\.\d\d s\) \| \d+\.\d\d% \|$", r) for r in rows), rows
+    header = next(line for line in out.splitlines() if line.startswith("| network"))
+    # Batch 8: the tutorial's epoch is 50,000 images in 6,250 batches, the paper's 100,000 samples in 12,500.
+    assert "tutorial epoch (6250 batches)" in header and "paper epoch (12500 batches)" in header
     assert list(tmp_path.iterdir()) == []
 
 
