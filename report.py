@@ -35,7 +35,8 @@ PAPER_TABLE1 = {
     (200, 1): (3.86, 19.98), (1, 2): (4.09, 19.74), (10, 2): (4.03, 19.58),
 }
 # Snapshot ensembles of WRN-28-10 with T_0 = 10, T_mult = 2: (runs, M) -> (CIFAR-10, CIFAR-100).
-PAPER_TABLE2 = {(1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
+# One run, one snapshot is the epoch-150 network: Table 1's entry.
+PAPER_TABLE2 = {(1, 1): PAPER_TABLE1[(10, 2)], (1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
 COLUMN = {"cifar10": 0, "cifar100": 1}
 COLORS = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
 DEFAULT_MILESTONES = [60, 120, 160]
@@ -156,8 +157,13 @@ def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
 
 def differences_from_paper(settings: dict[str, Any]) -> list[str]:
     """How a group's settings differ from those the paper's numbers were measured under."""
-    return [f"{key} {settings.get(key)} (the paper's: {value})" for key, value in PAPER_SETUP.items()
-            if settings.get(key) != value] + ([] if settings["dataset"] in COLUMN else [f"dataset {settings['dataset']}"])
+    differs = [f"{key} {settings.get(key)} (the paper's: {value})" for key, value in PAPER_SETUP.items()
+               if settings.get(key) != value]
+    if settings["dataset"] not in COLUMN:
+        differs.append(f"dataset {settings['dataset']}")
+    if settings.get("processes", 1) > 1 and not settings.get("sync_bn"):  # the paper trained on one GPU
+        differs.append(f"BatchNorm over each of {settings['processes']} processes' share of a batch (no --sync-bn)")
+    return differs
 
 
 def _spread(values: Sequence[float]) -> str:

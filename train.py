@@ -30,7 +30,7 @@ import runfiles
 from distributed import Team
 from errors import UserError, reports_user_errors
 from models import build_network, check_model_name, count_parameters
-from recipes import RECIPES, Recipe, reference_optimizer
+from recipes import RECIPES, reference_optimizer
 from schedules import Schedule, build_schedule, ends_a_cycle
 
 # Drawing the figures takes ~0.3 s; pickles are written every epoch, figures at most this

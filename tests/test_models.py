@@ -55,12 +55,14 @@ def test_wide_resnet_shape_and_projection_shortcuts():
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     assert isinstance(model, WideResNet) and len(model.blocks) == 6  # (16 - 4) / 6 = 2 blocks in 3 groups
-    # A 1x1 projection at the first block of every group, even where the width stays 16k (k = 1).
+    # A 1x1 projection at the first block of every group.
     projections = [(b.shortcut.in_channels, b.shortcut.out_channels, b.shortcut.stride) if b.shortcut else None
                    for b in model.blocks]
     assert projections == [(16, 32, (1, 1)), None, (32, 64, (2, 2)), None, (64, 128, (2, 2)), None]
     assert [b.bn1 is None for b in model.blocks] == [True] + [False] * 5  # only the first skips BN-ReLU
     assert [b.conv2.bias is not None for b in model.blocks] == [True] * 6
+    # Even where the width stays 16 (k = 1): the script projects the first block's input all the same.
+    assert build_network("wrn-10-1", 10).blocks[0].shortcut.weight.shape == (16, 16, 1, 1)
 
 
 def _block_by_hand(block, x: torch.Tensor) -> torch.Tensor:

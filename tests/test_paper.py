@@ -220,7 +220,12 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     assert re.search(r"\| T_0 = 1, T_mult = 2 \| 2 runs, M = 3 \| \d+\.\d\d \|", text)
     # One run, one snapshot is the recommended solution itself (the paper: Table 2's 4.03 is Table 1's): the
     # ensemble evaluates the epoch-10 snapshot with the run's own inputs (its mean image) and gets its error.
-    assert f"| T_0 = 10, T_mult = 2 | 1 run, M = 1 | {rows['T_0 = 10, T_mult = 2'][2]} |" in text
+    assert f"| T_0 = 10, T_mult = 2 | 1 run, M = 1 | {rows['T_0 = 10, T_mult = 2'][2]} | 4.03 |" in text
+    # The same, to the last digit of the loss: the ensemble's logits of a snapshot give its run's test loss.
+    run = tiny_grid / "cifar10-wrn-10-1-paper" / "seed1" / "runs" / "wr_s10_m2"
+    test = ensemble.TestSet(cifar_dir, torch.device("cpu"))
+    loss = torch.nn.functional.cross_entropy(test.logits(run / "snapshots" / "epoch_0010.pt"), test.labels()).item()
+    assert loss == pytest.approx(json.loads((run / "metrics.jsonl").read_text().splitlines()[9])["test_loss"], rel=1e-5)
     for name in ("test_error_cifar10_wrn-10-1_paper.png", "ensembles_cifar10_wrn-10-1_paper.png"):
         assert (tiny_grid / "report" / name).stat().st_size > 10_000 and f"({name})" in text
 
@@ -271,11 +276,12 @@ def test_the_report_never_pools_runs_of_other_settings(tmp_path):
     fake_run(tmp_path, "d", 200, **multistep, batch_size=64)
     fake_run(tmp_path, "e", 200, **multistep, recipe="tutorial")
     fake_run(tmp_path, "f", 200, warm_restart=False, milestones=[6, 12, 16])  # another schedule: its own row
+    fake_run(tmp_path, "g", 200, **multistep, processes=2)  # torchrun, BatchNorm over half a batch
     code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
     assert code == 0, err
     text = (tmp_path / "report" / "report.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert len(headings) == 4 and "in 4 group(s)" in out
+    assert len(headings) == 5 and "in 5 group(s)" in out
     assert sum(h.endswith(": the paper's setup") for h in headings) == 1
     paper = text.split("\n## ")[[h.endswith(": the paper's setup") for h in headings].index(True) + 1]
     rows = table1_rows(paper)
@@ -283,6 +289,7 @@ def test_the_report_never_pools_runs_of_other_settings(tmp_path):
     assert rows["multistep (lr x 0.2 at 6, 12, 16)"][0] == "1 (1)" and rows["multistep (lr x 0.2 at 6, 12, 16)"][4] == ""
     assert "batch_size 64 (the paper's: 128)" in text and "train_subset 5000 (the paper's: None)" in text
     assert "recipe tutorial (the paper's: paper)" in text and "These runs use the tutorial's recipe" in text
+    assert "BatchNorm over each of 2 processes' share of a batch (no --sync-bn)" in text
     # Settings that tell groups apart but are not in the title are named in the headings.
     assert any("batch_size 64" in h for h in headings) and any("train_subset 5000" in h for h in headings)
 
@@ -311,5 +318,6 @@ def test_the_report_needs_finished_runs(tmp_path):
 def test_table2_cites_the_paper_only_for_its_own_schedule_and_ensembles():
     assert report.paper_table2((10, 2), "cifar10", 1, 3) == "3.51"
     assert report.paper_table2((10, 2), "cifar100", 3, 3) == "16.64"
-    assert report.paper_table2((10, 2), "cifar10", 1, 2) == ""  # the paper reports M = 3 only
+    assert report.paper_table2((10, 2), "cifar10", 1, 1) == "4.03"  # one snapshot: Table 1's epoch-150 network
+    assert report.paper_table2((10, 2), "cifar10", 1, 2) == ""  # the paper reports M = 1 and 3 only
     assert report.paper_table2((1, 2), "cifar10", 1, 3) == ""

@@ -185,15 +185,17 @@ def test_every_batch_of_200_epochs_follows_the_scripts_rule(t_0, t_mult):
 
 
 def test_a_subset_run_steps_with_its_own_epoch(cifar_dir, tmp_path):
-    """40 images: an epoch of 80 samples, in 5 batches of 16; T_cur grows by 16 / 80 per batch."""
-    argv = ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recipe", "paper", "--seed", "3", *SMALL, *TINY,
-            "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    """36 images: an epoch of 72 samples, 4 batches of 16 and 8 dropped; T_cur grows by 16 / 72 per
+    batch (not 1 / 4: the script counts samples)."""
+    argv = ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recipe", "paper", "--train-subset", "36", "--seed", "3",
+            *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
     code, log, err = call(train.main, argv)
     assert code == 0, err
-    assert "an epoch is 80 samples in 5 batches (0 dropped)" in log
+    assert "an epoch is 72 samples in 4 batches (8 dropped)" in log
     got = joblib.load(tmp_path / "lr_schedule_s1_m2.pkl")
-    want = script_rates(1, 2, 4, 5, 16 / 80)
-    assert len(got) == 20 and max(abs(g - w) for g, w in zip(got, want)) < 1e-12
+    want = script_rates(1, 2, 4, 4, 16 / 72)
+    assert len(got) == 16 and max(abs(g - w) for g, w in zip(got, want)) < 1e-12
+    assert max(abs(g - w) for g, w in zip(got, script_rates(1, 2, 4, 4, 1 / 4))) > 1e-3
     snapshots = sorted(p.name for p in (tmp_path / "runs" / "wr_s1_m2" / "snapshots").iterdir())
     assert snapshots == ["epoch_0001.pt", "epoch_0003.pt"]
     rows = [json.loads(line) for line in (tmp_path / "runs" / "wr_s1_m2" / "metrics.jsonl").read_text().splitlines()]
