@@ -25,30 +25,39 @@ ADDED_SETTINGS: dict[str, Any] = {"recipe": "tutorial"}
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
     """Every random state the remaining epochs draw from.
 
-    Python's ``random``, torch's CPU and CUDA generators (initial weights, and augmentation
-    when there are no worker processes) and the loader's generator (each epoch's shuffle
-    and the seeds of that epoch's worker processes). NumPy's is not used by this project.
+    Python's ``random``, torch's CPU generator (initial weights, and augmentation when there
+    are no worker processes) and the loader's generator (each epoch's shuffle and the seeds
+    of that epoch's worker processes). NumPy's is not used by this project, nor are the CUDA
+    generators (every draw is made on the CPU), so "cuda" stays an empty list: reading them
+    would open a CUDA context on every visible GPU, and restoring them needs as many GPUs.
     """
-    return {
-        "python": random.getstate(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loader": generator.get_state(),
-    }
+    return {"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": [], "loader": generator.get_state()}
 
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Restore what ``capture_rng`` saved. The CUDA states of older checkpoints (one per GPU that
+    was visible then) are ignored: nothing draws from them, and fewer GPUs may be visible now."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
     generator.set_state(state["loader"])
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (in dicts, lists, tuples) copied to the CPU: a checkpoint
+    written on a GPU then loads on any machine, and its bytes go through the host anyway."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(on_cpu(item) for item in value)
+    return value
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path``; the previous checkpoint stays until this one is complete."""
     with runfiles.atomic_write(path) as f:
-        torch.save({"format": FORMAT, **state}, f)
+        torch.save(on_cpu({"format": FORMAT, **state}), f)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -62,8 +71,8 @@ def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], ep
     ``inputs`` holds the ``mean`` and ``std`` test images are normalised with (absent in snapshots
     written before recipes: the data set's per-channel statistics)."""
     with runfiles.atomic_write(path) as f:
-        torch.save({"format": FORMAT, "epoch": epoch, "config": config, "num_classes": num_classes,
-                    "model": model.state_dict(), **({"inputs": inputs} if inputs else {})}, f)
+        torch.save(on_cpu({"format": FORMAT, "epoch": epoch, "config": config, "num_classes": num_classes,
+                           "model": model.state_dict(), **({"inputs": inputs} if inputs else {})}), f)
 
 
 def load_snapshot(path: Path) -> dict[str, Any]:
