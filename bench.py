@@ -287,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
+    train.set_precision("off")  # train.py's default: on Ampere and newer GPUs, PyTorch's own would be TF32 convolutions
+    print("Precision: fp32 throughout, TF32 off for convolutions and matrix products (train.py --tf32 off)")
     if args.models:
         print(f"Work: batch {batch}, {steps} steps each after warm-up, synthetic data\n")
         compare_models(args.models, device, batch, steps, 3 if quick else 7)
@@ -321,8 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(row(["---"] * 4))
     print(row(["data pipeline, images/s", f"{statistics.median(data.reference):,.0f} (DataLoader, PIL transforms, "
                f"{workers} workers)", f"{statistics.median(data.variant):,.0f} (on-device loader)", data.ratio()]))
-    print(row(["training step, images/s", f"{ref_step:,.1f} (contiguous, .item() every batch)",
-               f"{our_step:,.1f} (channels_last, no per-batch sync)", step.ratio()]))
+    print(row(["training step, images/s", f"{ref_step:,.1f} (contiguous, fp32, .item() every batch)",
+               f"{our_step:,.1f} (channels_last, fp32, no per-batch sync)", step.ratio()]))
     print(row(["training step, GFLOP/s", gflops(ref_step), gflops(our_step), step.ratio()]))
     print(row([f"epoch: {len(subset_train):,} training + {len(subset_val):,} validation images, s",
                f"{ref_epoch:.2f} (data alone: {ref_epoch_data:.2f} = {ref_epoch_data / ref_epoch:.0%})",

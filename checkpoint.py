@@ -19,7 +19,12 @@ FORMAT = 1
 # Settings added to a run's config after checkpoints of this format were first written, each with
 # the value that reproduces how runs trained before it existed: a checkpoint without the key was
 # made that way, and resumes under that value (any other is a difference, refused as usual).
-ADDED_SETTINGS: dict[str, Any] = {"recipe": "tutorial"}
+ADDED_SETTINGS: dict[str, Any] = {
+    "recipe": "tutorial",
+    # Before --tf32, runs left PyTorch's default: on Ampere and newer GPUs TF32 convolutions, fp32
+    # matrix products. "conv" is that; on the CPU all three choices compute the same fp32 numbers.
+    "tf32": "conv",
+}
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:

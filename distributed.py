@@ -54,6 +54,19 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    """This process's number on its machine under torchrun (0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def visible_gpus(count: int) -> str:
+    """The GPUs this process sees, for messages: their number and, when set, CUDA_VISIBLE_DEVICES."""
+    seen = f"{count} GPU{'' if count == 1 else 's'} visible" + (f" (cuda:0 to cuda:{count - 1})" if count > 1 else "")
+    if (mask := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        seen += f", CUDA_VISIBLE_DEVICES={mask}"
+    return seen
+
+
 def join(device_name: str) -> tuple[Team, torch.device | None]:
     """Join the process group torchrun set up, if any: NCCL with CUDA, Gloo on the CPU.
 
@@ -63,17 +76,21 @@ def join(device_name: str) -> tuple[Team, torch.device | None]:
     world = world_size()
     if world == 1:
         return Team(), None
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = int(os.environ["RANK"]), local_rank()
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if device_name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device_name}: CUDA is not available here; use --device cpu.")
+    processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local + 1)
+    if use_cuda and processes > (count := torch.cuda.device_count()):
+        raise UserError(f"torchrun started {processes} processes on this machine, one per GPU, but there are "
+                        f"{visible_gpus(count)}: use --nproc_per_node={count} or fewer (or --device cpu).")
     device = None
     if use_cuda:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     control = dist.new_group(backend="gloo") if use_cuda else None
-    return Team(rank, world, local_rank, control), device
+    return Team(rank, world, local, control), device
 
 
 def leave(team: Team) -> None:

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="channels-last memory format for images and weights (default: on)")
     fast.add_argument("--amp", choices=["off", "bf16"], default="off",
                       help="bf16 autocast: faster on recent GPUs, changes the numerics; slow on most CPUs (default: off)")
+    fast.add_argument("--tf32", choices=["off", "conv", "on"], default="off",
+                      help="TensorFloat-32 on Ampere and newer GPUs: off (true fp32), conv (cuDNN convolutions only, "
+                           "PyTorch's own default), on (convolutions and matrix products); no effect on the CPU (default: off)")
     fast.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
     fast.add_argument("--sync-bn", action="store_true",
                       help="under torchrun on CUDA: BatchNorm statistics over the whole batch, not each process's share")
@@ -145,7 +148,22 @@ def pick_device(name: str) -> torch.device:
         raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: only cpu and cuda are supported.")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        raise UserError(f"--device {name}: there is no such GPU here: {distributed.visible_gpus(count)}. "
+                        f"Use --device cuda:N with N below {count}, or --device cuda.")
     return device
+
+
+def set_precision(tf32: str) -> None:
+    """fp32 arithmetic as ``--tf32`` asks. PyTorch's own default lets cuDNN convolutions round their
+    inputs to TF32 (a 10-bit mantissa) on Ampere and newer GPUs while matrix products stay fp32,
+    so a run that says nothing is not fp32 there. The CPU always computes in fp32.
+
+    The legacy flags are set, not the newer ``fp32_precision`` ones: torch reads the legacy
+    cuDNN flag in places (inductor's convolutions) and refuses to when the two APIs are mixed.
+    """
+    torch.backends.cudnn.allow_tf32 = tf32 in ("conv", "on")
+    torch.backends.cuda.matmul.allow_tf32 = tf32 == "on"
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -351,8 +369,8 @@ def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str,
     loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
     return {"recipe": args.recipe, "dataset": args.dataset, "model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
             "train_subset": args.train_subset, "val_subset": args.val_subset, "seed": seed, **loader,
-            "channels_last": args.channels_last, "amp": args.amp, "compile": args.compile, "processes": processes,
-            "sync_bn": args.sync_bn}
+            "channels_last": args.channels_last, "amp": args.amp, "tf32": args.tf32, "compile": args.compile,
+            "processes": processes, "sync_bn": args.sync_bn}
 
 
 def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
@@ -442,6 +460,9 @@ def check_team(args: argparse.Namespace, team_size: int) -> None:
         if args.sync_bn:
             raise UserError("--sync-bn needs several processes: start the run with torchrun.")
         return
+    if args.sync_bn and args.compile:
+        raise UserError("--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm "
+                        "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them.")
     if args.batch_size % team_size:
         raise UserError(f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
                         f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8).")
@@ -466,8 +487,11 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
     random.seed(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    set_precision(args.tf32)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms: same maths, faster
+        # Convolution algorithms picked by timing: faster, but the pick (and so the rounding) can differ
+        # from run to run, so CUDA runs are not bit-for-bit repeatable.
+        torch.backends.cudnn.benchmark = True
     recipe = RECIPES[args.recipe]
     train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
     remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
@@ -487,15 +511,16 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
     # The script's SGDR counts samples: T_cur grows by batch / samples per epoch after each batch.
     by_samples = (len(train_loader), args.batch_size / train_loader.samples) if recipe.sgdr_by_samples else None
     schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples)
-    net = model
+    # Compile the module, then wrap it in DDP: PyTorch's documented order (compiling the wrapper traces DDP's hooks).
+    compiled = torch.compile(model) if args.compile else model
+    net = compiled
     if team.world > 1:
         if args.sync_bn:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters, shared statistics
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters, shared statistics
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    compiled = (lambda m: torch.compile(m)) if args.compile else (lambda m: m)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if args.amp == "bf16" else nullcontext
     exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader,
-                     compiled(net), compiled(model), autocast, team)
+                     net, compiled, autocast, team)
     if saved is not None:
         exp.restore(saved)
     team.barrier()  # every process has read what it needs before the first process writes
@@ -609,8 +634,13 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",), team: 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    check_team(args, distributed.world_size())  # before joining: a refusal needs no process group
-    team, device = distributed.join(args.device)
+    try:
+        check_team(args, distributed.world_size())  # before joining: a refusal needs no process group
+        team, device = distributed.join(args.device)
+    except UserError:
+        if distributed.local_rank() == 0:
+            raise  # every process of the machine found the same: said once per machine
+        return 1
     if not team.is_main:
         sys.stdout = open(os.devnull, "w")  # one voice: rank 0 prints, and writes every file
     try:

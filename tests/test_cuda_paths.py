@@ -77,3 +77,110 @@ def test_checkpoints_and_snapshots_hold_cpu_tensors(tmp_path):
     assert all(type(t) is torch.Tensor and t.device.type == "cpu" for t in tensors)
     assert torch.equal(snapshot["model"]["running"], torch.arange(4.0))
     assert state["rng"]["python"] == (3, (1, 2), None) and state["history"] == {"lr": [0.05]}
+
+
+@pytest.fixture
+def precision():
+    """The TF32 flags as they were before the test, restored after it."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.mark.parametrize(("choice", "flags"), [(None, (False, False)), ("conv", (True, False)), ("on", (True, True))])
+def test_the_precision_is_set_from_tf32(choice, flags, cifar_dir, tmp_path, precision):
+    torch.backends.cudnn.allow_tf32 = not flags[0]  # PyTorch's default is (True, False)
+    torch.backends.cuda.matmul.allow_tf32 = not flags[1]
+    more = [] if choice is None else ["--tf32", choice]
+    code, _, err = call(train.main, ["-e", "1", *TINY_RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path), *more])
+    assert code == 0, err
+    assert tf32_flags() == flags
+    config = torch.load(tmp_path / "runs" / "multistep" / "checkpoint.pt", weights_only=True)["config"]
+    assert config["tf32"] == (choice or "off")
+
+
+def test_resuming_refuses_another_precision_and_older_runs_resume_as_they_trained(cifar_dir, tmp_path, precision):
+    args = [*TINY_RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    assert call(train.main, ["-e", "1", *args])[0] == 0
+    code, _, err = call(train.main, ["-e", "2", "--resume", "--tf32", "on", *args])
+    assert code == 1 and "tf32: 'off' in the checkpoint, 'on' now" in err
+    path = tmp_path / "runs" / "multistep" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["tf32"]  # a checkpoint from before --tf32: PyTorch's default, TF32 convolutions
+    torch.save(state, path)
+    code, _, err = call(train.main, ["-e", "2", "--resume", *args])
+    assert code == 1 and "tf32: 'conv' in the checkpoint, 'off' now" in err
+    code, log, err = call(train.main, ["-e", "2", "--resume", "--tf32", "conv", *args])
+    assert code == 0 and "Resuming after epoch 1" in log, err
+    assert tf32_flags() == (True, False)
+
+
+def test_compile_gets_the_module_and_ddp_wraps_the_compiled_module(cifar_dir, tmp_path, monkeypatch):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from distributed import Team
+
+    given = []
+    monkeypatch.setattr(torch, "compile", lambda module, *a, **k: given.append(module) or module)
+    args = train.parse_args([*TINY_RUN, "--compile", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])
+    # Rank 0 of two as far as setup can tell, over a one-process Gloo group: DDP's collectives return at once.
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        exp = train.setup(args, Team(rank=0, world=2), torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+    assert given == [exp.model]
+    assert isinstance(exp.net, DistributedDataParallel) and exp.net.module is exp.model and exp.eval_net is exp.model
+
+
+def test_compile_with_sync_bn_is_refused_with_the_reason(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = call(train.main, ["--sync-bn", "--compile"])
+    assert code == 1 and "Traceback" not in err
+    assert "--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm layer" in err
+
+
+def test_a_gpu_index_beyond_the_visible_gpus_is_named(cifar_dir, monkeypatch):
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    code, _, err = call(train.main, ["--device", "cuda:2", "--data-dir", str(cifar_dir)])
+    assert (code, err.strip()) == (1, "error: --device cuda:2: there is no such GPU here: 2 GPUs visible (cuda:0 to "
+                                      "cuda:1), CUDA_VISIBLE_DEVICES=4,6. Use --device cuda:N with N below 2, or --device cuda.")
+
+
+def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_path):
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for name, value in {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = call(train.main, ["--output-dir", str(tmp_path)])
+    assert (code, err.strip()) == (1, "error: torchrun started 4 processes on this machine, one per GPU, but there are "
+                                      "2 GPUs visible (cuda:0 to cuda:1): use --nproc_per_node=2 or fewer (or --device cpu).")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert call(train.main, ["--output-dir", str(tmp_path)]) == (1, "", "")  # local rank 0 has said it
+
+
+def test_bench_measures_true_fp32_and_says_so(capsys, tmp_path, monkeypatch, precision):
+    import bench
+
+    monkeypatch.chdir(tmp_path)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    assert bench.main(["--quick", "--batch-size", "4", "--models", "wrn-10-1"]) == 0
+    assert tf32_flags() == (False, False)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "Precision: fp32 throughout, TF32 off for convolutions and matrix products (train.py --tf32 off)"
+
+
+def test_the_readme_gives_the_multi_node_interface_and_the_cuda_limit_of_seed():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    multi_node = readme.index("torchrun --nnodes=2")
+    assert "GLOO_SOCKET_IFNAME" in readme[multi_node : multi_node + 600]
+    seed_row = next(line for line in readme.splitlines() if line.startswith("| `--seed` |"))
+    assert "on CUDA only to the last digits, because `cudnn.benchmark` picks convolution algorithms by timing" in seed_row

@@ -191,7 +191,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
     assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
     assert state["config"] == {"recipe": "tutorial", "dataset": "cifar10", "model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
                                "train_subset": None, "val_subset": None, "seed": 12, "loader": "device",
-                               "channels_last": True, "amp": "off", "compile": False,
+                               "channels_last": True, "amp": "off", "tf32": "off", "compile": False,
                                "processes": 1, "sync_bn": False}
 
 
