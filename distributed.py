@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,38 @@ class Team:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier(group=self.control)
+
+    def share_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) in every process. DDP sends rank 0's before
+        each training forward, then each process updates them with its own share of the batch, so
+        after the last batch they differ; with rank 0's, every process validates the network rank 0
+        saves. A resumed run starts from those same buffers, so resuming stays exact."""
+        if self.world > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    @contextmanager
+    def refusals(self) -> Iterator[None]:
+        """A stretch in which any process may refuse the run (a ``UserError``) while the others go on.
+
+        At its end the processes agree: if any refused, every one raises a ``UserError`` with the
+        message of the lowest-ranked refusing process (rank 0 alone prints it), so none is left
+        waiting in a collective for a process that has gone. No collective may run inside.
+        """
+        error: UserError | None = None
+        try:
+            yield
+        except UserError as caught:
+            error = caught
+        if self.world > 1:
+            first = self.world - self.agree([self.world - self.rank if error is not None else 0])[0]
+            if first < self.world:
+                message = [str(error) if first == self.rank else None]
+                dist.broadcast_object_list(message, src=first, group=self.control)
+                if first != self.rank:
+                    raise UserError(f"rank {first}: {message[0]}")
+        if error is not None:
+            raise error
 
 
 def world_size() -> int:

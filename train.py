@@ -473,37 +473,40 @@ def check_team(args: argparse.Namespace, team_size: int) -> None:
 def setup(args: argparse.Namespace, team: Team | None = None, device: torch.device | None = None) -> Experiment:
     """Check the request (nothing is written before it passes), then build or restore the run."""
     team = team or Team()
-    device = device or pick_device(args.device)
-    files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
-    saved = open_checkpoint(args, files)
-    if args.seed is not None:
-        seed = args.seed
-    else:
-        seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
-    config = trajectory(args, seed, team.world)
-    if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
-        raise UserError(f"this run's checkpoint {files.checkpoint} was made with other settings: "
-                        f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite.")
-    random.seed(seed)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    set_precision(args.tf32)
-    if device.type == "cuda":
-        # Convolution algorithms picked by timing: faster, but the pick (and so the rounding) can differ
-        # from run to run, so CUDA runs are not bit-for-bit repeatable.
-        torch.backends.cudnn.benchmark = True
-    recipe = RECIPES[args.recipe]
-    train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
-    remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
-    if remainder % team.world:
-        raise UserError(f"the last training batch ({remainder} images) does not split evenly "
-                        f"over {team.world} processes; choose a --train-subset whose remainder does.")
-    train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
-                                                  args.workers, args.channels_last, args.dataset, team.rank, team.world,
-                                                  recipe)
-    if len(train_loader) == 0:  # the paper's recipe drops a last partial batch, here the only one
-        raise UserError(f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
-                        f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size.")
+    # Every process checks its own request and data; a refusal by any of them reaches all before the
+    # first collective (DDP's), so no process waits for one that has gone.
+    with team.refusals():
+        device = device or pick_device(args.device)
+        files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
+        saved = open_checkpoint(args, files)
+        if args.seed is not None:
+            seed = args.seed
+        else:
+            seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
+        config = trajectory(args, seed, team.world)
+        if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
+            raise UserError(f"this run's checkpoint {files.checkpoint} was made with other settings: "
+                            f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite.")
+        random.seed(seed)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        set_precision(args.tf32)
+        if device.type == "cuda":
+            # Convolution algorithms picked by timing: faster, but the pick (and so the rounding) can differ
+            # from run to run, so CUDA runs are not bit-for-bit repeatable.
+            torch.backends.cudnn.benchmark = True
+        recipe = RECIPES[args.recipe]
+        train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
+        remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
+        if remainder % team.world:
+            raise UserError(f"the last training batch ({remainder} images) does not split evenly "
+                            f"over {team.world} processes; choose a --train-subset whose remainder does.")
+        train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
+                                                      args.workers, args.channels_last, args.dataset, team.rank, team.world,
+                                                      recipe)
+        if len(train_loader) == 0:  # the paper's recipe drops a last partial batch, here the only one
+            raise UserError(f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
+                            f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size.")
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -555,6 +558,7 @@ def run_epoch(exp: Experiment, epoch: int, epochs: int, guard: Guard) -> tuple[f
     guard.check(epoch)  # a stop asked for between epochs
     train_loss, train_acc = train_epoch(exp.net, exp.train_loader, exp.optimizer, exp.schedule, epoch, exp.device, lrs,
                                         exp.autocast, guard)
+    exp.team.share_buffers(exp.model)  # every process validates the network rank 0 saves
     val_loss, val_acc = validate(exp.eval_net, exp.val_loader, exp.device, exp.autocast, guard)
     exp.schedule.after_epoch()
     for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("train_acc", train_acc), ("val_acc", val_acc)):

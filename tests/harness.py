@@ -11,6 +11,7 @@ POINT is a comma-separated list of
     replaced:N   SIGKILL right after the N-th checkpoint is renamed into place
     nan:N        the N-th training loss becomes NaN
     bn-eval      BatchNorm layers always normalise with their running statistics
+    no-data      this process finds no data set under DATA_DIR and no network to download it
 each optionally ending in @R: only in the process of rank R (under torchrun).
 
 Everything is patched here, in the test's process; the product has no test hooks.
@@ -47,6 +48,18 @@ def apply(points: str) -> None:
 
 def crash_at(point: str) -> None:
     if point == "none":
+        return
+    if point == "no-data":
+        import urllib.error
+        import urllib.request
+
+        from torchvision.datasets import CIFAR10
+
+        def refuse(*args, **kwargs):
+            raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+        CIFAR10.base_folder = "missing-cifar-10-batches-py"
+        urllib.request.urlopen = refuse
         return
     if point == "bn-eval":
         from torch.nn.modules.batchnorm import _BatchNorm

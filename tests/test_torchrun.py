@@ -89,6 +89,28 @@ def test_with_batchnorm_in_eval_mode_one_step_gives_the_same_weights(recipe, cif
     assert val[0] == pytest.approx(val[1], rel=1e-5)
 
 
+def test_the_test_metrics_are_those_of_the_saved_network(runs, cifar_dir):
+    # BatchNorm in train mode: each process updates the running statistics with its own share.
+    state = torch.load(runs["two"] / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)
+    model = build_network("wrn-10-1", 10).to(memory_format=torch.channels_last)
+    model.load_state_dict(state["model"])
+    _, val_set = cifar.load_splits(cifar_dir)
+    loss, accuracy = train.validate(model, cifar.DeviceLoader(val_set, 16, CPU, channels_last=True), CPU)
+    last = json.loads((runs["two"] / "runs" / "wr_s1_m2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 3
+    assert last["test_loss"] == pytest.approx(loss, rel=1e-6) and last["test_accuracy"] == accuracy
+
+
+def test_a_refusal_in_one_rank_reaches_the_user_once_and_stops_every_rank(cifar_dir, tmp_path):
+    args = [*RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    done = run_torchrun(cifar_dir, "no-data@1", args)  # rank 1 alone finds no data set
+    assert done.returncode != 0
+    assert done.stderr.count("error: rank 1: CIFAR-10 is not in") == 1, done.stderr[-3000:]
+    assert "Connection closed by peer" not in done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("[rank") and "Traceback" in line]
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
 def test_shards_are_disjoint_cover_each_batch_and_keep_its_draws():
     n = 40
     data = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
