@@ -5,8 +5,9 @@
 #   sh run.sh              the reference runs, one after the other (hours on a GPU), in outputs/
 #   sh run.sh --quick      the same three schedules scaled down to 20 epochs on a subset, then
 #                          the combined figure, all in outputs/quick/ (minutes on a CPU)
-#   sh run.sh --parallel   the three runs at once, one per GPU (round robin over the GPUs that
-#                          nvidia-smi lists, or GPUS=N), each logging to <outputs>/logs/<run>.log
+#   sh run.sh --parallel   the three runs at once, one per GPU (round robin over the GPUs in
+#                          CUDA_VISIBLE_DEVICES when it is set, else over those nvidia-smi lists,
+#                          or GPUS=N), each with --device cuda, logging to <outputs>/logs/<run>.log
 #
 # Every run is started with --resume: rerunning this script after an interruption continues
 # each run from its last checkpoint and skips the runs that finished.
@@ -33,9 +34,17 @@ else
     out=outputs epochs=200 first=50 second=200 milestones=""
 fi
 if [ $parallel = 1 ]; then
-    gpus=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+    # A CUDA_VISIBLE_DEVICES set by the user or a scheduler names the GPUs this job may use. Else
+    # count the "GPU k:" lines of nvidia-smi -L (MIG slices add indented lines of their own).
+    if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+        devices=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' ' ')
+    else
+        count=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU [0-9][0-9]*:' || true)}
+        devices=$(k=0; while [ $k -lt "$count" ]; do echo $k; k=$((k + 1)); done)
+    fi
+    gpus=$(echo $devices | wc -w)
     if [ "$gpus" -lt 1 ]; then
-        echo "run.sh --parallel: no GPU found (nvidia-smi -L); set GPUS=N, or run without --parallel." >&2
+        echo "run.sh --parallel: no GPU found (CUDA_VISIBLE_DEVICES, nvidia-smi -L); set GPUS=N, or run without --parallel." >&2
         exit 2
     fi
     mkdir -p "$out/logs"
@@ -43,12 +52,13 @@ fi
 
 pids=""
 slot=0
-start() {  # start NAME ARGS...: one run, here, or in the background on GPU (slot mod gpus)
+start() {  # start NAME ARGS...: one run, here, or in the background on GPU number (slot mod gpus) of $devices
     name=$1
     shift
     if [ $parallel = 1 ]; then
-        gpu=$((slot % gpus))
-        CUDA_VISIBLE_DEVICES=$gpu $py "$here/train.py" "$@" > "$out/logs/$name.log" 2>&1 &
+        gpu=$(echo $devices | cut -d ' ' -f $((slot % gpus + 1)))
+        # --device cuda: a job whose GPU is missing stops with an error instead of training on the CPU.
+        CUDA_VISIBLE_DEVICES=$gpu $py "$here/train.py" --device cuda "$@" > "$out/logs/$name.log" 2>&1 &
         pids="$pids $!"
         echo "$name: GPU $gpu, log $out/logs/$name.log"
         slot=$((slot + 1))

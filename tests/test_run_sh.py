@@ -50,10 +50,14 @@ def test_quick_mode_trains_three_schedules_and_draws_the_figure(tiny_cifar, tmp_
     assert lrs[5] == pytest.approx(0.025 * (1 + math.cos(0.8 * math.pi)), abs=1e-15)
 
 
+def without_gpu_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "GPUS")}
+
+
 def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('echo "GPU=$CUDA_VISIBLE_DEVICES $*"\n')
-    env = {**os.environ, "PYTHON": f"sh {fake}", "GPUS": "2"}
+    env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "2"}
     done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel", "--seed", "4"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -64,14 +68,62 @@ def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
     ]
     logs = {p.stem: p.read_text().strip() for p in (tmp_path / "outputs" / "logs").iterdir()}
     assert logs == {
-        "multistep": f"GPU=0 {REPO}/train.py -e 200 --resume --seed 4",
-        "wr_s50_m1": f"GPU=1 {REPO}/train.py -e 200 --warm-restart -t0 50 --resume --seed 4",
-        "wr_s200_m1": f"GPU=0 {REPO}/train.py -e 200 --warm-restart -t0 200 --resume --seed 4",
+        "multistep": f"GPU=0 {REPO}/train.py --device cuda -e 200 --resume --seed 4",
+        "wr_s50_m1": f"GPU=1 {REPO}/train.py --device cuda -e 200 --warm-restart -t0 50 --resume --seed 4",
+        "wr_s200_m1": f"GPU=0 {REPO}/train.py --device cuda -e 200 --warm-restart -t0 200 --resume --seed 4",
     }
 
 
+NVIDIA_SMI_L = """\
+GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-0a)
+  MIG 3g.20gb     Device  0: (UUID: MIG-0a-0)
+  MIG 3g.20gb     Device  1: (UUID: MIG-0a-1)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-1b)
+  MIG 7g.40gb     Device  0: (UUID: MIG-1b-0)
+"""
+
+
+def run_parallel_on_fake_gpus(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """run.sh --parallel with a fake nvidia-smi on PATH and a PYTHON that records, for each call, the
+    CUDA_VISIBLE_DEVICES it was given and its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(f'#!/bin/sh\n[ "$1" = -L ] && printf %s "{NVIDIA_SMI_L}"\n')
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    calls = tmp_path / "calls"
+    python = tmp_path / "python.sh"
+    python.write_text(f'echo "${{CUDA_VISIBLE_DEVICES-unset}} $*" >> {calls}\n')
+    full = {**without_gpu_settings(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": f"sh {python}", **env}
+    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=full, capture_output=True,
+                          text=True, timeout=60)
+    return done, sorted(calls.read_text().splitlines()) if calls.exists() else []
+
+
+def jobs(*gpus: str) -> list[str]:
+    runs = ["-e 200 --resume", "-e 200 --warm-restart -t0 50 --resume", "-e 200 --warm-restart -t0 200 --resume"]
+    return sorted(f"{gpu} {REPO}/train.py --device cuda {run}" for gpu, run in zip(gpus, runs))
+
+
+def test_parallel_mode_counts_gpus_not_mig_slices(tmp_path):
+    done, calls = run_parallel_on_fake_gpus(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert calls == jobs("0", "1", "0")
+
+
+def test_parallel_mode_shares_out_the_gpus_it_was_given(tmp_path):
+    done, calls = run_parallel_on_fake_gpus(tmp_path, CUDA_VISIBLE_DEVICES="3,5")
+    assert done.returncode == 0, done.stderr
+    assert calls == jobs("3", "5", "3")
+    assert "wr_s50_m1: GPU 5, log outputs/logs/wr_s50_m1.log" in done.stdout
+
+
+def test_parallel_mode_with_no_visible_gpu_says_so(tmp_path):
+    done, calls = run_parallel_on_fake_gpus(tmp_path, CUDA_VISIBLE_DEVICES="")
+    assert done.returncode == 2 and "no GPU found" in done.stderr and calls == []
+
+
 def test_parallel_mode_without_gpus_says_so(tmp_path):
-    env = {**os.environ, "PYTHON": "echo", "GPUS": "0"}
+    env = {**without_gpu_settings(), "PYTHON": "echo", "GPUS": "0"}
     done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "no GPU found" in done.stderr
 
@@ -79,6 +131,6 @@ def test_parallel_mode_without_gpus_says_so(tmp_path):
 def test_parallel_mode_reports_a_failed_run(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('case "$*" in *"t0 50"*) exit 3 ;; esac\n')
-    env = {**os.environ, "PYTHON": f"sh {fake}", "GPUS": "3"}
+    env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "3"}
     done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "a run failed; see outputs/logs/" in done.stderr
