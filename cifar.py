@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import os
 import signal
+import sys
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from errors import UserError
+from errors import UserError, reports_user_errors
 from recipes import TUTORIAL, Recipe
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -65,7 +68,39 @@ def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10") -> CIFAR
     """torchvision's CIFAR10 or CIFAR100 under ``root``, downloaded when absent; a clear error when it can't be."""
     spec = DATASETS[dataset]
     try:
-        return spec.source(str(root), train=train, download=True)
+        return spec.source(str(root), train=train)  # checks every file's md5; writes nothing (root may be read-only)
+    except (OSError, RuntimeError):  # absent, incomplete or corrupt
+        fetch(root, dataset)
+    try:
+        return spec.source(str(root), train=train)
+    except (OSError, RuntimeError) as error:
+        raise UserError(_data_unavailable(root, spec, error)) from None
+
+
+def fetch(root: str | Path, dataset: str = "cifar10") -> None:
+    """Download and unpack the data set into ``root`` unless it is there already: once per machine.
+
+    torchvision writes the archive straight to its final name and unpacks it in place, so several
+    processes fetching at once (torchrun's ranks, run.sh --parallel's jobs) cut off or rewrite the
+    files the others are checking or reading. A lock on a file in ``root`` lets one process
+    download and unpack while the others wait; they then find the data complete. An archive left
+    half-written by a killed process fails torchvision's md5 check and is downloaded again.
+    """
+    spec = DATASETS[dataset]
+    try:
+        spec.source(str(root), train=False)  # complete already: nothing to lock or write
+        return
+    except (OSError, RuntimeError):
+        pass
+    try:
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, f".{spec.source.filename}.lock"), "a") as lock:  # unlocked when closed
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"Another process is fetching {spec.title} into {root}; waiting for it.", flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            spec.source(str(root), train=False, download=True)  # checks, downloads and unpacks what is missing
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum, RuntimeError
         raise UserError(_data_unavailable(root, spec, error)) from None
 
@@ -314,3 +349,20 @@ def make_loaders(
     train = DataLoader(_Transformed(train_set, train_transform(dataset)), shuffle=True, generator=generator, **common)
     val = DataLoader(_Transformed(val_set, val_transform(dataset)), shuffle=False, **common)
     return ToDevice(train, device, channels_last, dataset), ToDevice(val, device, channels_last, dataset)
+
+
+@reports_user_errors
+def main(argv: list[str] | None = None) -> int:
+    """``python cifar.py [train.py flags]``: fetch the data set that train.py with these flags reads
+    (its --data-dir and --dataset; the other flags are ignored). run.sh --parallel does this once
+    before starting its jobs."""
+    parser = argparse.ArgumentParser(description="Download CIFAR once, before several runs start.", allow_abbrev=False)
+    parser.add_argument("--data-dir", default="data", help="as train.py's (default: data)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10", help="as train.py's (default: cifar10)")
+    args, _ = parser.parse_known_args(argv)
+    fetch(args.data_dir, args.dataset)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

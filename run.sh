@@ -48,6 +48,7 @@ if [ $parallel = 1 ]; then
         exit 2
     fi
     mkdir -p "$out/logs"
+    $py "$here/cifar.py" "$@"  # the data set, fetched once before the jobs start (else each would)
 fi
 
 pids=""

@@ -60,7 +60,8 @@ def _md5(path: Path) -> str:
 
 def use_checksums_of(root: Path, setattr_=setattr) -> None:
     """Make torchvision's CIFAR10 and CIFAR100 accept the files under ``root`` (``setattr_``: e.g.
-    monkeypatch.setattr), for whichever of the two data sets ``root`` holds."""
+    monkeypatch.setattr), for whichever of the two data sets ``root`` holds, and its archive
+    (``cifar-10-python.tar.gz``) when ``root`` holds one (see ``write_archive``)."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     for source in (CIFAR10, CIFAR100):
@@ -69,3 +70,16 @@ def use_checksums_of(root: Path, setattr_=setattr) -> None:
             setattr_(source, "train_list", [[n, _md5(folder / n)] for n, _ in source.train_list])
             setattr_(source, "test_list", [[n, _md5(folder / n)] for n, _ in source.test_list])
             setattr_(source, "meta", {**source.meta, "md5": _md5(folder / source.meta["filename"])})
+            if (Path(root) / source.filename).is_file():
+                setattr_(source, "tgz_md5", _md5(Path(root) / source.filename))
+
+
+def write_archive(root: Path) -> Path:
+    """``root/cifar-10-python.tar.gz``: the files ``write_cifar10`` wrote under ``root``, packed as the
+    real archive is (the ``cifar-10-batches-py`` folder, gzipped tar)."""
+    import tarfile
+
+    path = Path(root) / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(Path(root) / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return path

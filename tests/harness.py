@@ -12,6 +12,7 @@ POINT is a comma-separated list of
     nan:N        the N-th training loss becomes NaN
     bn-eval      BatchNorm layers always normalise with their running statistics
     no-data      this process finds no data set under DATA_DIR and no network to download it
+    url=URL      torchvision downloads CIFAR-10 from URL (the archive under DATA_DIR has its md5)
 each optionally ending in @R: only in the process of rank R (under torchrun).
 
 Everything is patched here, in the test's process; the product has no test hooks.
@@ -48,6 +49,11 @@ def apply(points: str) -> None:
 
 def crash_at(point: str) -> None:
     if point == "none":
+        return
+    if point.startswith("url="):
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10.url = point.removeprefix("url=")
         return
     if point == "no-data":
         import urllib.error

@@ -150,8 +150,9 @@ def test_a_gpu_index_beyond_the_visible_gpus_is_named(cifar_dir, monkeypatch):
     fake_gpus(monkeypatch, 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     code, _, err = call(train.main, ["--device", "cuda:2", "--data-dir", str(cifar_dir)])
-    assert (code, err.strip()) == (1, "error: --device cuda:2: there is no such GPU here: 2 GPUs visible (cuda:0 to "
-                                      "cuda:1), CUDA_VISIBLE_DEVICES=4,6. Use --device cuda:N with N below 2, or --device cuda.")
+    assert code == 1
+    assert err.strip() == ("error: --device cuda:2: there is no such GPU here: 2 GPUs visible (cuda:0 to cuda:1), "
+                           "CUDA_VISIBLE_DEVICES=4,6. Use --device cuda:N with N below 2, or --device cuda.")
 
 
 def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_path):
@@ -160,8 +161,9 @@ def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_pat
     for name, value in {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4"}.items():
         monkeypatch.setenv(name, value)
     code, _, err = call(train.main, ["--output-dir", str(tmp_path)])
-    assert (code, err.strip()) == (1, "error: torchrun started 4 processes on this machine, one per GPU, but there are "
-                                      "2 GPUs visible (cuda:0 to cuda:1): use --nproc_per_node=2 or fewer (or --device cpu).")
+    assert code == 1
+    assert err.strip() == ("error: torchrun started 4 processes on this machine, one per GPU, but there are "
+                           "2 GPUs visible (cuda:0 to cuda:1): use --nproc_per_node=2 or fewer (or --device cpu).")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert call(train.main, ["--output-dir", str(tmp_path)]) == (1, "", "")  # local rank 0 has said it

@@ -62,6 +62,7 @@ def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
+        f"GPU= {REPO}/cifar.py --seed 4",  # the data set, fetched once before the runs
         "multistep: GPU 0, log outputs/logs/multistep.log",
         "wr_s50_m1: GPU 1, log outputs/logs/wr_s50_m1.log",
         "wr_s200_m1: GPU 0, log outputs/logs/wr_s200_m1.log",
@@ -96,24 +97,29 @@ def run_parallel_on_fake_gpus(tmp_path: Path, **env: str) -> tuple[subprocess.Co
     full = {**without_gpu_settings(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": f"sh {python}", **env}
     done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=full, capture_output=True,
                           text=True, timeout=60)
-    return done, sorted(calls.read_text().splitlines()) if calls.exists() else []
+    return done, calls.read_text().splitlines() if calls.exists() else []
 
 
-def jobs(*gpus: str) -> list[str]:
+def fetch_then_jobs(*gpus: str, visible: str = "unset") -> list[str]:
+    """The data set fetched first (in run.sh's own environment), then the three runs in any order."""
     runs = ["-e 200 --resume", "-e 200 --warm-restart -t0 50 --resume", "-e 200 --warm-restart -t0 200 --resume"]
-    return sorted(f"{gpu} {REPO}/train.py --device cuda {run}" for gpu, run in zip(gpus, runs))
+    return [f"{visible} {REPO}/cifar.py", *sorted(f"{gpu} {REPO}/train.py --device cuda {run}" for gpu, run in zip(gpus, runs))]
+
+
+def in_order(calls: list[str]) -> list[str]:
+    return calls[:1] + sorted(calls[1:])
 
 
 def test_parallel_mode_counts_gpus_not_mig_slices(tmp_path):
     done, calls = run_parallel_on_fake_gpus(tmp_path)
     assert done.returncode == 0, done.stderr
-    assert calls == jobs("0", "1", "0")
+    assert in_order(calls) == fetch_then_jobs("0", "1", "0")
 
 
 def test_parallel_mode_shares_out_the_gpus_it_was_given(tmp_path):
     done, calls = run_parallel_on_fake_gpus(tmp_path, CUDA_VISIBLE_DEVICES="3,5")
     assert done.returncode == 0, done.stderr
-    assert calls == jobs("3", "5", "3")
+    assert in_order(calls) == fetch_then_jobs("3", "5", "3", visible="3,5")
     assert "wr_s50_m1: GPU 5, log outputs/logs/wr_s50_m1.log" in done.stdout
 
 
@@ -134,3 +140,12 @@ def test_parallel_mode_reports_a_failed_run(tmp_path):
     env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "3"}
     done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "a run failed; see outputs/logs/" in done.stderr
+
+
+def test_parallel_mode_starts_no_run_when_the_data_cannot_be_fetched(tmp_path):
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text('case "$1" in *cifar.py) echo "error: CIFAR-10 is not in data" >&2; exit 1 ;; esac\necho started\n')
+    env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "3"}
+    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr == "error: CIFAR-10 is not in data\n"
+    assert "started" not in done.stdout and not list((tmp_path / "outputs" / "logs").iterdir())
