@@ -1,4 +1,4 @@
-"""Several processes (torchrun): who is who, sums across processes, and agreeing when to stop."""
+"""Several processes (torchrun): who is who, sums across processes, and agreeing when to stop or refuse."""
 
 from __future__ import annotations
 
