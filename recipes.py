@@ -50,11 +50,10 @@ class ClassicalMomentum(torch.optim.Optimizer):
             if not params:
                 continue
             velocities = [self._velocity(p) for p in params]
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
             torch._foreach_mul_(velocities, group["momentum"])
-            torch._foreach_add_(velocities, grads, alpha=-group["lr"])
+            torch._foreach_add_(velocities, [p.grad for p in params], alpha=-group["lr"])
+            if group["weight_decay"]:  # in place: no temporary the size of the network
+                torch._foreach_add_(velocities, params, alpha=-group["lr"] * group["weight_decay"])
             torch._foreach_add_(params, velocities)
         return loss
 
