@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import joblib
 import matplotlib.style
 from matplotlib.figure import Figure
 
@@ -57,14 +56,15 @@ def save_lr_figure(lrs: Sequence[float], path: Path) -> None:
 
 
 def load_losses(path: Path, command: str) -> list[float]:
-    """A ``*.pkl`` list of per-epoch losses; a message naming the file and its producer if unusable."""
+    """A ``*.pkl`` list of per-epoch losses, read without running code from it; a message naming the file
+    and its producer if unusable."""
     if not path.is_file():
         raise UserError(f"{path} is missing. It is written by: {command}")
     try:
-        values = joblib.load(path)
-    except Exception as error:  # unpickling can fail in many ways; all mean the same here
-        raise UserError(f"{path} cannot be read ({type(error).__name__}: {error}). Rerun: {command}") from None
-    if not isinstance(values, list) or not values or not all(isinstance(v, float) for v in values):
+        values = runfiles.load_floats(path)
+    except UserError as error:
+        raise UserError(f"{error} Rerun: {command}") from None
+    if not values:
         raise UserError(f"{path} is not a list of per-epoch losses. Rerun: {command}")
     return values
 

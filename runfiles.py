@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
 import joblib
+
+from errors import UserError
 
 COMBINED_FIGURE = "loss_plot_combined.jpg"
 
@@ -111,6 +115,29 @@ def save_floats(path: str | Path, values: Sequence[float]) -> None:
     """A joblib dump of a plain list of Python floats, the reference's ``*.pkl`` format."""
     with atomic_write(path) as f:
         joblib.dump([float(v) for v in values], f)
+
+
+class _NoGlobals(pickle.Unpickler):
+    """An unpickler that builds only plain data: every class or function a pickle names is refused, so
+    nothing in the file can run (``__reduce__`` payloads need a callable, and get none)."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it names {module}.{name}; only plain data is read")
+
+
+def load_floats(path: str | Path) -> list[float]:
+    """A list of floats written by ``save_floats`` (the reference's ``*.pkl``), read without running any code
+    from the file; a ``UserError`` naming the file when it holds anything else or cannot be read."""
+    try:
+        values = _NoGlobals(io.BytesIO(Path(path).read_bytes())).load()
+    except Exception as error:  # OSError, UnpicklingError, EOFError, ...: all mean "not usable"
+        reason = f"{type(error).__name__}: {error}"
+    else:
+        if isinstance(values, list) and all(type(v) is float for v in values):
+            return values
+        reason = f"it holds a {type(values).__name__}, not a list of floats"
+    raise UserError(f"{path} cannot be read ({reason.splitlines()[0]}); it was not written by "
+                    "this project, or is damaged. Nothing in it was run.")
 
 
 def save_json(path: str | Path, value: object) -> None:

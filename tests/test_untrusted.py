@@ -1,0 +1,85 @@
+"""Files a user did not write: pickles, checkpoints and snapshots are read without running code from
+them, and files in a run folder that this project did not name are neither read nor removed."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import joblib
+import pytest
+import torch
+
+import checkpoint
+import plot
+import runfiles
+from errors import UserError
+from test_train import call
+
+
+class Payload:
+    """Unpickled by a full unpickler, creates ``marker``: the shape of an attack through ``__reduce__``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def crafted_pickle(path: Path, marker: Path) -> None:
+    path.write_bytes(pickle.dumps([0.5, Payload(marker)]))
+    joblib.load(path).pop().close()  # the payload is live: a plain unpickler runs it
+    assert marker.exists()
+    marker.unlink()
+
+
+def test_the_loss_pickle_format_is_joblibs_and_reads_back(tmp_path):
+    values = [0.5, 2.25, 1e-300]
+    runfiles.save_floats(tmp_path / "a.pkl", values)
+    expected = io.BytesIO()
+    joblib.dump(values, expected)
+    assert (tmp_path / "a.pkl").read_bytes() == expected.getvalue()  # the tutorial's format, byte for byte
+    assert runfiles.load_floats(tmp_path / "a.pkl") == values
+
+
+@pytest.mark.parametrize("content", [{"a": 1.0}, [1.0, "2"], [1, 2], 3.0])
+def test_only_a_list_of_floats_is_accepted(content, tmp_path):
+    path = tmp_path / "x.pkl"
+    joblib.dump(content, path)
+    with pytest.raises(UserError, match=f"{path} cannot be read"):
+        runfiles.load_floats(path)
+
+
+def test_a_numpy_pickle_is_refused_without_importing_anything(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "x.pkl"
+    joblib.dump(np.arange(3.0), path)
+    with pytest.raises(UserError, match=r"it names .*; only plain data is read"):
+        runfiles.load_floats(path)
+
+
+def test_plot_runs_no_code_from_a_crafted_pickle(tmp_path):
+    marker = tmp_path / "marker"
+    for name in ["val_loss.pkl", "wr_val_loss_s50_m1.pkl", "wr_val_loss_s200_m1.pkl"]:
+        runfiles.save_floats(tmp_path / name, [1.0, 0.5])
+    crafted_pickle(tmp_path / "val_loss.pkl", marker)
+    code, _, err = call(plot.main, ["--output-dir", str(tmp_path)])
+    assert not marker.exists(), "code in the pickle ran"
+    assert code == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'val_loss.pkl'} cannot be read (UnpicklingError: it names io.open;" in err
+    assert "Nothing in it was run." in err
+    assert not (tmp_path / "loss_plot_combined.jpg").exists()
+
+
+@pytest.mark.parametrize("read", [checkpoint.load, checkpoint.load_snapshot])
+def test_checkpoints_and_snapshots_run_no_code(read, tmp_path):
+    marker, path = tmp_path / "marker", tmp_path / "checkpoint.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": {}, "payload": Payload(marker)}, path)
+    torch.load(path, weights_only=False)["payload"].close()  # live for a full unpickler
+    marker.unlink()
+    with pytest.raises(UserError, match=f"{path} cannot be read"):
+        read(path)
+    assert not marker.exists()
