@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import pickle
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
@@ -16,6 +18,7 @@ import joblib
 from errors import UserError
 
 COMBINED_FIGURE = "loss_plot_combined.jpg"
+LOCK = ".lock"  # in a run's folder: held (flock) by the process that runs it
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,79 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         pass
     return True
+
+
+class RunLock:
+    """Holds a run's folder for this process, so that no other process writes into a running run.
+
+    An exclusive ``flock`` on ``<run folder>/.lock``: the system drops it when the process ends,
+    however it ends, so a kill -9 leaves no stale lock behind. The file names the holder (pid and
+    command) for the refusal message. Taking the lock creates the run's folder if needed (and so
+    finds an unwritable output folder before any work); letting it go removes the lock file and the
+    folders it created if they are still empty, so a refused run leaves nothing behind.
+    """
+
+    def __init__(self, run_dir: Path, command: str):
+        self.run_dir, self.path, self.command = run_dir, run_dir / LOCK, command
+        self.fd: int | None = None
+        self.created: list[Path] = []
+
+    def __enter__(self) -> RunLock:
+        self.created = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]  # deepest first
+        try:
+            self.fd = self._take()
+        except BaseException:
+            self._remove_created()
+            raise
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode())
+        return self
+
+    def _take(self) -> int:
+        while True:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise UserError(f"cannot write in {self.run_dir} ({error.strerror}): choose an output folder "
+                                "you can write to (--output-dir).") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise UserError(f"{self.run_dir} belongs to a run that is still going: {holder}. Wait for it to "
+                                "end or stop it, or use another --output-dir; nothing was changed.") from None
+            # The holder removes the file as it lets go: a lock on a removed file holds nothing, try again.
+            with suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    return fd
+            os.close(fd)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: see _take
+            os.close(self.fd)
+            self.fd = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the run wrote there
+                return
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock file, as its holder wrote it (which it does right after taking the lock)."""
+    for _ in range(20):
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            return f"pid {holder['pid']}, {holder['command']}"
+        except (ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "a process that has not said which"
 
 
 def remove(paths: Sequence[Path]) -> None:

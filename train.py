@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, ContextManager, Iterator, Sequence
@@ -617,6 +617,28 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",), team: 
     ``command`` is the command line (script first), for the run record and resume hints;
     ``team`` and ``device`` this process's place under torchrun.
     """
+    team = team or Team()
+    with hold_run_folder(args, team, command):
+        return _run(args, command, team, device)
+
+
+@contextmanager
+def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]) -> Iterator[None]:
+    """While inside, rank 0 holds the run's folder (``runfiles.RunLock``); if it cannot, every process stops."""
+    with ExitStack() as held:
+        refusal = None
+        if team.is_main:
+            run_dir = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult).run_dir
+            try:
+                held.enter_context(runfiles.RunLock(run_dir, shlex.join(["python", *command])))
+            except UserError as error:
+                refusal = error
+        if team.agree([int(refusal is not None)])[0]:
+            raise refusal or UserError("rank 0 could not take the run's folder")
+        yield
+
+
+def _run(args: argparse.Namespace, command: Sequence[str], team: Team, device: torch.device | None) -> dict[str, list[float]]:
     exp = setup(args, team, device)
     print_header(exp)
     if exp.epochs_done >= args.epochs:

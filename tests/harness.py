@@ -6,6 +6,7 @@ torchvision is made to accept the checksums of the files under DATA_DIR (see cif
 POINT is a comma-separated list of
     none         run normally
     batch:N      SIGKILL right after the N-th optimiser step of the run
+    pause:N      print "harness: paused" right after the N-th optimiser step, then wait (for a signal)
     writing:N    SIGKILL halfway through writing the N-th checkpoint of this process
     written:N    SIGKILL with the N-th checkpoint complete in its temporary file, not yet renamed
     replaced:N   SIGKILL right after the N-th checkpoint is renamed into place
@@ -90,14 +91,17 @@ def crash_at(point: str) -> None:
 
         F.cross_entropy = poisoned
         return
-    if where == "batch":
+    if where in ("batch", "pause"):
         after_batch, steps = schedules.Schedule.after_batch, [0]
 
         def counting(self, *args):
             after_batch(self, *args)
             steps[0] += 1
-            if steps[0] == n:
+            if steps[0] == n and where == "batch":
                 die()
+            if steps[0] == n:
+                print("harness: paused", flush=True)
+                signal.pause()
 
         schedules.Schedule.after_batch = counting
         return

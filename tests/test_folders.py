@@ -1,0 +1,64 @@
+"""Run folders: one run per folder at a time, unwritable or full disks, and --overwrite that checks
+before it removes anything."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cifar
+import train
+from test_resume import argv, files_of, harness, start_until
+from test_train import call
+
+
+def everything(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` with its bytes, run records included."""
+    return {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json")}}
+
+
+def test_a_running_run_holds_its_folder_against_every_other_process(cifar_dir, tmp_path):
+    out = tmp_path / "out"
+    run_dir = out / "runs" / "multistep"
+    first = start_until(harness(cifar_dir, "pause:4", argv("multistep", cifar_dir, out)), "harness: paused",
+                        stderr=subprocess.DEVNULL)  # stopped in the middle of epoch 2, its folder held
+    try:
+        before = everything(out)
+        holder = f"pid {first.pid}, python train.py -e 4"
+        second = subprocess.run(harness(cifar_dir, "none", argv("multistep", cifar_dir, out)), capture_output=True,
+                                text=True, timeout=300)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert second.stderr.startswith(f"error: {run_dir} belongs to a run that is still going: {holder}")
+        assert "Traceback" not in second.stderr and "Epoch" not in second.stdout
+        for again in ("--resume", "--overwrite"):
+            code, log, err = call(train.main, argv("multistep", cifar_dir, out, again))
+            assert code == 1 and holder in err and "nothing was changed" in err, err
+            assert "Epoch" not in log
+        assert everything(out) == before
+    finally:
+        first.kill()  # as kill -9: the system lets go of the lock
+        first.wait(timeout=60)
+    code, log, err = call(train.main, argv("multistep", cifar_dir, out, "--resume"))
+    assert code == 0, err
+    assert "Resuming after epoch 1" in log
+    assert not (run_dir / ".lock").exists()
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_data_is_loaded(cifar_dir, tmp_path, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(cifar, "load_splits", lambda *args, **kwargs: loaded.append(args))
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "out"
+    code, log, err = call(train.main, argv("multistep", cifar_dir, out))
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith(f"error: cannot write in {out / 'runs' / 'multistep'} (Not a directory): choose an output "
+                          "folder you can write to (--output-dir).")
+    assert loaded == [] and "Epoch" not in log
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, offline, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(train.main, ["-e", "1", "--output-dir", "new/out"])
+    assert code == 1 and "CIFAR-10 is not in" in err
+    assert not (tmp_path / "new").exists()  # the folders made to hold the run's lock are gone
+
