@@ -18,6 +18,7 @@ import torch
 
 import checkpoint
 import cifar
+import runfiles
 from errors import UserError, reports_user_errors
 from models import build_network
 from train import pick_device, top1_correct
@@ -34,8 +35,11 @@ def error_rate(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def snapshots_in(run: Path) -> list[Path]:
-    """A run folder's snapshots, oldest first."""
-    return sorted((Path(run) / "snapshots").glob("epoch_*.pt"))
+    """A run folder's snapshots, oldest first; other files in its snapshots/ are named once, and left alone."""
+    snapshots, others = runfiles.snapshots_in(run)
+    if others:
+        print(f"note: ignoring {', '.join(map(str, others))}: not snapshots written by train.py.", file=sys.stderr)
+    return snapshots
 
 
 class TestSet:

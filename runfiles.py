@@ -7,6 +7,8 @@ import io
 import json
 import os
 import pickle
+import re
+import stat
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from errors import UserError
 
 COMBINED_FIGURE = "loss_plot_combined.jpg"
 LOCK = ".lock"  # in a run's folder: held (flock) by the process that runs it
+SNAPSHOT = re.compile(r"epoch_(\d{4,})\.pt")  # the only names of snapshots; anything else in snapshots/ is the user's
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,23 @@ class RunFiles:
 
     def all(self) -> list[Path]:
         """Every file of the run that exists or may: reference files, checkpoint, record, metrics, snapshots."""
-        snapshots = sorted((self.run_dir / "snapshots").glob("epoch_*.pt"))
-        return [*self.reference(), self.checkpoint, self.record, self.metrics, *snapshots]
+        return [*self.reference(), self.checkpoint, self.record, self.metrics, *snapshots_in(self.run_dir)[0]]
+
+
+def snapshots_in(run_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """(the snapshots in ``run_dir``/snapshots, oldest first; the other entries there, which this project neither
+    reads nor removes: a user's own ``epoch_best.pt``, a folder ...). Hidden files (temporaries) are in neither."""
+    ours, others = [], []
+    for path in sorted((Path(run_dir) / "snapshots").glob("*")):
+        if path.name.startswith("."):
+            continue
+        match = SNAPSHOT.fullmatch(path.name)
+        # Exactly the name RunFiles.snapshot gives (not epoch_00001.pt), and a file.
+        if match and path.name == f"epoch_{int(match[1]):04d}.pt" and path.is_file():
+            ours.append(path)
+        else:
+            others.append(path)
+    return sorted(ours, key=lambda p: int(p.stem.split("_")[1])), others
 
 
 def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:
@@ -246,6 +264,29 @@ def _holder(fd: int) -> str:
         except (ValueError, KeyError, TypeError):
             time.sleep(0.05)
     return "a process that has not said which"
+
+
+def check_removable(paths: Sequence[Path]) -> None:
+    """A ``UserError`` naming every existing path among ``paths`` that ``remove`` could not remove (a folder, a
+    device, a file in a read-only folder), so that a removal either removes them all or starts on none."""
+    blocked = [f"{path} ({why})" for path in paths if (why := _unremovable(path))]
+    if blocked:
+        raise UserError(f"--overwrite cannot remove {', '.join(blocked)}: move it away or remove it yourself, or use "
+                        "another --output-dir. Nothing was removed.")
+
+
+def _unremovable(path: Path) -> str | None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        return "not a regular file"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return "its folder is read-only"
+    return None
 
 
 def remove(paths: Sequence[Path]) -> None:

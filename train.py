@@ -379,6 +379,7 @@ def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[
     Runs before anything is written, so a refusal changes no file.
     """
     if args.overwrite:
+        runfiles.check_removable(files.all())
         return None
     if args.resume and files.checkpoint.exists():
         return checkpoint.load(files.checkpoint)
@@ -530,6 +531,8 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
     if team.is_main:
         if args.overwrite:
             runfiles.remove(files.all())
+            if kept := runfiles.snapshots_in(files.run_dir)[1]:
+                print(f"Kept {', '.join(map(str, kept))}: not files of this project.")
         runfiles.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
     return exp
 

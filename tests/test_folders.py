@@ -62,3 +62,16 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path, offline, monkeypatch):
     assert code == 1 and "CIFAR-10 is not in" in err
     assert not (tmp_path / "new").exists()  # the folders made to hold the run's lock are gone
 
+
+def test_overwrite_checks_every_path_before_it_removes_any(cifar_dir, tmp_path):
+    out = tmp_path / "out"
+    short = argv("multistep", cifar_dir, out, "-e", "1")
+    assert call(train.main, short)[0] == 0
+    (out / "val_loss.pkl").unlink()
+    (out / "val_loss.pkl").mkdir()  # in the way, and not this project's to remove
+    before = everything(out)
+    code, log, err = call(train.main, [*short, "--overwrite"])
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == (f"error: --overwrite cannot remove {out / 'val_loss.pkl'} (a folder): move it away or remove "
+                           "it yourself, or use another --output-dir. Nothing was removed.")
+    assert everything(out) == before and "Epoch" not in log

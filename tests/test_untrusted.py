@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import shutil
 from pathlib import Path
 
 import joblib
@@ -12,10 +13,12 @@ import pytest
 import torch
 
 import checkpoint
+import ensemble
 import plot
 import runfiles
+import train
 from errors import UserError
-from test_train import call
+from test_train import TINY, call
 
 
 class Payload:
@@ -83,3 +86,24 @@ def test_checkpoints_and_snapshots_run_no_code(read, tmp_path):
     with pytest.raises(UserError, match=f"{path} cannot be read"):
         read(path)
     assert not marker.exists()
+
+
+def test_files_in_snapshots_that_train_py_did_not_name_are_ignored_and_kept(cifar_dir, tmp_path):
+    run_args = ["-e", "2", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", "--model", "wrn-10-1", *TINY,
+                "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    assert call(train.main, run_args)[0] == 0
+    snapshots = tmp_path / "runs" / "wr_s1_m1" / "snapshots"
+    mine = snapshots / "epoch_best.pt"
+    shutil.copy(snapshots / "epoch_0002.pt", mine)  # a user's own "best" network, in the project's format
+    (snapshots / "epoch_00003.pt").write_bytes(b"notes")  # not a name train.py gives
+    kept = mine.read_bytes()
+    assert [p.name for p in runfiles.snapshots_in(snapshots.parent)[0]] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert mine not in runfiles.RunFiles.all(runfiles.run_files(tmp_path, True, 1, 1))
+    code, log, err = call(ensemble.main, [str(snapshots.parent), "--data-dir", str(cifar_dir), "--device", "cpu"])
+    assert code == 0, err
+    assert "snapshots per run: 2" in log and "| 2 | 1, 2 |" in log
+    assert err.count("epoch_best.pt") == 1 and "epoch_00003.pt" in err
+    code, log, err = call(train.main, [*run_args, "--overwrite"])
+    assert code == 0, err
+    assert mine.read_bytes() == kept
+    assert f"Kept {snapshots / 'epoch_00003.pt'}, {mine}: not files of this project." in log
