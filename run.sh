@@ -10,8 +10,10 @@
 #                          or GPUS=N), each with --device cuda, logging to <outputs>/logs/<run>.log
 #
 # Every run is started with --resume: rerunning this script after an interruption continues
-# each run from its last checkpoint and skips the runs that finished.
-# Further arguments are passed to every train.py call (e.g. --seed 1, --data-dir DIR).
+# each run from its last checkpoint and skips the runs that finished (with --overwrite instead,
+# every run starts over).
+# Further arguments are passed to every train.py call (e.g. --seed 1, --data-dir DIR); an
+# --output-dir among them replaces outputs/ (or outputs/quick/) everywhere, logs and figure included.
 # PYTHON names the interpreter (default: python).
 set -eu
 here=$(dirname "$0")
@@ -29,9 +31,23 @@ done
 if [ $quick = 1 ]; then
     # Every epoch count x 20/200: milestones 60 120 160 -> 6 12 16, T_0 50 -> 5, T_0 200 -> 20.
     out=outputs/quick epochs=20 first=5 second=20 milestones="--milestones 6 12 16"
-    set -- --train-subset 512 --val-subset 512 --output-dir $out "$@"
 else
     out=outputs epochs=200 first=50 second=200 milestones=""
+fi
+# What the user's train.py flags change here: the output folder (as train.py reads it, the last
+# one given wins), and --overwrite, which must replace the --resume added below.
+again=--resume
+previous=""
+for arg in "$@"; do
+    case "$previous" in --output-dir) out=$arg ;; esac
+    case "$arg" in
+        --output-dir=*) out=${arg#--output-dir=} ;;
+        --overwrite) again="" ;;
+    esac
+    previous=$arg
+done
+if [ $quick = 1 ]; then
+    set -- --train-subset 512 --val-subset 512 --output-dir "$out" "$@"
 fi
 if [ $parallel = 1 ]; then
     # A CUDA_VISIBLE_DEVICES set by the user or a scheduler names the GPUs this job may use. Else
@@ -67,9 +83,9 @@ start() {  # start NAME ARGS...: one run, here, or in the background on GPU numb
         $py "$here/train.py" "$@"
     fi
 }
-start multistep -e $epochs $milestones --resume "$@"
-start wr_s${first}_m1 -e $epochs --warm-restart -t0 $first --resume "$@"
-start wr_s${second}_m1 -e $epochs --warm-restart -t0 $second --resume "$@"
+start multistep -e $epochs $milestones $again "$@"
+start wr_s${first}_m1 -e $epochs --warm-restart -t0 $first $again "$@"
+start wr_s${second}_m1 -e $epochs --warm-restart -t0 $second $again "$@"
 failed=0
 for pid in $pids; do
     wait "$pid" || failed=1
@@ -79,5 +95,5 @@ if [ $failed = 1 ]; then
     exit 1
 fi
 if [ $quick = 1 ]; then
-    $py "$here/plot.py" --output-dir $out --t-zeros $first $second
+    $py "$here/plot.py" --output-dir "$out" --t-zeros $first $second
 fi

@@ -149,3 +149,36 @@ def test_parallel_mode_starts_no_run_when_the_data_cannot_be_fetched(tmp_path):
     done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr == "error: CIFAR-10 is not in data\n"
     assert "started" not in done.stdout and not list((tmp_path / "outputs" / "logs").iterdir())
+
+
+def test_quick_mode_trains_and_plots_in_the_given_output_dir(tmp_path):
+    done = run_sh("--quick", "--seed", "1", "--output-dir", "mine", python="echo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    *trains, plots = done.stdout.splitlines()
+    assert len(trains) == 3 and all(line.endswith("--seed 1 --output-dir mine") for line in trains), trains
+    assert plots == f"{REPO}/plot.py --output-dir mine --t-zeros 5 20"
+    done = run_sh("--quick", "--output-dir=other dir", python="echo", cwd=tmp_path)
+    assert done.stdout.splitlines()[-1] == f"{REPO}/plot.py --output-dir other dir --t-zeros 5 20"
+
+
+def test_parallel_mode_logs_under_the_given_output_dir(tmp_path):
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text('echo "$*"\n')
+    env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "1"}
+    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel", "--output-dir", "runs here"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "multistep: GPU 0, log runs here/logs/multistep.log" in done.stdout.splitlines()
+    assert sorted(p.name for p in (tmp_path / "runs here" / "logs").iterdir()) == [
+        "multistep.log", "wr_s200_m1.log", "wr_s50_m1.log"]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_overwrite_replaces_the_resume_run_sh_adds(tmp_path):
+    done = run_sh("--overwrite", python="echo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{REPO}/train.py -e 200 --overwrite",
+        f"{REPO}/train.py -e 200 --warm-restart -t0 50 --overwrite",
+        f"{REPO}/train.py -e 200 --warm-restart -t0 200 --overwrite",
+    ]
