@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import random
 import secrets
@@ -11,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, ContextManager, Iterator, Sequence
@@ -395,6 +396,10 @@ def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[
     return None
 
 
+def disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def resume_command(command: Sequence[str]) -> str:
     words = [w for w in command if w != "--overwrite"]
     return shlex.join(["python", *words] + ([] if "--resume" in words else ["--resume"]))
@@ -421,6 +426,7 @@ class Experiment:
         default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []})
     epochs_done: int = 0
     resumed: bool = False
+    saved_epochs: int | None = None  # the epochs the checkpoint on disk holds (None: none written yet)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything ``restore`` needs to continue exactly from here."""
@@ -438,12 +444,22 @@ class Experiment:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.scheduler.load_state_dict(saved["scheduler"])
         self.history, self.epochs_done = saved["history"], saved["epoch"]
+        self.saved_epochs = saved["epoch"]
         checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them
         self.resumed = True
 
     def save(self) -> None:
         if self.team.is_main:
             checkpoint.save(self.files.checkpoint, self.state())
+        self.saved_epochs = self.epochs_done
+
+    def catch_up(self, figures: bool) -> None:
+        """On resume, the outputs as of the checkpoint: pickles and metrics (figures if asked), and the snapshot
+        if one is due and missing, in case the last session stopped between writing the checkpoint and them."""
+        if self.team.is_main and self.epochs_done:
+            save_outputs(self.files, self.history, figures)
+            if not self.files.snapshot(self.epochs_done).exists():
+                self.snapshot_if_cycle_ends()
 
     def snapshot_if_cycle_ends(self) -> None:
         """With warm restarts, keep the network as it is at the end of each cycle, just before the
@@ -582,12 +598,12 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
                 started = time.perf_counter()
                 train_loss, val_loss = run_epoch(exp, epoch, epochs, guard)
                 figures = epoch == epochs - 1 or time.monotonic() >= figures_due
+                exp.save()  # first: the other files never describe more epochs than the checkpoint
                 if exp.team.is_main:
                     save_outputs(exp.files, exp.history, figures)
                 if figures:
                     figures_due = time.monotonic() + FIGURE_INTERVAL
                 exp.snapshot_if_cycle_ends()
-                exp.save()
                 record.epoch_done(exp.epochs_done)
                 print(f"LR at end of epoch: {current_lr(exp.optimizer)}")
                 print(f"Training loss: {train_loss:.3f}")
@@ -607,8 +623,9 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
             record.end(f"stopped: non-finite loss at {diverged}")
             raise UserError(f"the training loss is not finite (NaN or infinite) at {diverged}; stopped before saving "
                             f"that epoch. {exp.files.checkpoint} still holds the {exp.epochs_done} epochs before it.") from None
-        except BaseException:
-            record.end("aborted")
+        except BaseException as error:
+            with suppress(OSError):  # the record may not fit on the disk either: the first error is the one to report
+                record.end("stopped: the disk is full" if disk_full(error) else "aborted")
             raise
     record.end("finished")
 
@@ -644,16 +661,28 @@ def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]
 def _run(args: argparse.Namespace, command: Sequence[str], team: Team, device: torch.device | None) -> dict[str, list[float]]:
     exp = setup(args, team, device)
     print_header(exp)
-    if exp.epochs_done >= args.epochs:
-        print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
-        return exp.history
-    if exp.resumed:
-        print(f"Resuming after epoch {exp.epochs_done} from {exp.files.checkpoint}.")
-    else:
-        exp.save()  # so that even an interruption inside epoch 1 resumes exactly
-    record = checkpoint.RunRecord(exp.files.record, shlex.join(["python", *command]), exp.config, args.epochs,
-                                  exp.device, exp.epochs_done, resumed=exp.resumed, writes=exp.team.is_main)
-    train_epochs(exp, args.epochs, record, command)
+    try:
+        if exp.resumed:
+            exp.catch_up(figures=exp.epochs_done >= args.epochs)
+        if exp.epochs_done >= args.epochs:
+            print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
+            return exp.history
+        if exp.resumed:
+            print(f"Resuming after epoch {exp.epochs_done} from {exp.files.checkpoint}.")
+        else:
+            exp.save()  # so that even an interruption inside epoch 1 resumes exactly
+        record = checkpoint.RunRecord(exp.files.record, shlex.join(["python", *command]), exp.config, args.epochs,
+                                      exp.device, exp.epochs_done, resumed=exp.resumed, writes=exp.team.is_main)
+        train_epochs(exp, args.epochs, record, command)
+    except OSError as error:
+        if not disk_full(error):
+            raise
+        held = ("no checkpoint yet" if exp.saved_epochs is None else
+                f"{exp.files.checkpoint} holds {exp.saved_epochs} complete epochs; the pickles, metrics, figures and "
+                "snapshots hold no more, and are brought up to it on resume")
+        where = f": {error.filename}" if error.filename else ""
+        raise UserError(f"the disk is full ({error.strerror}{where}). On disk: {held}. Free some space, "
+                        f"then resume with:\n  {resume_command(command)}") from None
     print("Finished Training")
     print(f"Saved {', '.join(str(p) for p in exp.files.reference())}")
     return exp.history

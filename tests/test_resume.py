@@ -288,3 +288,43 @@ def test_overwrite_starts_the_run_over(finished_copy, cifar_dir, uninterrupted):
     assert code == 0, err
     assert_same_run(finished_copy, uninterrupted["multistep"])
     assert record(finished_copy, "multistep")["resumed"] == 0
+
+
+@pytest.mark.parametrize(("name", "nth"), [
+    ("checkpoint.pt", 3),  # epoch 2's checkpoint (one is written before epoch 1)
+    ("wr_val_loss_s1_m2.pkl", 2),  # epoch 2's pickle, its checkpoint written
+    ("epoch_0003.pt", 1),  # the snapshot at the end of the second cycle
+])
+def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(name, nth, cifar_dir, tmp_path, monkeypatch,
+                                                                     uninterrupted):
+    import errno
+    from contextlib import contextmanager
+
+    import runfiles
+
+    real, seen = runfiles.atomic_write, []
+
+    @contextmanager
+    def filling(path):
+        with real(path) as f:
+            yield f
+            if Path(path).name == name:
+                seen.append(path)
+                if len(seen) == nth:  # the data are written, flushing them fails
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runfiles, "atomic_write", filling)
+    out = tmp_path / "out"
+    code, _, err = call(train.main, argv("warm", cifar_dir, out))
+    assert code == 1 and "Traceback" not in err
+    held = torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"]
+    assert err.startswith(f"error: the disk is full (No space left on device). On disk: "
+                          f"{out / 'runs' / 'wr_s1_m2' / 'checkpoint.pt'} holds {held} complete epochs;")
+    assert err.rstrip().endswith("--resume")
+    for pickle_name in ("wr_train_loss_s1_m2.pkl", "wr_val_loss_s1_m2.pkl"):  # never ahead of the checkpoint
+        assert len(runfiles.load_floats(out / pickle_name)) <= held
+    assert record(out, "wr_s1_m2")["sessions"][-1]["outcome"] == "stopped: the disk is full"
+    monkeypatch.setattr(runfiles, "atomic_write", real)  # space freed
+    code, _, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
+    assert code == 0, err
+    assert_same_run(out, uninterrupted["warm"])
