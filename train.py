@@ -172,10 +172,10 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 
 
 class Interrupted(Exception):
-    """Raised at the first batch boundary after SIGINT or SIGTERM."""
+    """Raised at the first batch boundary after SIGINT or SIGTERM; SIGPIPE stands for a closed output."""
 
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+    def __init__(self, signum: int, why: str = ""):
+        super().__init__(why or signal.Signals(signum).name)
         self.signum = signum
 
 
@@ -610,15 +610,19 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
                 print(f"Validation loss: {val_loss:.3f}")
                 print(f"Epoch time: {time.perf_counter() - started:.1f} s")
                 print("-" * 50)
-        except Interrupted as stopped:
+        except (Interrupted, BrokenPipeError) as error:
+            # Printing to a closed pipe (`python train.py | head`) stops the run as a signal does.
+            stopped = error if isinstance(error, Interrupted) else Interrupted(signal.SIGPIPE, "SIGPIPE (output closed)")
             record.end(f"interrupted by {stopped}")
             if not exp.team.is_main:
-                raise
+                raise stopped from None
+            if exp.saved_epochs != exp.epochs_done:  # the pipe closed between an epoch's end and its checkpoint
+                exp.save()
             if exp.epochs_done:
                 save_outputs(exp.files, exp.history, figures=True)
             print(f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
                   f"the rest is redone on resume. Resume with:\n  {resume_command(command)}", file=sys.stderr)
-            raise
+            raise stopped from None
         except NonFiniteLoss as diverged:
             record.end(f"stopped: non-finite loss at {diverged}")
             raise UserError(f"the training loss is not finite (NaN or infinite) at {diverged}; stopped before saving "
@@ -688,6 +692,13 @@ def _run(args: argparse.Namespace, command: Sequence[str], team: Team, device: t
     return exp.history
 
 
+def drop_stdout() -> None:
+    """Send what is left of stdout to /dev/null, once its pipe is closed: Python's last flush at exit would
+    otherwise fail on it again and print a warning."""
+    with suppress(OSError, ValueError):  # not a real file (tests): nothing to do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -703,12 +714,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # one voice: rank 0 prints, and writes every file
     try:
         run(args, ["train.py", *argv], team, device)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, rather than in Python's flush at exit
     except UserError:
         if team.is_main:
             raise  # reported once
         return 1
     except Interrupted as stopped:
+        if stopped.signum == signal.SIGPIPE:
+            drop_stdout()
         return 128 + stopped.signum
+    except BrokenPipeError:  # the output closed outside the epochs (before the first, after the last)
+        drop_stdout()
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         if team.is_main:
             print("\nAborted. Every file on disk is complete; the checkpoint holds the last finished epoch.",

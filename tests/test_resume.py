@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import joblib
 import pytest
 import torch
 
@@ -325,6 +326,22 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(name, nth,
         assert len(runfiles.load_floats(out / pickle_name)) <= held
     assert record(out, "wr_s1_m2")["sessions"][-1]["outcome"] == "stopped: the disk is full"
     monkeypatch.setattr(runfiles, "atomic_write", real)  # space freed
+    code, _, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
+    assert code == 0, err
+    assert_same_run(out, uninterrupted["warm"])
+
+
+def test_a_closed_output_stops_the_run_quietly_and_it_resumes(cifar_dir, tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    proc = start_until(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), "Epoch 2 of 4")
+    proc.stdout.close()  # as `python train.py ... | head` does once it has its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert "Stopped by SIGPIPE (output closed)." in err and err.rstrip().endswith("--resume")
+    state = torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] >= 1 and len(joblib.load(out / "wr_val_loss_s1_m2.pkl")) == state["epoch"]
+    assert record(out, "wr_s1_m2")["sessions"][0]["outcome"] == "interrupted by SIGPIPE (output closed)"
     code, _, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
     assert code == 0, err
     assert_same_run(out, uninterrupted["warm"])
