@@ -34,12 +34,14 @@ from models import build_network, check_model_name, count_parameters
 from recipes import RECIPES, reference_optimizer
 from schedules import Schedule, build_schedule, ends_a_cycle
 
+# torch's generators take seeds of 64 bits.
+SEED_MAX = 2**64 - 1
 # Drawing the figures takes ~0.3 s; pickles are written every epoch, figures at most this
 # often (in seconds) and after the last epoch.
 FIGURE_INTERVAL = 60.0
 
 
-def _int_at_least(minimum: int):
+def _int_at_least(minimum: int, maximum: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -47,6 +49,8 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
@@ -115,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
     fast.add_argument("--sync-bn", action="store_true",
                       help="under torchrun on CUDA: BatchNorm statistics over the whole batch, not each process's share")
-    extra.add_argument("--seed", type=_int_at_least(0), help="seed for a reproducible run (default: a fresh one, printed)")
+    extra.add_argument("--seed", type=_int_at_least(0, SEED_MAX),
+                       help="seed for a reproducible run, 0 to 2**64 - 1 (default: a fresh one, printed)")
     extra.add_argument("--workers", type=_int_at_least(0), default=min(4, os.cpu_count() or 1),
                        help="worker processes of --loader torchvision (default: min(4, CPUs))")
     extra.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")

@@ -236,3 +236,17 @@ def test_missing_data_offline_stops_at_once_with_a_message(tmp_path, offline, mo
 def test_unusable_devices_are_refused(device, message, cifar_dir):
     code, _, err = call(train.main, ["--device", device, "--data-dir", str(cifar_dir)])
     assert code == 1 and message in err
+
+
+@pytest.mark.parametrize(("seed", "message"), [
+    ("-1", "argument --seed: must be at least 0, got -1"),
+    (str(2**64), f"argument --seed: must be at most {2**64 - 1}, got {2**64}"),
+])
+def test_seeds_torch_cannot_take_are_refused_by_the_parser(seed, message, cifar_dir, tmp_path):
+    code, _, err = call(train.main, ["--seed", seed, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_largest_seed_torch_takes_is_accepted():
+    assert train.parse_args(["--seed", str(2**64 - 1)]).seed == 2**64 - 1
