@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import os
 import signal
 import sys
@@ -298,6 +299,23 @@ class ToDevice:
         for images, labels in self.loader:
             yield (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
                    labels.to(self.device, non_blocking=True))
+
+
+class WithoutLastBatch:
+    """A training loader without its last batch, for a last batch BatchNorm cannot train on (one image).
+
+    The loader still draws that batch's shuffle and augmentation, so every other batch is what it
+    would be with it.
+    """
+
+    def __init__(self, loader):
+        self.loader, self.dataset = loader, loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader) - 1
+
+    def __iter__(self):
+        return itertools.islice(self.loader, len(self))
 
 
 LOADERS = ("device", "torchvision")

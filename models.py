@@ -52,6 +52,19 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+def trains_on_single_images(name: str, num_classes: int) -> bool:
+    """Whether network ``name`` can train on a batch of one 32x32 image. Not when one of its BatchNorm layers
+    would see a single value per channel: ResNet34's last stage works on 1x1 maps. Tried on the meta device:
+    no memory, no arithmetic, no random draws."""
+    with torch.device("meta"):
+        model = build_network(name, num_classes).train()
+        try:
+            model(torch.empty(1, 3, 32, 32))
+        except ValueError:  # "Expected more than 1 value per channel when training"
+            return False
+    return True
+
+
 class _WideBlock(nn.Module):
     """One residual block of the SGDR authors' WRN script.
 

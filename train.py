@@ -30,7 +30,7 @@ import plot
 import runfiles
 from distributed import Team
 from errors import UserError, reports_user_errors
-from models import build_network, check_model_name, count_parameters
+from models import build_network, check_model_name, count_parameters, trains_on_single_images
 from recipes import RECIPES, reference_optimizer
 from schedules import Schedule, build_schedule, ends_a_cycle
 
@@ -492,6 +492,15 @@ def check_team(args: argparse.Namespace, team_size: int) -> None:
         raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
 
 
+def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
+    """Refuse batches of one image per process for a network BatchNorm cannot train on them (ResNet34)."""
+    classes = cifar.DATASETS[args.dataset].classes
+    if args.batch_size // team_size == 1 and not trains_on_single_images(args.model, classes):
+        raise UserError(f"{args.model} cannot train on batches of one image{' per process' if team_size > 1 else ''}: "
+                        "one of its BatchNorm layers would see a single value per channel. "
+                        f"Use -b {2 * team_size} or more.")
+
+
 def setup(args: argparse.Namespace, team: Team | None = None, device: torch.device | None = None) -> Experiment:
     """Check the request (nothing is written before it passes), then build or restore the run."""
     team = team or Team()
@@ -529,6 +538,9 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
         if len(train_loader) == 0:  # the paper's recipe drops a last partial batch, here the only one
             raise UserError(f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
                             f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size.")
+        classes = cifar.DATASETS[args.dataset].classes
+        if remainder == team.world and not trains_on_single_images(args.model, classes):
+            train_loader = cifar.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -572,6 +584,9 @@ def print_header(exp: Experiment) -> None:
               f"({loader.samples - len(loader) * loader.batch_size} dropped).")
     print(f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
           f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches.")
+    if isinstance(exp.train_loader, cifar.WithoutLastBatch):
+        print(f"The last training batch, of one image{' per process' if exp.team.world > 1 else ''}, is left out of "
+              f"every epoch: one of {exp.config['model']}'s BatchNorm layers would see a single value per channel.")
 
 
 def run_epoch(exp: Experiment, epoch: int, epochs: int, guard: Guard) -> tuple[float, float]:
@@ -617,7 +632,8 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
                 print("-" * 50)
         except (Interrupted, BrokenPipeError) as error:
             # Printing to a closed pipe (`python train.py | head`) stops the run as a signal does.
-            stopped = error if isinstance(error, Interrupted) else Interrupted(signal.SIGPIPE, "SIGPIPE (output closed)")
+            closed = Interrupted(signal.SIGPIPE, "SIGPIPE (output closed)")
+            stopped = error if isinstance(error, Interrupted) else closed
             record.end(f"interrupted by {stopped}")
             if not exp.team.is_main:
                 raise stopped from None
@@ -667,7 +683,8 @@ def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]
         yield
 
 
-def _run(args: argparse.Namespace, command: Sequence[str], team: Team, device: torch.device | None) -> dict[str, list[float]]:
+def _run(args: argparse.Namespace, command: Sequence[str], team: Team,
+         device: torch.device | None) -> dict[str, list[float]]:
     exp = setup(args, team, device)
     print_header(exp)
     try:
@@ -710,6 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         check_team(args, distributed.world_size())  # before joining: a refusal needs no process group
+        check_batch_size(args, distributed.world_size())
         team, device = distributed.join(args.device)
     except UserError:
         if distributed.local_rank() == 0:

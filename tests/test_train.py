@@ -250,3 +250,34 @@ def test_seeds_torch_cannot_take_are_refused_by_the_parser(seed, message, cifar_
 
 def test_the_largest_seed_torch_takes_is_accepted():
     assert train.parse_args(["--seed", str(2**64 - 1)]).seed == 2**64 - 1
+
+
+def test_a_last_batch_of_one_image_is_left_out_for_resnet34_and_resume_agrees(cifar_dir, tmp_path):
+    # 33 images in batches of 16: the last has one image, on which ResNet34's BatchNorm cannot train (1x1 maps).
+    out = tmp_path / "out"
+    argv = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "33", "--val-subset", "4", "--seed", "0",
+            "--data-dir", str(cifar_dir), "--output-dir", str(out), *TINY]
+    code, log, err = call(train.main, argv)
+    assert code == 0, err
+    assert "33 training images in 2 batches" in log
+    assert "The last training batch, of one image, is left out of every epoch" in log
+    assert len(joblib.load(out / "lr_schedule_s1_m1.pkl")) == 2
+    code, log, err = call(train.main, [*argv, "-e", "2", "--resume"])
+    assert code == 0, err
+    assert "Resuming after epoch 1" in log
+    assert len(joblib.load(out / "lr_schedule_s1_m1.pkl")) == 4
+
+
+def test_only_networks_that_cannot_train_on_one_image_leave_it_out():
+    from models import trains_on_single_images
+
+    assert not trains_on_single_images("resnet34", 10)
+    assert trains_on_single_images("wrn-10-1", 10)  # its last BatchNorm sees 8x8 maps: nothing changes
+
+
+def test_batches_of_one_image_are_refused_for_resnet34(cifar_dir, tmp_path):
+    code, log, err = call(train.main, ["-b", "1", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("error: resnet34 cannot train on batches of one image: one of its BatchNorm layers would see "
+                          "a single value per channel. Use -b 2 or more.")
+    assert not (tmp_path / "o").exists() and "Epoch" not in log
