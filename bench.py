@@ -31,6 +31,7 @@ import checkpoint
 import cifar
 import recipes
 import train
+from errors import reports_user_errors
 from models import build_network, count_parameters
 from schedules import build_schedule
 
@@ -223,8 +224,10 @@ def row(cells: Sequence[object]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)")
-    parser.add_argument("--model", default="resnet34", help="network, as train.py's --model (default: resnet34)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    # The same checks as train.py's flags: a bad value is a parser error, not a traceback.
+    parser.add_argument("--model", type=train._model_name, default="resnet34",
+                        help="network, as train.py's --model (default: resnet34)")
+    parser.add_argument("--batch-size", type=train._int_at_least(1), default=128, help="images per batch (default: 128)")
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
     parser.add_argument("--models", nargs="+", metavar="MODEL",
                         help="instead: time train.py's training step and checkpoint for each network and estimate an epoch")
@@ -279,6 +282,7 @@ def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -
         return path.stat().st_size, statistics.median(writes), statistics.median(reads)
 
 
+@reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = train.pick_device(args.device)

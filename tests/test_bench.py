@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
 import bench
 from models import build_network, count_parameters
+from test_train import call
 
 
 def test_quick_bench_prints_the_comparison_table(capsys):
@@ -55,3 +57,16 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     assert state["epoch"] == 200 and len(state["history"]["val_loss"]) == 200 and len(state["history"]["lr"]) == 200 * 391
     assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
+
+
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["--device", "cuda"], 1, "error: --device cuda: CUDA is not available here; use --device cpu."),
+    (["--device", "banana"], 1, "is not a device"),
+    (["--batch-size", "0"], 2, "argument --batch-size: must be at least 1, got 0"),
+    (["--batch-size", "-4"], 2, "argument --batch-size: must be at least 1, got -4"),
+    (["--model", "resnet18"], 2, "argument --model: unknown model 'resnet18'"),
+])
+def test_impossible_values_are_a_message_not_a_traceback(argv, code, message):
+    status, out, err = call(bench.main, ["--quick", *argv])
+    assert status == code and message in err and "Traceback" not in err
+    assert "| measurement" not in out  # refused before any work
