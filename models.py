@@ -9,15 +9,15 @@ import urllib.error
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import ResNet34_Weights, resnet34
+from torchvision.models import ResNet34_Weights
+from torchvision.models import resnet34 as torchvision_resnet34
 
 from errors import UserError
 
 
-def build_model(
-    pretrained: bool = False, requires_grad: bool = True, num_classes: int = 10
-) -> nn.Module:
-    """torchvision's ResNet34 with ``fc`` replaced by ``Linear(512, num_classes)``.
+def resnet34(pretrained: bool = False, requires_grad: bool = True, num_classes: int = 10) -> nn.Module:
+    """The tutorial's network, called as the tutorial calls it (``models.resnet34(pretrained=False,
+    requires_grad=True)``): torchvision's ResNet34 with ``fc`` replaced by ``Linear(512, num_classes)``.
 
     ``pretrained`` loads the ImageNet weights (from torch's hub cache, downloading when
     absent); ``requires_grad=False`` freezes the backbone so only the new head trains.
@@ -25,7 +25,7 @@ def build_model(
     """
     weights = ResNet34_Weights.IMAGENET1K_V1 if pretrained else None
     try:
-        model = resnet34(weights=weights)
+        model = torchvision_resnet34(weights=weights)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad file, RuntimeError
         raise UserError(_weights_unavailable(weights, error)) from None
     for parameter in model.parameters():
@@ -33,6 +33,9 @@ def build_model(
     # The new head is created after the loop, so it is always trainable.
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
+
+
+build_model = resnet34  # the name this module gave it first
 
 
 def _weights_unavailable(weights: ResNet34_Weights, error: Exception) -> str:

@@ -119,3 +119,15 @@ def test_resnet34_by_name_is_the_reference_network():
 def test_unknown_model_names_are_refused(name):
     with pytest.raises(ValueError, match="expected resnet34 .* or wrn-D-K"):
         check_model_name(name)
+
+
+def test_the_tutorials_own_call_builds_the_reference_network():
+    import torchvision
+
+    import models
+
+    assert models.resnet34 is not torchvision.models.resnet34 and models.build_model is models.resnet34
+    assert count_parameters(models.resnet34(pretrained=False, requires_grad=True)) == (21_289_802, 21_289_802)
+    frozen = models.resnet34(pretrained=False, requires_grad=False)
+    assert count_parameters(frozen) == (21_289_802, 512 * 10 + 10)
+    assert [name for name, p in frozen.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
