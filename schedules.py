@@ -20,7 +20,8 @@ def locate_cycle(epoch: float, t_0: int, t_mult: int) -> tuple[int, int]:
     Cycles have lengths T_0, T_0 * T_mult, T_0 * T_mult**2, ... and start at integer
     epochs, so the integer part of ``epoch`` decides the cycle. torch's closed form takes
     a floating-point logarithm instead and lands one cycle low at some exact restarts
-    when T_mult >= 3 (e.g. log3(27) evaluates to 2.9999999999999996).
+    when T_mult >= 3: at epoch 121 with T_0 = 1, T_mult = 3 and at epoch 1210 with T_0 = 10,
+    T_mult = 3, log(243, 3) evaluates to 4.999999999999999.
     """
     whole = math.floor(epoch)
     if t_mult == 1:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
 import train
-from schedules import Schedule, build_schedule, locate_cycle
+import schedules
+from schedules import Schedule, WarmRestarts, build_schedule, locate_cycle
 
 ETA_MAX = 0.05
 CPU = torch.device("cpu")
@@ -77,7 +80,7 @@ def test_fractional_positions_follow_eq5(t_0, t_mult, epochs, batches):
 
 
 def test_restart_batches_reach_eta_max_after_the_one_batch_lag():
-    # T_0 = 1, T_mult = 3 restarts at 1, 4, 13, 40, 121: where torch's logarithm rounds low.
+    # T_0 = 1, T_mult = 3 restarts at 1, 4, 13, 40, 121; at 121 torch's logarithm rounds low.
     batches = 4
     lrs = applied_lrs(True, 1, 3, 130, batches)
     for restart, previous_length in [(1, 1), (4, 3), (13, 9), (40, 27), (121, 81)]:
@@ -98,7 +101,7 @@ def test_the_oracle_catches_torchs_closed_form():
     wrong = [k // 2 for k, (g, w) in enumerate(zip(lrs, want)) if abs(g - w) > 1e-12]
     if not wrong:
         pytest.skip("torch's closed form is exact here; WarmRestarts could defer to it")
-    assert set(wrong) <= {13, 40, 121}  # lr 0 instead of eta_max, one batch after these restarts
+    assert set(wrong) == {121}  # lr 0 instead of eta_max, one batch after this restart
 
 
 def test_multistep_applies_the_four_reference_rates():
@@ -124,3 +127,34 @@ def test_locate_cycle_agrees_with_the_geometric_series():
         for n, start in enumerate(restarts[:-1]):
             assert locate_cycle(start, t_0, t_mult) == (start, t_0 * t_mult**n)
             assert locate_cycle(restarts[n + 1] - 0.5, t_0, t_mult) == (start, t_0 * t_mult**n)
+
+
+def lr_after_step(scheduler_class, t_0: int, t_mult: int, epoch: float) -> float:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=ETA_MAX)
+    scheduler_class(optimizer, T_0=t_0, T_mult=t_mult).step(epoch)
+    return optimizer.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize(("t_0", "t_mult", "epoch"), [(1, 3, 121), (10, 3, 1210)])
+def test_torchs_own_scheduler_misses_these_restarts_and_ours_does_not(t_0, t_mult, epoch):
+    assert math.log(epoch * (t_mult - 1) / t_0 + 1, t_mult) == 4.999999999999999  # 243 = 3**5, rounded down
+    assert lr_after_step(CosineAnnealingWarmRestarts, t_0, t_mult, epoch) == 0.0  # the end of the old cycle
+    assert lr_after_step(WarmRestarts, t_0, t_mult, epoch) == ETA_MAX  # the peak of the new one
+
+
+@pytest.mark.parametrize("epoch", [1, 4, 13, 40])
+def test_torchs_own_scheduler_gets_the_earlier_restarts_right(epoch):
+    assert lr_after_step(CosineAnnealingWarmRestarts, 1, 3, epoch) == ETA_MAX == lr_after_step(WarmRestarts, 1, 3, epoch)
+
+
+def test_every_restart_the_docs_say_torch_misses_is_one_it_misses():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    claims = set()
+    for text in (readme, schedules.locate_cycle.__doc__):
+        found = re.findall(r"epoch (\d+) with T_0 = (\d+),\s+T_mult = (\d+)", " ".join(text.split()))
+        assert found, "the docs quote an example"
+        claims |= {tuple(int(x) for x in claim) for claim in found}
+    assert claims == {(121, 1, 3), (1210, 10, 3)}
+    for epoch, t_0, t_mult in claims:
+        assert lr_after_step(CosineAnnealingWarmRestarts, t_0, t_mult, epoch) == 0.0
+        assert lr_after_step(WarmRestarts, t_0, t_mult, epoch) == ETA_MAX
