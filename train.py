@@ -671,15 +671,10 @@ def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",), team: 
 def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]) -> Iterator[None]:
     """While inside, rank 0 holds the run's folder (``runfiles.RunLock``); if it cannot, every process stops."""
     with ExitStack() as held:
-        refusal = None
-        if team.is_main:
-            run_dir = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult).run_dir
-            try:
+        with team.refusals():
+            if team.is_main:
+                run_dir = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult).run_dir
                 held.enter_context(runfiles.RunLock(run_dir, shlex.join(["python", *command])))
-            except UserError as error:
-                refusal = error
-        if team.agree([int(refusal is not None)])[0]:
-            raise refusal or UserError("rank 0 could not take the run's folder")
         yield
 
 
