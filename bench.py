@@ -15,11 +15,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -59,8 +59,10 @@ def machine(device: torch.device) -> str:
                 name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-    return (f"{device.type} ({name}), {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__}, Python {platform.python_version()}")
+    return (
+        f"{device.type} ({name}), {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, Python {platform.python_version()}"
+    )
 
 
 def matmul_gflops(device: torch.device, n: int, seconds: float) -> dict[str, float]:
@@ -111,7 +113,7 @@ Stepper = Callable[[int], float]  # steps -> images per second
 
 def reference_stepper(model, images, labels, device: torch.device) -> Stepper:
     """The tutorial's training step: contiguous tensors, fp32, and ``loss.item()`` every batch."""
-    optimizer = train.reference_optimizer(model)
+    optimizer = recipes.reference_optimizer(model)
 
     def step():
         optimizer.zero_grad()
@@ -128,8 +130,15 @@ def reference_stepper(model, images, labels, device: torch.device) -> Stepper:
     return rate
 
 
-def our_stepper(net, model, images, labels, device: torch.device, autocast=nullcontext,
-                make_optimizer: Callable = recipes.reference_optimizer) -> Stepper:
+def our_stepper(
+    net,
+    model,
+    images,
+    labels,
+    device: torch.device,
+    autocast=nullcontext,
+    make_optimizer: Callable = recipes.reference_optimizer,
+) -> Stepper:
     """train.py's own ``train_epoch`` over copies of one batch (with the tutorial's optimiser, or
     ``make_optimizer``'s)."""
     optimizer = make_optimizer(model)
@@ -199,14 +208,24 @@ def variant(model_name: str, device: torch.device, batch_size: int, channels_las
     return model, images, labels
 
 
-def epoch_seconds(kind: str, train_set, val_set, model_name: str, batch_size: int, device: torch.device,
-                  workers: int, channels_last: bool) -> tuple[float, float]:
+def epoch_seconds(
+    kind: str,
+    train_set,
+    val_set,
+    model_name: str,
+    batch_size: int,
+    device: torch.device,
+    workers: int,
+    channels_last: bool,
+) -> tuple[float, float]:
     """(seconds of one epoch - training and validation - through train.py's functions,
     seconds of the data pipeline alone over the same batches)."""
     generator = torch.Generator().manual_seed(0)
-    train_loader, val_loader = cifar.make_loaders(train_set, val_set, kind, batch_size, generator, device, workers, channels_last)
+    train_loader, val_loader = cifar.make_loaders(
+        train_set, val_set, kind, batch_size, generator, device, workers, channels_last
+    )
     model, _, _ = variant(model_name, device, batch_size, channels_last)
-    optimizer = train.reference_optimizer(model)
+    optimizer = recipes.reference_optimizer(model)
     schedule = build_schedule(optimizer, True, 50, 1, [])
     data_only = timed(device, lambda: [None for loader in (train_loader, val_loader) for _ in loader])
 
@@ -223,14 +242,23 @@ def row(cells: Sequence[object]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)"
+    )
     # The same checks as train.py's flags: a bad value is a parser error, not a traceback.
-    parser.add_argument("--model", type=train._model_name, default="resnet34",
-                        help="network, as train.py's --model (default: resnet34)")
-    parser.add_argument("--batch-size", type=train._int_at_least(1), default=128, help="images per batch (default: 128)")
+    parser.add_argument(
+        "--model", type=train._model_name, default="resnet34", help="network, as train.py's --model (default: resnet34)"
+    )
+    parser.add_argument(
+        "--batch-size", type=train._int_at_least(1), default=128, help="images per batch (default: 128)"
+    )
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
-    parser.add_argument("--models", nargs="+", metavar="MODEL",
-                        help="instead: time train.py's training step and checkpoint for each network and estimate an epoch")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="instead: time train.py's training step and checkpoint for each network and estimate an epoch",
+    )
     return parser
 
 
@@ -239,40 +267,85 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
     what that makes one training epoch (validation not included): the tutorial's 50,000 images
     in 391 batches, the paper's 100,000 samples in 781; the paper's grid of 30 runs of 200 such
     epochs; and what the checkpoint written at the end of every epoch costs beside an epoch."""
-    batches = {recipe.name: cifar.TRAIN_IMAGES * (2 if recipe.mirrored_epoch else 1) // batch if recipe.drop_last
-               else -(-cifar.TRAIN_IMAGES // batch) for recipe in recipes.RECIPES.values()}
-    print(row(["network", "parameters", "GFLOP a step", "images/s, tutorial", f"tutorial epoch ({batches['tutorial']} batches)",
-               "images/s, paper", f"paper epoch ({batches['paper']} batches)", "paper grid (30 x 200 epochs)",
-               "checkpoint", "checkpoint write (read)", "write / epoch"]))
+    batches = {
+        recipe.name: cifar.TRAIN_IMAGES * (2 if recipe.mirrored_epoch else 1) // batch
+        if recipe.drop_last
+        else -(-cifar.TRAIN_IMAGES // batch)
+        for recipe in recipes.RECIPES.values()
+    }
+    print(
+        row(
+            [
+                "network",
+                "parameters",
+                "GFLOP a step",
+                "images/s, tutorial",
+                f"tutorial epoch ({batches['tutorial']} batches)",
+                "images/s, paper",
+                f"paper epoch ({batches['paper']} batches)",
+                "paper grid (30 x 200 epochs)",
+                "checkpoint",
+                "checkpoint write (read)",
+                "write / epoch",
+            ]
+        )
+    )
     print(row(["---"] * 11))
     for name in names:
         model, images, labels = variant(name, device, batch, channels_last=True)
         flops = step_flops(model, images, labels)
-        rates = {recipe.name: our_stepper(model, model, images, labels, device, make_optimizer=recipe.optimizer)(steps)
-                 for recipe in recipes.RECIPES.values()}
+        rates = {
+            recipe.name: our_stepper(model, model, images, labels, device, make_optimizer=recipe.optimizer)(steps)
+            for recipe in recipes.RECIPES.values()
+        }
         seconds = {k: batches[k] * batch / rates[k] for k in rates}
         size, write, read = checkpoint_cost(model, images, labels, device, repeats)
-        print(row([name, f"{count_parameters(model)[0]:,}", f"{flops / 1e9:,.1f}", f"{rates['tutorial']:,.1f}",
-                   f"{seconds['tutorial'] / 60:,.1f} min", f"{rates['paper']:,.1f}", f"{seconds['paper'] / 60:,.1f} min",
-                   f"{30 * 200 * seconds['paper'] / 3600:,.0f} h", f"{size / 1e6:,.1f} MB",
-                   f"{write:.2f} s ({read:.2f} s)", f"{write / seconds['tutorial']:.2%}"]), flush=True)
+        print(
+            row(
+                [
+                    name,
+                    f"{count_parameters(model)[0]:,}",
+                    f"{flops / 1e9:,.1f}",
+                    f"{rates['tutorial']:,.1f}",
+                    f"{seconds['tutorial'] / 60:,.1f} min",
+                    f"{rates['paper']:,.1f}",
+                    f"{seconds['paper'] / 60:,.1f} min",
+                    f"{30 * 200 * seconds['paper'] / 3600:,.0f} h",
+                    f"{size / 1e6:,.1f} MB",
+                    f"{write:.2f} s ({read:.2f} s)",
+                    f"{write / seconds['tutorial']:.2%}",
+                ]
+            ),
+            flush=True,
+        )
 
 
 def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -> tuple[int, float, float]:
     """Size, median write and median read seconds of train.py's checkpoint for ``model`` at the end
     of a 200-epoch run (full histories, momentum buffers), written as train.py writes it (a
     temporary file, fsync, rename) into a folder under the working directory, then removed."""
-    optimizer = train.reference_optimizer(model)
+    optimizer = recipes.reference_optimizer(model)
     F.cross_entropy(model(images), labels).backward()
     optimizer.step()
     config = train.trajectory(train.build_parser().parse_args([]), 0, 1)  # the reference run's settings
     epochs, batches = 200, -(-cifar.TRAIN_IMAGES // config["batch_size"])
     history = {key: [0.5] * epochs for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
     run = train.Experiment(
-        config=config, device=device, files=None, model=model,
-        optimizer=optimizer, schedule=build_schedule(optimizer, True, 50, 1, []), generator=torch.Generator(),
-        train_loader=None, val_loader=None, net=model, eval_net=model, autocast=nullcontext,
-        history={**history, "lr": [0.05] * (epochs * batches)}, epochs_done=epochs)
+        config=config,
+        device=device,
+        files=None,
+        model=model,
+        optimizer=optimizer,
+        schedule=build_schedule(optimizer, True, 50, 1, []),
+        generator=torch.Generator(),
+        train_loader=None,
+        val_loader=None,
+        net=model,
+        eval_net=model,
+        autocast=nullcontext,
+        history={**history, "lr": [0.05] * (epochs * batches)},
+        epochs_done=epochs,
+    )
     state, writes, reads = run.state(), [], []
     with tempfile.TemporaryDirectory(prefix=".bench-checkpoint-", dir=os.getcwd()) as folder:
         path = Path(folder) / "checkpoint.pt"
@@ -319,24 +392,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return f"{achieved:,.0f} GFLOP/s = {achieved / peak:.2f} of matmul"
 
     subset_train, subset_val = synthetic(batch * (2 if quick else 8), 1), synthetic(batch * (1 if quick else 4), 2)
-    ref_epoch, ref_epoch_data = epoch_seconds("torchvision", subset_train, subset_val, args.model, batch, device, workers, False)
+    ref_epoch, ref_epoch_data = epoch_seconds(
+        "torchvision", subset_train, subset_val, args.model, batch, device, workers, False
+    )
     our_epoch, _ = epoch_seconds("device", subset_train, subset_val, args.model, batch, device, workers, True)
 
     print()
     print(row(["measurement", "reference", "this project", "ratio (range over rounds)"]))
     print(row(["---"] * 4))
-    print(row(["data pipeline, images/s", f"{statistics.median(data.reference):,.0f} (DataLoader, PIL transforms, "
-               f"{workers} workers)", f"{statistics.median(data.variant):,.0f} (on-device loader)", data.ratio()]))
-    print(row(["training step, images/s", f"{ref_step:,.1f} (contiguous, fp32, .item() every batch)",
-               f"{our_step:,.1f} (channels_last, fp32, no per-batch sync)", step.ratio()]))
+    print(
+        row(
+            [
+                "data pipeline, images/s",
+                f"{statistics.median(data.reference):,.0f} (DataLoader, PIL transforms, {workers} workers)",
+                f"{statistics.median(data.variant):,.0f} (on-device loader)",
+                data.ratio(),
+            ]
+        )
+    )
+    print(
+        row(
+            [
+                "training step, images/s",
+                f"{ref_step:,.1f} (contiguous, fp32, .item() every batch)",
+                f"{our_step:,.1f} (channels_last, fp32, no per-batch sync)",
+                step.ratio(),
+            ]
+        )
+    )
     print(row(["training step, GFLOP/s", gflops(ref_step), gflops(our_step), step.ratio()]))
-    print(row([f"epoch: {len(subset_train):,} training + {len(subset_val):,} validation images, s",
-               f"{ref_epoch:.2f} (data alone: {ref_epoch_data:.2f} = {ref_epoch_data / ref_epoch:.0%})",
-               f"{our_epoch:.2f}", f"{ref_epoch / our_epoch:.2f}x"]))
-    print(f"\nfp32 matmul: {', '.join(f'{rate:,.0f} GFLOP/s through {name}' for name, rate in matmul.items())}; "
-          f"fractions are of the faster. One training step: {flops / 1e9:,.1f} GFLOP.")
-    print(f"Rates are medians over {rounds} round(s) of reference, variant, variant, reference; training: "
-          f"{steps} steps each after a warm-up step. Ratios are taken within each round.")
+    print(
+        row(
+            [
+                f"epoch: {len(subset_train):,} training + {len(subset_val):,} validation images, s",
+                f"{ref_epoch:.2f} (data alone: {ref_epoch_data:.2f} = {ref_epoch_data / ref_epoch:.0%})",
+                f"{our_epoch:.2f}",
+                f"{ref_epoch / our_epoch:.2f}x",
+            ]
+        )
+    )
+    print(
+        f"\nfp32 matmul: {', '.join(f'{rate:,.0f} GFLOP/s through {name}' for name, rate in matmul.items())}; "
+        f"fractions are of the faster. One training step: {flops / 1e9:,.1f} GFLOP."
+    )
+    print(
+        f"Rates are medians over {rounds} round(s) of reference, variant, variant, reference; training: "
+        f"{steps} steps each after a warm-up step. Ratios are taken within each round."
+    )
     if not quick:
         print("\nOptions for the training step, each through train.py's loop, each paired with the reference step:\n")
         print(row(["option", "images/s", "vs reference (range over rounds)"]))
@@ -368,8 +470,10 @@ def option_trials(model_name: str, device: torch.device, batch: int, steps: int)
         model, images, labels = variant(model_name, device, batch, option["channels_last"])
         net = torch.compile(model) if option.get("compile") else model
         stepper = our_stepper(net, model, images, labels, device, option.get("autocast", nullcontext))
-        trials[name] = (_with_settings(stepper, option.get("threads", threads), option.get("mkldnn", True)),
-                        option.get("steps", steps))
+        trials[name] = (
+            _with_settings(stepper, option.get("threads", threads), option.get("mkldnn", True)),
+            option.get("steps", steps),
+        )
     return trials
 
 

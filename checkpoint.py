@@ -70,14 +70,31 @@ def load(path: Path) -> dict[str, Any]:
     return _read(path, "checkpoint", " Restore it from a backup to resume, or start the run over with --overwrite.")
 
 
-def save_snapshot(path: Path, model: torch.nn.Module, config: dict[str, Any], epoch: int, num_classes: int,
-                  inputs: dict[str, torch.Tensor] | None = None) -> None:
+def save_snapshot(
+    path: Path,
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    epoch: int,
+    num_classes: int,
+    inputs: dict[str, torch.Tensor] | None = None,
+) -> None:
     """The network's weights at the end of a cycle, with what is needed to rebuild and evaluate it:
     ``inputs`` holds the ``mean`` and ``std`` test images are normalised with (absent in snapshots
     written before recipes: the data set's per-channel statistics)."""
     with runfiles.atomic_write(path) as f:
-        torch.save(on_cpu({"format": FORMAT, "epoch": epoch, "config": config, "num_classes": num_classes,
-                           "model": model.state_dict(), **({"inputs": inputs} if inputs else {})}), f)
+        torch.save(
+            on_cpu(
+                {
+                    "format": FORMAT,
+                    "epoch": epoch,
+                    "config": config,
+                    "num_classes": num_classes,
+                    "model": model.state_dict(),
+                    **({"inputs": inputs} if inputs else {}),
+                }
+            ),
+            f,
+        )
 
 
 def load_snapshot(path: Path) -> dict[str, Any]:
@@ -113,8 +130,17 @@ class RunRecord:
     """``run.json`` beside a run's checkpoint: what ran, where, with which versions, and each
     session of it (start, end, epochs, outcome), so a resumed run shows how often it was resumed."""
 
-    def __init__(self, path: Path, command: str, config: dict[str, Any], epochs: int, device: torch.device,
-                 start_epoch: int, resumed: bool, writes: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        command: str,
+        config: dict[str, Any],
+        epochs: int,
+        device: torch.device,
+        start_epoch: int,
+        resumed: bool,
+        writes: bool = True,
+    ):
         self.path, self.writes = path, writes  # under torchrun only rank 0 writes
         self.data = self._previous() if resumed else {}
         self.data.update(
@@ -131,8 +157,15 @@ class RunRecord:
         )
         self.sessions = self.data.setdefault("sessions", [])
         self.sessions.append(
-            {"started": _now(), "ended": None, "device": str(device), "platform": platform.platform(),
-             "from_epoch": start_epoch, "epochs_done": start_epoch, "outcome": "running"}
+            {
+                "started": _now(),
+                "ended": None,
+                "device": str(device),
+                "platform": platform.platform(),
+                "from_epoch": start_epoch,
+                "epochs_done": start_epoch,
+                "outcome": "running",
+            }
         )
         self.data["resumed"] = len(self.sessions) - 1
         self.data.setdefault("started", self.sessions[0]["started"])

@@ -127,8 +127,9 @@ def _first(dataset: Dataset, count: int | None, flag: str, root: str | Path) -> 
     return Subset(dataset, range(count))
 
 
-def load_splits(data_dir: str | Path, train_subset: int | None = None, val_subset: int | None = None,
-                dataset: str = "cifar10") -> tuple[Dataset, Dataset]:
+def load_splits(
+    data_dir: str | Path, train_subset: int | None = None, val_subset: int | None = None, dataset: str = "cifar10"
+) -> tuple[Dataset, Dataset]:
     """The training and test sets (PIL images and labels), cut to their first N images if asked."""
     train_set = _first(load_cifar(data_dir, True, dataset), train_subset, "--train-subset", data_dir)
     val_set = _first(load_cifar(data_dir, False, dataset), val_subset, "--val-subset", data_dir)
@@ -183,8 +184,9 @@ def _pad_table(device: torch.device, padding: str) -> torch.Tensor:
     return torch.where(position > 31, 62 - position, position)
 
 
-def augment(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
-            padding: str = "reflect") -> torch.Tensor:
+def augment(
+    images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: str = "reflect"
+) -> torch.Tensor:
     """Flip each image when ``flip``, pad it by 4 pixels (``reflect``: the tutorial's; ``zeros``:
     the SGDR script's), crop 32x32 at offset (dy, dx) in 0..8, each image with its own draws.
 
@@ -234,10 +236,23 @@ class DeviceLoader:
     (``stats``' data set) unless given (e.g. a mean image and a std of 1).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-                 augment: bool = False, channels_last: bool = False, stats: str = "cifar10", rank: int = 0, world: int = 1,
-                 mirrored: bool = False, padding: str = "reflect", drop_last: bool = False,
-                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+        channels_last: bool = False,
+        stats: str = "cifar10",
+        rank: int = 0,
+        world: int = 1,
+        mirrored: bool = False,
+        padding: str = "reflect",
+        drop_last: bool = False,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+    ):
         images, labels = _arrays(dataset)
         self.rank, self.world = rank, world
         self.dataset = dataset
@@ -297,8 +312,10 @@ class ToDevice:
 
     def __iter__(self):
         for images, labels in self.loader:
-            yield (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
-                   labels.to(self.device, non_blocking=True))
+            yield (
+                images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+                labels.to(self.device, non_blocking=True),
+            )
 
 
 class WithoutLastBatch:
@@ -355,15 +372,30 @@ def make_loaders(
         shared = dict(channels_last=channels_last, stats=dataset, rank=rank, world=world)
         if recipe.mean_image:  # the training images' mean image, no division by a std
             shared.update(mean=mean_image(train_set), std=torch.ones(1, 3, 1, 1))
-        train = DeviceLoader(train_set, batch_size, device, generator, augment=True, mirrored=recipe.mirrored_epoch,
-                             padding=recipe.padding, drop_last=recipe.drop_last, **shared)
+        train = DeviceLoader(
+            train_set,
+            batch_size,
+            device,
+            generator,
+            augment=True,
+            mirrored=recipe.mirrored_epoch,
+            padding=recipe.padding,
+            drop_last=recipe.drop_last,
+            **shared,
+        )
         return train, DeviceLoader(val_set, recipe.val_batch_size or batch_size, device, **shared)
     if recipe is not TUTORIAL:
-        raise UserError(f"--loader torchvision trains the tutorial's recipe only; --recipe {recipe.name} needs --loader device.")
+        raise UserError(
+            f"--loader torchvision trains the tutorial's recipe only; --recipe {recipe.name} needs --loader device."
+        )
     if world > 1:
         raise UserError("--loader torchvision runs in one process; under torchrun use the default --loader device.")
-    common = dict(batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
-                  worker_init_fn=_leave_signals_to_the_main_process)
+    common = dict(
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_leave_signals_to_the_main_process,
+    )
     train = DataLoader(_Transformed(train_set, train_transform(dataset)), shuffle=True, generator=generator, **common)
     val = DataLoader(_Transformed(val_set, val_transform(dataset)), shuffle=False, **common)
     return ToDevice(train, device, channels_last, dataset), ToDevice(val, device, channels_last, dataset)
@@ -376,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     before starting its jobs."""
     parser = argparse.ArgumentParser(description="Download CIFAR once, before several runs start.", allow_abbrev=False)
     parser.add_argument("--data-dir", default="data", help="as train.py's (default: data)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10", help="as train.py's (default: cifar10)")
+    parser.add_argument(
+        "--dataset", choices=sorted(DATASETS), default="cifar10", help="as train.py's (default: cifar10)"
+    )
     args, _ = parser.parse_known_args(argv)
     fetch(args.data_dir, args.dataset)
     return 0

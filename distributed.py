@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -115,8 +116,10 @@ def join(device_name: str) -> tuple[Team, torch.device | None]:
         raise UserError(f"--device {device_name}: CUDA is not available here; use --device cpu.")
     processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local + 1)
     if use_cuda and processes > (count := torch.cuda.device_count()):
-        raise UserError(f"torchrun started {processes} processes on this machine, one per GPU, but there are "
-                        f"{visible_gpus(count)}: use --nproc_per_node={count} or fewer (or --device cpu).")
+        raise UserError(
+            f"torchrun started {processes} processes on this machine, one per GPU, but there are "
+            f"{visible_gpus(count)}: use --nproc_per_node={count} or fewer (or --device cpu)."
+        )
     device = None
     if use_cuda:
         device = torch.device("cuda", local)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -63,13 +63,15 @@ class TestSet:
                 self.loader = cifar.DeviceLoader(val_set, self.batch_size, self.device, stats=config["dataset"])
                 self.stats = {"mean": self.loader.mean, "std": self.loader.std}
             elif key != self.key:
-                raise UserError(f"{path} was evaluated on {key}, the other snapshots on {self.key}: "
-                                "an ensemble needs one test set.")
+                raise UserError(
+                    f"{path} was evaluated on {key}, the other snapshots on {self.key}: an ensemble needs one test set."
+                )
             # Each snapshot's inputs as its run normalised them (the paper's recipe: its training mean image);
             # snapshots from before recipes: the data set's per-channel statistics.
             inputs = snapshot.get("inputs", {})
-            self.loader.mean, self.loader.std = (inputs[k].to(self.device) if k in inputs else self.stats[k]
-                                                 for k in ("mean", "std"))
+            self.loader.mean, self.loader.std = (
+                inputs[k].to(self.device) if k in inputs else self.stats[k] for k in ("mean", "std")
+            )
             model = build_network(config["model"], snapshot["num_classes"])
             model.load_state_dict(snapshot["model"])
             model.to(self.device).eval()
@@ -81,7 +83,9 @@ class TestSet:
         return self.loader.labels.cpu()
 
 
-def last_m_errors(runs: Sequence[Sequence[Path]], test: TestSet, largest_m: int | None = None) -> list[tuple[int, float]]:
+def last_m_errors(
+    runs: Sequence[Sequence[Path]], test: TestSet, largest_m: int | None = None
+) -> list[tuple[int, float]]:
     """(M, test error) of the ensemble of every run's last M snapshots, for M = 1 .. the fewest any run has."""
     fewest = min(len(snapshots) for snapshots in runs)
     rows = []
@@ -92,8 +96,11 @@ def last_m_errors(runs: Sequence[Sequence[Path]], test: TestSet, largest_m: int 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (outputs/runs/wr_...) holding snapshots/")
     parser.add_argument("--data-dir", default="data", help="folder holding the data set (default: data)")
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
@@ -106,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [snapshots_in(run) for run in args.runs]
     for run, snapshots in zip(args.runs, runs):
         if not snapshots:
-            raise UserError(f"{run} has no snapshots: they are taken at the end of each warm-restart cycle "
-                            "(python train.py --warm-restart ...), in <run folder>/snapshots/.")
+            raise UserError(
+                f"{run} has no snapshots: they are taken at the end of each warm-restart cycle "
+                "(python train.py --warm-restart ...), in <run folder>/snapshots/."
+            )
     test = TestSet(args.data_dir, pick_device(args.device))
     print(f"{len(runs)} run(s); snapshots per run: {', '.join(str(len(s)) for s in runs)}")
     print("| M | members (epochs, per run) | test error |")

@@ -117,7 +117,9 @@ class WideResNet(nn.Module):
         for width, stride in ((16 * k, 1), (32 * k, 2), (64 * k, 2)):
             for i in range(blocks):
                 first = i == 0
-                layers.append(_WideBlock(channels, width, stride if first else 1, preactivate=bool(layers), project=first))
+                layers.append(
+                    _WideBlock(channels, width, stride if first else 1, preactivate=bool(layers), project=first)
+                )
                 channels = width
         self.blocks = nn.Sequential(*layers)
         self.bn = _batch_norm(channels)
@@ -137,7 +139,9 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-MODEL_NAMES = "resnet34 (the reference), or wrn-D-K: a Wide ResNet of depth D = 6n + 4 and widen factor K (the paper: wrn-28-10)"
+MODEL_NAMES = (
+    "resnet34 (the reference), or wrn-D-K: a Wide ResNet of depth D = 6n + 4 and widen factor K (the paper: wrn-28-10)"
+)
 
 
 def check_model_name(name: str) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.style
 from matplotlib.figure import Figure
@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="outputs", help="folder with the runs' pickles (default: outputs)")
     parser.add_argument(
-        "--t-zeros", type=int, nargs="+", default=[50, 200], metavar="T0",
+        "--t-zeros",
+        type=int,
+        nargs="+",
+        default=[50, 200],
+        metavar="T0",
         help="T_0 of the warm-restart runs to draw, T_mult 1 (default: 50 200)",
     )
     return parser
@@ -84,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
     runs = [(False, 0, "red", "Multistep (default)")]
-    runs += [(True, t0, WR_COLORS[i % len(WR_COLORS)], f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)]
+    runs += [
+        (True, t0, WR_COLORS[i % len(WR_COLORS)], f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)
+    ]
     curves = []
     for warm_restart, t0, color, label in runs:
         path = runfiles.run_files(out, warm_restart, t0, 1).val_loss

@@ -6,8 +6,8 @@ What the script does is described in the README's "Reproducing the paper".
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -99,13 +99,28 @@ class Recipe:
 
 
 TUTORIAL = Recipe(
-    name="tutorial", model="resnet34", mirrored_epoch=False, padding="reflect", mean_image=False, drop_last=False,
-    val_batch_size=None, optimizer=reference_optimizer, sgdr_by_samples=False, header="",
+    name="tutorial",
+    model="resnet34",
+    mirrored_epoch=False,
+    padding="reflect",
+    mean_image=False,
+    drop_last=False,
+    val_batch_size=None,
+    optimizer=reference_optimizer,
+    sgdr_by_samples=False,
+    header="",
 )
 PAPER = Recipe(
-    name="paper", model="wrn-28-10", mirrored_epoch=True, padding="zeros", mean_image=True, drop_last=True,
-    val_batch_size=500, optimizer=script_optimizer, sgdr_by_samples=True,
+    name="paper",
+    model="wrn-28-10",
+    mirrored_epoch=True,
+    padding="zeros",
+    mean_image=True,
+    drop_last=True,
+    val_batch_size=500,
+    optimizer=script_optimizer,
+    sgdr_by_samples=True,
     header="the SGDR script's (every image plain and mirrored, zero-padded crops, mean image subtracted, "
-           "eq. (3)-(4) momentum, L2 penalty on weights and BN scales)",
+    "eq. (3)-(4) momentum, L2 penalty on weights and BN scales)",
 )
 RECIPES = {recipe.name: recipe for recipe in (TUTORIAL, PAPER)}

@@ -17,9 +17,10 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import checkpoint
 import ensemble
@@ -31,8 +32,12 @@ from train import pick_device
 
 # Test error %, median of 5 runs, WRN-28-10: (CIFAR-10, CIFAR-100). None: the multistep default.
 PAPER_TABLE1 = {
-    None: (4.13, 20.21), (50, 1): (4.17, 19.99), (100, 1): (4.07, 19.87),
-    (200, 1): (3.86, 19.98), (1, 2): (4.09, 19.74), (10, 2): (4.03, 19.58),
+    None: (4.13, 20.21),
+    (50, 1): (4.17, 19.99),
+    (100, 1): (4.07, 19.87),
+    (200, 1): (3.86, 19.98),
+    (1, 2): (4.09, 19.74),
+    (10, 2): (4.03, 19.58),
 }
 # Snapshot ensembles of WRN-28-10 with T_0 = 10, T_mult = 2: (runs, M) -> (CIFAR-10, CIFAR-100).
 # One run, one snapshot is the epoch-150 network: Table 1's entry.
@@ -42,8 +47,15 @@ COLORS = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", 
 DEFAULT_MILESTONES = [60, 120, 160]
 # The settings (besides the data set, which has its own column) under which the paper's numbers
 # were measured; "epochs" is the run's planned length.
-PAPER_SETUP = {"recipe": "paper", "model": "wrn-28-10", "epochs": 200, "batch_size": 128, "train_subset": None,
-               "val_subset": None, "amp": "off"}
+PAPER_SETUP = {
+    "recipe": "paper",
+    "model": "wrn-28-10",
+    "epochs": 200,
+    "batch_size": 128,
+    "train_subset": None,
+    "val_subset": None,
+    "amp": "off",
+}
 SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones")  # vary inside a group
 RECOMMENDED = """Each run is read where the paper reads it (Section 3): with warm restarts, the recommended
 solution is the network at the end of the last completed cycle (where the rate has reached
@@ -157,8 +169,11 @@ def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
 
 def differences_from_paper(settings: dict[str, Any]) -> list[str]:
     """How a group's settings differ from those the paper's numbers were measured under."""
-    differs = [f"{key} {settings.get(key)} (the paper's: {value})" for key, value in PAPER_SETUP.items()
-               if settings.get(key) != value]
+    differs = [
+        f"{key} {settings.get(key)} (the paper's: {value})"
+        for key, value in PAPER_SETUP.items()
+        if settings.get(key) != value
+    ]
     if settings["dataset"] not in COLUMN:
         differs.append(f"dataset {settings['dataset']}")
     if settings.get("processes", 1) > 1 and not settings.get("sync_bn"):  # the paper trained on one GPU
@@ -179,8 +194,10 @@ def paper_table1(schedule: tuple | None, dataset: str) -> str:
 def table1(runs: list[Run], dataset: str, paper_header: str) -> list[str]:
     groups = by_schedule(runs)
     order = sorted(set(PAPER_TABLE1) | set(groups), key=_order)
-    lines = [f"| schedule | runs (seeds) | read at epoch | test error %, median (range) | last epoch | {paper_header} |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"| schedule | runs (seeds) | read at epoch | test error %, median (range) | last epoch | {paper_header} |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for schedule in order:
         group = groups.get(schedule, [])
         paper = paper_table1(schedule, dataset)
@@ -190,21 +207,26 @@ def table1(runs: list[Run], dataset: str, paper_header: str) -> list[str]:
         seeds = ", ".join(str(r.config["seed"]) for r in group)
         read = "/".join(map(str, sorted({r.read_epoch for r in group})))
         last = _spread([r.error_at(len(r.metrics)) for r in group])
-        lines.append(f"| {schedule_name(schedule)} | {len(group)} ({seeds}) | {read} | {_spread([r.test_error for r in group])} "
-                     f"| {last} | {paper} |")
+        lines.append(
+            f"| {schedule_name(schedule)} | {len(group)} ({seeds}) | {read} | {_spread([r.test_error for r in group])} "
+            f"| {last} | {paper} |"
+        )
     return lines
 
 
 def paper_table2(schedule: tuple[int, int], dataset: str, runs: int, m: int) -> str:
-    """The paper's Table 2 entry for an ensemble of ``runs`` x ``m`` snapshots, or "" (it has T_0 = 10, T_mult = 2 only)."""
+    """The paper's Table 2 entry for an ensemble of ``runs`` x ``m`` snapshots, or "" (it has
+    T_0 = 10, T_mult = 2 only)."""
     cell = PAPER_TABLE2.get((runs, m)) if schedule == (10, 2) else None
     return f"{cell[COLUMN[dataset]]:.2f}" if cell else ""
 
 
 def table2(runs: list[Run], dataset: str, test: ensemble.TestSet, paper_header: str) -> tuple[list[str], dict]:
     """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots."""
-    lines = [f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 |",
-             "| --- | --- | --- | --- |"]
+    lines = [
+        f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 |",
+        "| --- | --- | --- | --- |",
+    ]
     curves = {}
     for schedule, group in by_schedule(runs).items():
         if not group[0].config["warm_restart"]:
@@ -216,12 +238,16 @@ def table2(runs: list[Run], dataset: str, test: ensemble.TestSet, paper_header: 
         single = [[100 * e for _, e in ensemble.last_m_errors([s], test, largest)] for s in snapshot_sets]
         curves[schedule] = [statistics.median(column) for column in zip(*single)]
         for m in range(1, largest + 1):
-            lines.append(f"| {schedule_name(schedule)} | 1 run, M = {m} | {_spread([row[m - 1] for row in single])} | "
-                         f"{paper_table2(schedule, dataset, 1, m)} |")
+            lines.append(
+                f"| {schedule_name(schedule)} | 1 run, M = {m} | {_spread([row[m - 1] for row in single])} | "
+                f"{paper_table2(schedule, dataset, 1, m)} |"
+            )
         if len(snapshot_sets) > 1:
             for m, error in ensemble.last_m_errors(snapshot_sets, test, largest):
-                lines.append(f"| {schedule_name(schedule)} | {len(snapshot_sets)} runs, M = {m} | {100 * error:.2f} | "
-                             f"{paper_table2(schedule, dataset, len(snapshot_sets), m)} |")
+                lines.append(
+                    f"| {schedule_name(schedule)} | {len(snapshot_sets)} runs, M = {m} | {100 * error:.2f} | "
+                    f"{paper_table2(schedule, dataset, len(snapshot_sets), m)} |"
+                )
     return lines, curves
 
 
@@ -236,23 +262,37 @@ def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
 
 
 def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
-    error_curves = [(*recommended_curve(group), COLORS[i % len(COLORS)], schedule_name(schedule))
-                    for i, (schedule, group) in enumerate(by_schedule(runs).items())]
+    error_curves = [
+        (*recommended_curve(group), COLORS[i % len(COLORS)], schedule_name(schedule))
+        for i, (schedule, group) in enumerate(by_schedule(runs).items())
+    ]
     paths = [out / f"test_error_{name}.png"]
-    plot.line_figure([(values, color, label, x) for values, x, color, label in error_curves], "Epochs",
-                     "Test error % of the recommended solutions (median over seeds)", paths[0])
+    plot.line_figure(
+        [(values, color, label, x) for values, x, color, label in error_curves],
+        "Epochs",
+        "Test error % of the recommended solutions (median over seeds)",
+        paths[0],
+    )
     if curves:
         paths.append(out / f"ensembles_{name}.png")
-        plot.line_figure([(c, COLORS[i % len(COLORS)], schedule_name(s)) for i, (s, c) in enumerate(curves.items())],
-                         "Snapshots in the ensemble (M)", "Test error % (median over runs)", paths[1])
+        plot.line_figure(
+            [(c, COLORS[i % len(COLORS)], schedule_name(s)) for i, (s, c) in enumerate(curves.items())],
+            "Snapshots in the ensemble (M)",
+            "Test error % (median over runs)",
+            paths[1],
+        )
     return paths
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("outputs/grid"), help="folder searched for runs (default: outputs/grid)")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("outputs/grid"), help="folder searched for runs (default: outputs/grid)"
+    )
     parser.add_argument("--out", type=Path, help="folder for report.md and figures (default: <runs>/report)")
-    parser.add_argument("--data-dir", default="data", help="data set folder, for the ensembles' test set (default: data)")
+    parser.add_argument(
+        "--data-dir", default="data", help="data set folder, for the ensembles' test set (default: data)"
+    )
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
     parser.add_argument("--skip-ensembles", action="store_true", help="leave out Table 2 (needs no data set then)")
     return parser
@@ -260,8 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def section_heading(settings: dict[str, Any], varying: Sequence[str]) -> tuple[str, str, list[str]]:
     """(heading, column header for the paper's numbers, lines under the heading) of one group."""
-    title = (f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs"
-             + "".join(f", {key} {settings[key]}" for key in varying))
+    title = (
+        f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs"
+        + "".join(f", {key} {settings[key]}" for key in varying)
+    )
     differs = differences_from_paper(settings)
     if not differs:
         return f"## {title}: the paper's setup", "paper, WRN-28-10", []
@@ -284,7 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = ["# SGDR reproduction report", "", RECOMMENDED, ""]
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
-        lines += ["Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished), ""]
+        lines += [
+            "Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished),
+            "",
+        ]
     if warnings:
         lines += ["Left out, damaged: " + "; ".join(w.removeprefix("left out ") for w in warnings), ""]
     groups: dict = defaultdict(list)
@@ -292,8 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         groups[run.settings].append(run)
     # Settings beyond data set, network, recipe and epochs that tell the groups apart go in the headings.
     shown = {"dataset", "model", "recipe", "epochs"}
-    varying = sorted(key for key in {k for settings in groups for k, _ in settings} - shown
-                     if len({dict(settings).get(key) for settings in groups}) > 1)
+    varying = sorted(
+        key
+        for key in {k for settings in groups for k, _ in settings} - shown
+        if len({dict(settings).get(key) for settings in groups}) > 1
+    )
     written, names = [], set()
     for settings, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
         settings = dict(settings)
@@ -316,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = out / "report.md"
     with runfiles.atomic_write(report) as f:
         f.write("\n".join(lines).encode())
-    print(f"Wrote {report} and {len(written)} figure(s) from {len(finished)} finished run(s) in {len(groups)} group(s).")
+    print(
+        f"Wrote {report} and {len(written)} figure(s) from {len(finished)} finished run(s) in {len(groups)} group(s)."
+    )
     return 0
 
 

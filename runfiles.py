@@ -10,10 +10,11 @@ import pickle
 import re
 import stat
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 import joblib
 
@@ -157,8 +158,10 @@ def load_floats(path: str | Path) -> list[float]:
         if isinstance(values, list) and all(type(v) is float for v in values):
             return values
         reason = f"it holds a {type(values).__name__}, not a list of floats"
-    raise UserError(f"{path} cannot be read ({reason.splitlines()[0]}); it was not written by "
-                    "this project, or is damaged. Nothing in it was run.")
+    raise UserError(
+        f"{path} cannot be read ({reason.splitlines()[0]}); it was not written by "
+        "this project, or is damaged. Nothing in it was run."
+    )
 
 
 def save_json(path: str | Path, value: object) -> None:
@@ -225,15 +228,19 @@ class RunLock:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as error:
-                raise UserError(f"cannot write in {self.run_dir} ({error.strerror}): choose an output folder "
-                                "you can write to (--output-dir).") from None
+                raise UserError(
+                    f"cannot write in {self.run_dir} ({error.strerror}): choose an output folder "
+                    "you can write to (--output-dir)."
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _holder(fd)
                 os.close(fd)
-                raise UserError(f"{self.run_dir} belongs to a run that is still going: {holder}. Wait for it to "
-                                "end or stop it, or use another --output-dir; nothing was changed.") from None
+                raise UserError(
+                    f"{self.run_dir} belongs to a run that is still going: {holder}. Wait for it to "
+                    "end or stop it, or use another --output-dir; nothing was changed."
+                ) from None
             # The holder removes the file as it lets go: a lock on a removed file holds nothing, try again.
             with suppress(FileNotFoundError):
                 if os.path.samestat(os.fstat(fd), os.stat(self.path)):
@@ -271,8 +278,10 @@ def check_removable(paths: Sequence[Path]) -> None:
     device, a file in a read-only folder), so that a removal either removes them all or starts on none."""
     blocked = [f"{path} ({why})" for path in paths if (why := _unremovable(path))]
     if blocked:
-        raise UserError(f"--overwrite cannot remove {', '.join(blocked)}: move it away or remove it yourself, or use "
-                        "another --output-dir. Nothing was removed.")
+        raise UserError(
+            f"--overwrite cannot remove {', '.join(blocked)}: move it away or remove it yourself, or use "
+            "another --output-dir. Nothing was removed."
+        )
 
 
 def _unremovable(path: Path) -> str | None:

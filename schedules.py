@@ -129,11 +129,12 @@ class Schedule:
     def describe(self) -> str:
         """The line a run prints to say which schedule it uses."""
         s = self.scheduler
-        if isinstance(s, SampleWarmRestarts):
-            return (f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}, eta_min = {s.eta_min:g}; "
-                    f"T_cur grows by {s.increment:.8g} of an epoch per batch (the SGDR script's stepping).")
         if isinstance(s, CosineAnnealingWarmRestarts):
-            return f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}, eta_min = {s.eta_min:g}."
+            line = f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}"
+            line += f", eta_min = {s.eta_min:g}"
+            if isinstance(s, SampleWarmRestarts):
+                return f"{line}; T_cur grows by {s.increment:.8g} of an epoch per batch (the SGDR script's stepping)."
+            return f"{line}."
         epochs = ", ".join(str(m) for m in sorted(s.milestones))
         return f"Using the multistep schedule: lr x {s.gamma:g} at epochs {epochs}."
 

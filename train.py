@@ -12,10 +12,11 @@ import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ import runfiles
 from distributed import Team
 from errors import UserError, reports_user_errors
 from models import build_network, check_model_name, count_parameters, trains_on_single_images
-from recipes import RECIPES, reference_optimizer
+from recipes import RECIPES
 from schedules import Schedule, build_schedule, ends_a_cycle
 
 # torch's generators take seeds of 64 bits.
@@ -80,53 +81,117 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     positive = _int_at_least(1)
     ref = parser.add_argument_group("reference flags")
-    ref.add_argument("-wr", "--warm-restart", action="store_true",
-                     help="cosine annealing with warm restarts, stepped every batch (default: multistep)")
-    ref.add_argument("-t0", "--t-zero", type=positive, default=50, help="T_0: epochs until the first restart (default: 50)")
-    ref.add_argument("-tm", "--t-mult", type=positive, default=1, help="T_mult: factor by which each cycle grows (default: 1)")
+    ref.add_argument(
+        "-wr",
+        "--warm-restart",
+        action="store_true",
+        help="cosine annealing with warm restarts, stepped every batch (default: multistep)",
+    )
+    ref.add_argument(
+        "-t0", "--t-zero", type=positive, default=50, help="T_0: epochs until the first restart (default: 50)"
+    )
+    ref.add_argument(
+        "-tm", "--t-mult", type=positive, default=1, help="T_mult: factor by which each cycle grows (default: 1)"
+    )
     ref.add_argument("-e", "--epochs", type=positive, default=100, help="epochs to train (default: 100)")
     extra = parser.add_argument_group("added options")
-    extra.add_argument("--recipe", choices=sorted(RECIPES), default="tutorial",
-                       help="tutorial: the tutorial's training (the reference); paper: the SGDR authors' own script's "
-                            "(epochs of every image plain and mirrored, zero-padded crops, mean-image inputs, eq. (3)-(4) "
-                            "momentum, its L2 penalty and per-sample SGDR stepping; network wrn-28-10 unless --model) "
-                            "(default: tutorial)")
-    extra.add_argument("--milestones", type=positive, nargs="+", default=[60, 120, 160], metavar="EPOCH",
-                       help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)")
-    extra.add_argument("--dataset", choices=sorted(cifar.DATASETS), default="cifar10",
-                       help="cifar10 or cifar100 (its own normalisation, a 100-way head) (default: cifar10)")
-    extra.add_argument("--model", type=_model_name,
-                       help="resnet34 (the reference) or wrn-D-K, a Wide ResNet of depth D and widen factor K "
-                            "(the paper's: wrn-28-10) (default: resnet34; wrn-28-10 with --recipe paper)")
+    extra.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="tutorial",
+        help="tutorial: the tutorial's training (the reference); paper: the SGDR authors' own script's "
+        "(epochs of every image plain and mirrored, zero-padded crops, mean-image inputs, eq. (3)-(4) "
+        "momentum, its L2 penalty and per-sample SGDR stepping; network wrn-28-10 unless --model) "
+        "(default: tutorial)",
+    )
+    extra.add_argument(
+        "--milestones",
+        type=positive,
+        nargs="+",
+        default=[60, 120, 160],
+        metavar="EPOCH",
+        help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)",
+    )
+    extra.add_argument(
+        "--dataset",
+        choices=sorted(cifar.DATASETS),
+        default="cifar10",
+        help="cifar10 or cifar100 (its own normalisation, a 100-way head) (default: cifar10)",
+    )
+    extra.add_argument(
+        "--model",
+        type=_model_name,
+        help="resnet34 (the reference) or wrn-D-K, a Wide ResNet of depth D and widen factor K "
+        "(the paper's: wrn-28-10) (default: resnet34; wrn-28-10 with --recipe paper)",
+    )
     extra.add_argument("-b", "--batch-size", type=positive, default=128, help="images per batch (default: 128)")
     extra.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py (default: data)")
     extra.add_argument("--output-dir", default="outputs", help="folder for figures and pickles (default: outputs)")
-    extra.add_argument("--train-subset", type=_subset_of(cifar.TRAIN_IMAGES, "training"), metavar="N",
-                       help="train on the first N training images only (default: all 50,000)")
-    extra.add_argument("--val-subset", type=_subset_of(cifar.TEST_IMAGES, "test"), metavar="N",
-                       help="validate on the first N test images only (default: all 10,000)")
+    extra.add_argument(
+        "--train-subset",
+        type=_subset_of(cifar.TRAIN_IMAGES, "training"),
+        metavar="N",
+        help="train on the first N training images only (default: all 50,000)",
+    )
+    extra.add_argument(
+        "--val-subset",
+        type=_subset_of(cifar.TEST_IMAGES, "test"),
+        metavar="N",
+        help="validate on the first N test images only (default: all 10,000)",
+    )
     fast = parser.add_argument_group("speed (see Performance in the README)")
-    fast.add_argument("--loader", choices=cifar.LOADERS, default="device",
-                      help="device: the data set held on the training device, augmented there in batches; "
-                           "torchvision: the reference DataLoader with PIL transforms (default: device)")
-    fast.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                      help="channels-last memory format for images and weights (default: on)")
-    fast.add_argument("--amp", choices=["off", "bf16"], default="off",
-                      help="bf16 autocast: faster on recent GPUs, changes the numerics; slow on most CPUs (default: off)")
-    fast.add_argument("--tf32", choices=["off", "conv", "on"], default="off",
-                      help="TensorFloat-32 on Ampere and newer GPUs: off (true fp32), conv (cuDNN convolutions only, "
-                           "PyTorch's own default), on (convolutions and matrix products); no effect on the CPU (default: off)")
+    fast.add_argument(
+        "--loader",
+        choices=cifar.LOADERS,
+        default="device",
+        help="device: the data set held on the training device, augmented there in batches; "
+        "torchvision: the reference DataLoader with PIL transforms (default: device)",
+    )
+    fast.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels-last memory format for images and weights (default: on)",
+    )
+    fast.add_argument(
+        "--amp",
+        choices=["off", "bf16"],
+        default="off",
+        help="bf16 autocast: faster on recent GPUs, changes the numerics; slow on most CPUs (default: off)",
+    )
+    fast.add_argument(
+        "--tf32",
+        choices=["off", "conv", "on"],
+        default="off",
+        help="TensorFloat-32 on Ampere and newer GPUs: off (true fp32), conv (cuDNN convolutions only, "
+        "PyTorch's own default), on (convolutions and matrix products); no effect on the CPU (default: off)",
+    )
     fast.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
-    fast.add_argument("--sync-bn", action="store_true",
-                      help="under torchrun on CUDA: BatchNorm statistics over the whole batch, not each process's share")
-    extra.add_argument("--seed", type=_int_at_least(0, SEED_MAX),
-                       help="seed for a reproducible run, 0 to 2**64 - 1 (default: a fresh one, printed)")
-    extra.add_argument("--workers", type=_int_at_least(0), default=min(4, os.cpu_count() or 1),
-                       help="worker processes of --loader torchvision (default: min(4, CPUs))")
-    extra.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    fast.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun on CUDA: BatchNorm statistics over the whole batch, not each process's share",
+    )
+    extra.add_argument(
+        "--seed",
+        type=_int_at_least(0, SEED_MAX),
+        help="seed for a reproducible run, 0 to 2**64 - 1 (default: a fresh one, printed)",
+    )
+    extra.add_argument(
+        "--workers",
+        type=_int_at_least(0),
+        default=min(4, os.cpu_count() or 1),
+        help="worker processes of --loader torchvision (default: min(4, CPUs))",
+    )
+    extra.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)"
+    )
     again = extra.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue this run from its checkpoint (start it if it has none; nothing to do if it finished)")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this run from its checkpoint (start it if it has none; nothing to do if it finished)",
+    )
     again.add_argument("--overwrite", action="store_true", help="start this run over, replacing its existing files")
     return parser
 
@@ -136,8 +201,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.model = args.model or RECIPES[args.recipe].model
     if args.recipe == "paper" and args.loader != "device":
-        parser.error("argument --loader: --recipe paper runs on the default --loader device "
-                     "(its mirrored epochs and zero padding are not in the torchvision pipeline)")
+        parser.error(
+            "argument --loader: --recipe paper runs on the default --loader device "
+            "(its mirrored epochs and zero padding are not in the torchvision pipeline)"
+        )
     if any(b <= a for a, b in zip(args.milestones, args.milestones[1:])):
         parser.error(f"argument --milestones: must increase strictly, got {' '.join(map(str, args.milestones))}")
     return args
@@ -155,8 +222,10 @@ def pick_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: only cpu and cuda are supported.")
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
-        raise UserError(f"--device {name}: there is no such GPU here: {distributed.visible_gpus(count)}. "
-                        f"Use --device cuda:N with N below {count}, or --device cuda.")
+        raise UserError(
+            f"--device {name}: there is no such GPU here: {distributed.visible_gpus(count)}. "
+            f"Use --device cuda:N with N below {count}, or --device cuda."
+        )
     return device
 
 
@@ -210,8 +279,11 @@ def stop_on_signals() -> Iterator[StopRequest]:
     def handle(signum: int, frame: Any) -> None:
         stop.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"\n{signal.Signals(signum).name}: stopping at the next batch boundary "
-              "(Ctrl-C again aborts at once).", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping at the next batch boundary (Ctrl-C again aborts at once).",
+            file=sys.stderr,
+            flush=True,
+        )
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -279,7 +351,7 @@ def train_epoch(
     epoch: int,
     device: torch.device,
     lrs: list[float],
-    autocast: Callable[[], ContextManager] = nullcontext,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
     guard: Guard | None = None,
 ) -> tuple[float, float]:
     """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
@@ -318,8 +390,13 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, loader, device: torch.device, autocast: Callable[[], ContextManager] = nullcontext,
-             guard: Guard | None = None) -> tuple[float, float]:
+def validate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    guard: Guard | None = None,
+) -> tuple[float, float]:
     """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means), and top-1
     accuracy: sums and counts over all processes, then divided."""
     guard = guard or Guard()
@@ -343,10 +420,16 @@ def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     learning rates of the epoch's first and last batch."""
     per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
     return [
-        {"epoch": k + 1, "train_loss": history["train_loss"][k], "train_accuracy": history["train_acc"][k],
-         "test_loss": history["val_loss"][k], "test_accuracy": history["val_acc"][k],
-         "test_error": 1 - history["val_acc"][k], "lr_first": history["lr"][k * per_epoch],
-         "lr_last": history["lr"][(k + 1) * per_epoch - 1]}
+        {
+            "epoch": k + 1,
+            "train_loss": history["train_loss"][k],
+            "train_accuracy": history["train_acc"][k],
+            "test_loss": history["val_loss"][k],
+            "test_accuracy": history["val_acc"][k],
+            "test_error": 1 - history["val_acc"][k],
+            "lr_first": history["lr"][k * per_epoch],
+            "lr_last": history["lr"][(k + 1) * per_epoch - 1],
+        }
         for k in range(len(history["train_loss"]))
     ]
 
@@ -370,13 +453,29 @@ def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str,
     Not among them: the epoch count (a finished run can be extended), folders and device. The
     number of processes is: each normalises its BatchNorm layers over its share of a batch.
     """
-    schedule = {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
+    schedule = (
+        {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
+    )
     # Worker processes each draw their own augmentation stream; the on-device loader has none.
     loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
-    return {"recipe": args.recipe, "dataset": args.dataset, "model": args.model, "warm_restart": args.warm_restart, **schedule, "batch_size": args.batch_size,
-            "train_subset": args.train_subset, "val_subset": args.val_subset, "seed": seed, **loader,
-            "channels_last": args.channels_last, "amp": args.amp, "tf32": args.tf32, "compile": args.compile,
-            "processes": processes, "sync_bn": args.sync_bn}
+    return {
+        "recipe": args.recipe,
+        "dataset": args.dataset,
+        "model": args.model,
+        "warm_restart": args.warm_restart,
+        **schedule,
+        "batch_size": args.batch_size,
+        "train_subset": args.train_subset,
+        "val_subset": args.val_subset,
+        "seed": seed,
+        **loader,
+        "channels_last": args.channels_last,
+        "amp": args.amp,
+        "tf32": args.tf32,
+        "compile": args.compile,
+        "processes": processes,
+        "sync_bn": args.sync_bn,
+    }
 
 
 def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
@@ -391,11 +490,15 @@ def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[
         return checkpoint.load(files.checkpoint)
     existing = [str(p) for p in files.all() if p.exists()]
     if args.resume and existing:
-        raise UserError(f"there is no checkpoint to resume from ({files.checkpoint}), but this run has outputs: "
-                        f"{', '.join(existing)}. Start it over with --overwrite, or use another --output-dir.")
+        raise UserError(
+            f"there is no checkpoint to resume from ({files.checkpoint}), but this run has outputs: "
+            f"{', '.join(existing)}. Start it over with --overwrite, or use another --output-dir."
+        )
     if existing:
-        raise UserError(f"this run already has files: {', '.join(existing)}. Continue it with --resume, "
-                        "start it over with --overwrite (replaces them), or use another --output-dir.")
+        raise UserError(
+            f"this run already has files: {', '.join(existing)}. Continue it with --resume, "
+            "start it over with --overwrite (replaces them), or use another --output-dir."
+        )
     if args.resume:
         print(f"No checkpoint at {files.checkpoint}: starting the run.")
     return None
@@ -425,27 +528,36 @@ class Experiment:
     val_loader: Any
     net: nn.Module  # what training calls: ``model``, or wrapped (DDP) and compiled; files hold ``model``
     eval_net: nn.Module  # what validation calls: ``model``, or compiled
-    autocast: Callable[[], ContextManager]
+    autocast: Callable[[], AbstractContextManager]
     team: Team = field(default_factory=Team)
     history: dict[str, list[float]] = field(
-        default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []})
+        default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []}
+    )
     epochs_done: int = 0
     resumed: bool = False
     saved_epochs: int | None = None  # the epochs the checkpoint on disk holds (None: none written yet)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything ``restore`` needs to continue exactly from here."""
-        return {"config": self.config, "epoch": self.epochs_done, "history": self.history,
-                "rng": checkpoint.capture_rng(self.generator), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.scheduler.state_dict()}
+        return {
+            "config": self.config,
+            "epoch": self.epochs_done,
+            "history": self.history,
+            "rng": checkpoint.capture_rng(self.generator),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict(),
+        }
 
     def restore(self, saved: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(saved["model"])
         except RuntimeError as error:  # e.g. a Wide ResNet saved before it took the SGDR script's structure
-            raise UserError(f"the checkpoint {self.files.checkpoint} holds a {self.config['model']} of another "
-                            f"structure than this version builds ({str(error).splitlines()[0]}). Start the run over "
-                            "with --overwrite, or resume it with the version of this project that started it.") from None
+            raise UserError(
+                f"the checkpoint {self.files.checkpoint} holds a {self.config['model']} of another "
+                f"structure than this version builds ({str(error).splitlines()[0]}). Start the run over "
+                "with --overwrite, or resume it with the version of this project that started it."
+            ) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.scheduler.load_state_dict(saved["scheduler"])
         self.history, self.epochs_done = saved["history"], saved["epoch"]
@@ -472,8 +584,13 @@ class Experiment:
         c = self.config
         if self.team.is_main and c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
             classes = cifar.DATASETS[c["dataset"]].classes
-            inputs = {"mean": self.val_loader.mean.cpu(), "std": self.val_loader.std.cpu()}  # how to normalise test images
-            checkpoint.save_snapshot(self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes, inputs)
+            inputs = {
+                "mean": self.val_loader.mean.cpu(),
+                "std": self.val_loader.std.cpu(),
+            }  # how to normalise test images
+            checkpoint.save_snapshot(
+                self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes, inputs
+            )
 
 
 def check_team(args: argparse.Namespace, team_size: int) -> None:
@@ -483,11 +600,15 @@ def check_team(args: argparse.Namespace, team_size: int) -> None:
             raise UserError("--sync-bn needs several processes: start the run with torchrun.")
         return
     if args.sync_bn and args.compile:
-        raise UserError("--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm "
-                        "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them.")
+        raise UserError(
+            "--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm "
+            "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them."
+        )
     if args.batch_size % team_size:
-        raise UserError(f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
-                        f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8).")
+        raise UserError(
+            f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
+            f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8)."
+        )
     if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
         raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
 
@@ -496,9 +617,11 @@ def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
     """Refuse batches of one image per process for a network BatchNorm cannot train on them (ResNet34)."""
     classes = cifar.DATASETS[args.dataset].classes
     if args.batch_size // team_size == 1 and not trains_on_single_images(args.model, classes):
-        raise UserError(f"{args.model} cannot train on batches of one image{' per process' if team_size > 1 else ''}: "
-                        "one of its BatchNorm layers would see a single value per channel. "
-                        f"Use -b {2 * team_size} or more.")
+        raise UserError(
+            f"{args.model} cannot train on batches of one image{' per process' if team_size > 1 else ''}: "
+            "one of its BatchNorm layers would see a single value per channel. "
+            f"Use -b {2 * team_size} or more."
+        )
 
 
 def setup(args: argparse.Namespace, team: Team | None = None, device: torch.device | None = None) -> Experiment:
@@ -516,8 +639,10 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
             seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
         config = trajectory(args, seed, team.world)
         if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
-            raise UserError(f"this run's checkpoint {files.checkpoint} was made with other settings: "
-                            f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite.")
+            raise UserError(
+                f"this run's checkpoint {files.checkpoint} was made with other settings: "
+                f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite."
+            )
         random.seed(seed)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -530,14 +655,29 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
         train_set, val_set = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
         remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
         if remainder % team.world:
-            raise UserError(f"the last training batch ({remainder} images) does not split evenly "
-                            f"over {team.world} processes; choose a --train-subset whose remainder does.")
-        train_loader, val_loader = cifar.make_loaders(train_set, val_set, args.loader, args.batch_size, generator, device,
-                                                      args.workers, args.channels_last, args.dataset, team.rank, team.world,
-                                                      recipe)
+            raise UserError(
+                f"the last training batch ({remainder} images) does not split evenly "
+                f"over {team.world} processes; choose a --train-subset whose remainder does."
+            )
+        train_loader, val_loader = cifar.make_loaders(
+            train_set,
+            val_set,
+            args.loader,
+            args.batch_size,
+            generator,
+            device,
+            args.workers,
+            args.channels_last,
+            args.dataset,
+            team.rank,
+            team.world,
+            recipe,
+        )
         if len(train_loader) == 0:  # the paper's recipe drops a last partial batch, here the only one
-            raise UserError(f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
-                            f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size.")
+            raise UserError(
+                f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
+                f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size."
+            )
         classes = cifar.DATASETS[args.dataset].classes
         if remainder == team.world and not trains_on_single_images(args.model, classes):
             train_loader = cifar.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
@@ -547,7 +687,9 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
     optimizer = recipe.optimizer(model)
     # The script's SGDR counts samples: T_cur grows by batch / samples per epoch after each batch.
     by_samples = (len(train_loader), args.batch_size / train_loader.samples) if recipe.sgdr_by_samples else None
-    schedule = build_schedule(optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples)
+    schedule = build_schedule(
+        optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples
+    )
     # Compile the module, then wrap it in DDP: PyTorch's documented order (compiling the wrapper traces DDP's hooks).
     compiled = torch.compile(model) if args.compile else model
     net = compiled
@@ -556,8 +698,21 @@ def setup(args: argparse.Namespace, team: Team | None = None, device: torch.devi
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters, shared statistics
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if args.amp == "bf16" else nullcontext
-    exp = Experiment(config, device, files, model, optimizer, schedule, generator, train_loader, val_loader,
-                     net, compiled, autocast, team)
+    exp = Experiment(
+        config,
+        device,
+        files,
+        model,
+        optimizer,
+        schedule,
+        generator,
+        train_loader,
+        val_loader,
+        net,
+        compiled,
+        autocast,
+        team,
+    )
     if saved is not None:
         exp.restore(saved)
     team.barrier()  # every process has read what it needs before the first process writes
@@ -580,13 +735,19 @@ def print_header(exp: Experiment) -> None:
     recipe = RECIPES[exp.config["recipe"]]
     if recipe.header:  # the tutorial's recipe prints the reference's lines only
         loader = exp.train_loader
-        print(f"Recipe: {recipe.header}; an epoch is {loader.samples:,} samples in {len(loader)} batches "
-              f"({loader.samples - len(loader) * loader.batch_size} dropped).")
-    print(f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
-          f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches.")
+        print(
+            f"Recipe: {recipe.header}; an epoch is {loader.samples:,} samples in {len(loader)} batches "
+            f"({loader.samples - len(loader) * loader.batch_size} dropped)."
+        )
+    print(
+        f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
+        f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches."
+    )
     if isinstance(exp.train_loader, cifar.WithoutLastBatch):
-        print(f"The last training batch, of one image{' per process' if exp.team.world > 1 else ''}, is left out of "
-              f"every epoch: one of {exp.config['model']}'s BatchNorm layers would see a single value per channel.")
+        print(
+            f"The last training batch, of one image{' per process' if exp.team.world > 1 else ''}, is left out of "
+            f"every epoch: one of {exp.config['model']}'s BatchNorm layers would see a single value per channel."
+        )
 
 
 def run_epoch(exp: Experiment, epoch: int, epochs: int, guard: Guard) -> tuple[float, float]:
@@ -595,12 +756,18 @@ def run_epoch(exp: Experiment, epoch: int, epochs: int, guard: Guard) -> tuple[f
     print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
     lrs: list[float] = []  # joins the history only once the epoch is complete
     guard.check(epoch)  # a stop asked for between epochs
-    train_loss, train_acc = train_epoch(exp.net, exp.train_loader, exp.optimizer, exp.schedule, epoch, exp.device, lrs,
-                                        exp.autocast, guard)
+    train_loss, train_acc = train_epoch(
+        exp.net, exp.train_loader, exp.optimizer, exp.schedule, epoch, exp.device, lrs, exp.autocast, guard
+    )
     exp.team.share_buffers(exp.model)  # every process validates the network rank 0 saves
     val_loss, val_acc = validate(exp.eval_net, exp.val_loader, exp.device, exp.autocast, guard)
     exp.schedule.after_epoch()
-    for key, value in (("train_loss", train_loss), ("val_loss", val_loss), ("train_acc", train_acc), ("val_acc", val_acc)):
+    for key, value in (
+        ("train_loss", train_loss),
+        ("val_loss", val_loss),
+        ("train_acc", train_acc),
+        ("val_acc", val_acc),
+    ):
         exp.history[key].append(value)
     exp.history["lr"].extend(lrs)
     exp.epochs_done = epoch + 1
@@ -641,13 +808,18 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
                 exp.save()
             if exp.epochs_done:
                 save_outputs(exp.files, exp.history, figures=True)
-            print(f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
-                  f"the rest is redone on resume. Resume with:\n  {resume_command(command)}", file=sys.stderr)
+            print(
+                f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
+                f"the rest is redone on resume. Resume with:\n  {resume_command(command)}",
+                file=sys.stderr,
+            )
             raise stopped from None
         except NonFiniteLoss as diverged:
             record.end(f"stopped: non-finite loss at {diverged}")
-            raise UserError(f"the training loss is not finite (NaN or infinite) at {diverged}; stopped before saving "
-                            f"that epoch. {exp.files.checkpoint} still holds the {exp.epochs_done} epochs before it.") from None
+            raise UserError(
+                f"the training loss is not finite (NaN or infinite) at {diverged}; stopped before saving "
+                f"that epoch. {exp.files.checkpoint} still holds the {exp.epochs_done} epochs before it."
+            ) from None
         except BaseException as error:
             with suppress(OSError):  # the record may not fit on the disk either: the first error is the one to report
                 record.end("stopped: the disk is full" if disk_full(error) else "aborted")
@@ -655,8 +827,12 @@ def train_epochs(exp: Experiment, epochs: int, record: checkpoint.RunRecord, com
     record.end("finished")
 
 
-def run(args: argparse.Namespace, command: Sequence[str] = ("train.py",), team: Team | None = None,
-        device: torch.device | None = None) -> dict[str, list[float]]:
+def run(
+    args: argparse.Namespace,
+    command: Sequence[str] = ("train.py",),
+    team: Team | None = None,
+    device: torch.device | None = None,
+) -> dict[str, list[float]]:
     """The whole experiment for parsed ``args``; returns the per-epoch losses and per-batch rates.
 
     ``command`` is the command line (script first), for the run record and resume hints;
@@ -678,8 +854,9 @@ def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]
         yield
 
 
-def _run(args: argparse.Namespace, command: Sequence[str], team: Team,
-         device: torch.device | None) -> dict[str, list[float]]:
+def _run(
+    args: argparse.Namespace, command: Sequence[str], team: Team, device: torch.device | None
+) -> dict[str, list[float]]:
     exp = setup(args, team, device)
     print_header(exp)
     try:
@@ -692,18 +869,31 @@ def _run(args: argparse.Namespace, command: Sequence[str], team: Team,
             print(f"Resuming after epoch {exp.epochs_done} from {exp.files.checkpoint}.")
         else:
             exp.save()  # so that even an interruption inside epoch 1 resumes exactly
-        record = checkpoint.RunRecord(exp.files.record, shlex.join(["python", *command]), exp.config, args.epochs,
-                                      exp.device, exp.epochs_done, resumed=exp.resumed, writes=exp.team.is_main)
+        record = checkpoint.RunRecord(
+            exp.files.record,
+            shlex.join(["python", *command]),
+            exp.config,
+            args.epochs,
+            exp.device,
+            exp.epochs_done,
+            resumed=exp.resumed,
+            writes=exp.team.is_main,
+        )
         train_epochs(exp, args.epochs, record, command)
     except OSError as error:
         if not disk_full(error):
             raise
-        held = ("no checkpoint yet" if exp.saved_epochs is None else
-                f"{exp.files.checkpoint} holds {exp.saved_epochs} complete epochs; the pickles, metrics, figures and "
-                "snapshots hold no more, and are brought up to it on resume")
+        held = (
+            "no checkpoint yet"
+            if exp.saved_epochs is None
+            else f"{exp.files.checkpoint} holds {exp.saved_epochs} complete epochs; the pickles, metrics, figures and "
+            "snapshots hold no more, and are brought up to it on resume"
+        )
         where = f": {error.filename}" if error.filename else ""
-        raise UserError(f"the disk is full ({error.strerror}{where}). On disk: {held}. Free some space, "
-                        f"then resume with:\n  {resume_command(command)}") from None
+        raise UserError(
+            f"the disk is full ({error.strerror}{where}). On disk: {held}. Free some space, "
+            f"then resume with:\n  {resume_command(command)}"
+        ) from None
     print("Finished Training")
     print(f"Saved {', '.join(str(p) for p in exp.files.reference())}")
     return exp.history
@@ -746,8 +936,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         if team.is_main:
-            print("\nAborted. Every file on disk is complete; the checkpoint holds the last finished epoch.",
-                  file=sys.stderr)
+            print(
+                "\nAborted. Every file on disk is complete; the checkpoint holds the last finished epoch.",
+                file=sys.stderr,
+            )
         return 130
     finally:
         distributed.leave(team)

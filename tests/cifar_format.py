@@ -49,7 +49,10 @@ def write_cifar100(root: Path, train: int = 40, test: int = 16, seed: int = 0) -
     rng = np.random.default_rng(seed)
     (folder / "train").write_bytes(pickle.dumps(_batch(rng, train, "training batch 1 of 1", 100)))
     (folder / "test").write_bytes(pickle.dumps(_batch(rng, test, "testing batch 1 of 1", 100)))
-    meta = {"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"class{i}" for i in range(100)],
+        "coarse_label_names": [f"super{i}" for i in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta))
     return Path(root)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch.hub
-
 from cifar_format import use_checksums_of, write_cifar10
 
 

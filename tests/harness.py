@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from cifar_format import use_checksums_of  # noqa: E402
 
 import schedules  # noqa: E402
-from cifar_format import use_checksums_of  # noqa: E402
 
 
 def die() -> None:

@@ -6,10 +6,10 @@ import re
 
 import pytest
 import torch
+from test_train import call
 
 import bench
 from models import build_network, count_parameters
-from test_train import call
 
 
 def test_quick_bench_prints_the_comparison_table(capsys):
@@ -19,15 +19,22 @@ def test_quick_bench_prints_the_comparison_table(capsys):
     assert f"{torch.get_num_threads()} threads" in out
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows] == [
-        "| measurement", "| ---", "| data pipeline, images/s", "| training step, images/s", "| training step, GFLOP/s",
+        "| measurement",
+        "| ---",
+        "| data pipeline, images/s",
+        "| training step, images/s",
+        "| training step, GFLOP/s",
         "| epoch: 64 training + 32 validation images, s",
     ]
     for line in rows[2:]:
         ratio = line.rstrip(" |").rsplit("| ", 1)[1]
         assert re.fullmatch(r"\d+\.\d+x( \(\d+\.\d+-\d+\.\d+\))?", ratio) and float(ratio.split("x")[0]) > 0, line
     assert re.search(r"of matmul .* of matmul", rows[4])
-    assert re.search(r"fp32 matmul: [\d,]+ GFLOP/s through torch.matmul, [\d,]+ GFLOP/s through 1x1 convolution; "
-                     r"fractions are of the faster. One training step: [\d.]+ GFLOP", out)
+    assert re.search(
+        r"fp32 matmul: [\d,]+ GFLOP/s through torch.matmul, [\d,]+ GFLOP/s through 1x1 convolution; "
+        r"fractions are of the faster. One training step: [\d.]+ GFLOP",
+        out,
+    )
     assert "Rates are medians over 1 round(s) of reference, variant, variant, reference" in out
 
 
@@ -54,18 +61,23 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     size, write, read = bench.checkpoint_cost(model, images, labels, torch.device("cpu"), 2)
     assert len(saved) == 2 and size > 4 * count_parameters(model)[0] and write > 0 and read > 0
     state = saved[0]
-    assert state["epoch"] == 200 and len(state["history"]["val_loss"]) == 200 and len(state["history"]["lr"]) == 200 * 391
+    assert (
+        state["epoch"] == 200 and len(state["history"]["val_loss"]) == 200 and len(state["history"]["lr"]) == 200 * 391
+    )
     assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
 
 
-@pytest.mark.parametrize(("argv", "code", "message"), [
-    (["--device", "cuda"], 1, "error: --device cuda: CUDA is not available here; use --device cpu."),
-    (["--device", "banana"], 1, "is not a device"),
-    (["--batch-size", "0"], 2, "argument --batch-size: must be at least 1, got 0"),
-    (["--batch-size", "-4"], 2, "argument --batch-size: must be at least 1, got -4"),
-    (["--model", "resnet18"], 2, "argument --model: unknown model 'resnet18'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--device", "cuda"], 1, "error: --device cuda: CUDA is not available here; use --device cpu."),
+        (["--device", "banana"], 1, "is not a device"),
+        (["--batch-size", "0"], 2, "argument --batch-size: must be at least 1, got 0"),
+        (["--batch-size", "-4"], 2, "argument --batch-size: must be at least 1, got -4"),
+        (["--model", "resnet18"], 2, "argument --model: unknown model 'resnet18'"),
+    ],
+)
 def test_impossible_values_are_a_message_not_a_traceback(argv, code, message):
     status, out, err = call(bench.main, ["--quick", *argv])
     assert status == code and message in err and "Traceback" not in err

@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from cifar_format import use_checksums_of, write_cifar10
 from PIL import Image
 
 import cifar
-from cifar_format import use_checksums_of, write_cifar10
 from errors import UserError
 
 SPEC_MEAN = (0.4914, 0.4822, 0.4465)

@@ -7,12 +7,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import call
 
 import checkpoint
 import train
-from test_train import call
 
-TINY_RUN = ["--train-subset", "16", "-b", "16", "--workers", "0", "--model", "wrn-10-1", "--seed", "3", "--device", "cpu"]
+TINY_RUN = [
+    "--train-subset",
+    "16",
+    "-b",
+    "16",
+    "--workers",
+    "0",
+    "--model",
+    "wrn-10-1",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+]
 
 
 class OnGpu(torch.Tensor):
@@ -69,8 +82,15 @@ def test_checkpoints_and_snapshots_hold_cpu_tensors(tmp_path):
     module.register_buffer("running", torch.arange(4.0).as_subclass(OnGpu))
     checkpoint.save_snapshot(tmp_path / "snapshot.pt", module, {"model": "linear"}, 1, 2)
     momentum = torch.ones(3).as_subclass(OnGpu)
-    checkpoint.save(tmp_path / "checkpoint.pt", {"model": module.state_dict(), "optimizer": {"state": {0: {"m": momentum}}},
-                                                  "history": {"lr": [0.05]}, "rng": {"python": (3, (1, 2), None)}})
+    checkpoint.save(
+        tmp_path / "checkpoint.pt",
+        {
+            "model": module.state_dict(),
+            "optimizer": {"state": {0: {"m": momentum}}},
+            "history": {"lr": [0.05]},
+            "rng": {"python": (3, (1, 2), None)},
+        },
+    )
     snapshot, state = torch.load(tmp_path / "snapshot.pt"), torch.load(tmp_path / "checkpoint.pt")  # no map_location
     tensors = [*snapshot["model"].values(), *state["model"].values(), state["optimizer"]["state"][0]["m"]]
     assert len(tensors) == 7
@@ -96,7 +116,9 @@ def test_the_precision_is_set_from_tf32(choice, flags, cifar_dir, tmp_path, prec
     torch.backends.cudnn.allow_tf32 = not flags[0]  # PyTorch's default is (True, False)
     torch.backends.cuda.matmul.allow_tf32 = not flags[1]
     more = [] if choice is None else ["--tf32", choice]
-    code, _, err = call(train.main, ["-e", "1", *TINY_RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path), *more])
+    code, _, err = call(
+        train.main, ["-e", "1", *TINY_RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path), *more]
+    )
     assert code == 0, err
     assert tf32_flags() == flags
     config = torch.load(tmp_path / "runs" / "multistep" / "checkpoint.pt", weights_only=True)["config"]
@@ -151,8 +173,10 @@ def test_a_gpu_index_beyond_the_visible_gpus_is_named(cifar_dir, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     code, _, err = call(train.main, ["--device", "cuda:2", "--data-dir", str(cifar_dir)])
     assert code == 1
-    assert err.strip() == ("error: --device cuda:2: there is no such GPU here: 2 GPUs visible (cuda:0 to cuda:1), "
-                           "CUDA_VISIBLE_DEVICES=4,6. Use --device cuda:N with N below 2, or --device cuda.")
+    assert err.strip() == (
+        "error: --device cuda:2: there is no such GPU here: 2 GPUs visible (cuda:0 to cuda:1), "
+        "CUDA_VISIBLE_DEVICES=4,6. Use --device cuda:N with N below 2, or --device cuda."
+    )
 
 
 def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_path):
@@ -162,8 +186,10 @@ def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_pat
         monkeypatch.setenv(name, value)
     code, _, err = call(train.main, ["--output-dir", str(tmp_path)])
     assert code == 1
-    assert err.strip() == ("error: torchrun started 4 processes on this machine, one per GPU, but there are "
-                           "2 GPUs visible (cuda:0 to cuda:1): use --nproc_per_node=2 or fewer (or --device cpu).")
+    assert err.strip() == (
+        "error: torchrun started 4 processes on this machine, one per GPU, but there are "
+        "2 GPUs visible (cuda:0 to cuda:1): use --nproc_per_node=2 or fewer (or --device cpu)."
+    )
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert call(train.main, ["--output-dir", str(tmp_path)]) == (1, "", "")  # local rank 0 has said it
@@ -185,4 +211,6 @@ def test_the_readme_gives_the_multi_node_interface_and_the_cuda_limit_of_seed():
     multi_node = readme.index("torchrun --nnodes=2")
     assert "GLOO_SOCKET_IFNAME" in readme[multi_node : multi_node + 600]
     seed_row = next(line for line in readme.splitlines() if line.startswith("| `--seed` |"))
-    assert "on CUDA only to the last digits, because `cudnn.benchmark` picks convolution algorithms by timing" in seed_row
+    assert (
+        "on CUDA only to the last digits, because `cudnn.benchmark` picks convolution algorithms by timing" in seed_row
+    )

@@ -29,8 +29,11 @@ def test_readme_opens_with_the_main_job_and_the_tests():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = (REPO / ".ci" / "run").read_text()
-    assert readme_commands()[1] in ci.splitlines()
+    """CI runs the README's test command step by step, in order (with the lint between set-up and pytest)."""
+    ci = [step.strip() for line in (REPO / ".ci" / "run").read_text().splitlines() for step in line.split("&&")]
+    steps = [step.strip() for step in readme_commands()[1].split("&&")]
+    assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)
+    assert ci.index("ruff check .") < ci.index("pytest")
 
 
 def option_strings(parser) -> set[str]:

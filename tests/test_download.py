@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cifar_format import write_archive, write_cifar10
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,37 +63,83 @@ def local_env() -> dict[str, str]:
 def test_torchrun_ranks_on_an_empty_data_dir_download_once(archive_server, tmp_path):
     staging, url, served = archive_server
     data = tmp_path / "empty"
-    run = ["-e", "1", "--train-subset", "16", "-b", "16", "--model", "wrn-10-1", "--seed", "1", "--data-dir", str(data),
-           "--output-dir", str(tmp_path / "out")]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(REPO / "tests" / "harness.py"), str(staging), f"url={url}", str(REPO / "train.py"), *run],
-                          capture_output=True, text=True, timeout=300, env=local_env())
+    run = [
+        "-e",
+        "1",
+        "--train-subset",
+        "16",
+        "-b",
+        "16",
+        "--model",
+        "wrn-10-1",
+        "--seed",
+        "1",
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "tests" / "harness.py"),
+            str(staging),
+            f"url={url}",
+            str(REPO / "train.py"),
+            *run,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=local_env(),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert served == ["/cifar-10-python.tar.gz"]
     assert "Finished Training" in done.stdout
     assert sorted(p.name for p in (data / "cifar-10-batches-py").iterdir()) == sorted(
-        p.name for p in (staging / "cifar-10-batches-py").iterdir())
+        p.name for p in (staging / "cifar-10-batches-py").iterdir()
+    )
 
 
 def test_several_processes_fetching_at_once_download_once(archive_server, tmp_path):
     staging, url, served = archive_server
     data = tmp_path / "empty"
-    command = [sys.executable, str(REPO / "tests" / "harness.py"), str(staging), f"url={url}", str(REPO / "cifar.py"),
-               "--seed", "3", "--data-dir", str(data), "-e", "2"]  # train.py's flags; the data ones are used
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=local_env())
-             for _ in range(3)]
+    command = [
+        sys.executable,
+        str(REPO / "tests" / "harness.py"),
+        str(staging),
+        f"url={url}",
+        str(REPO / "cifar.py"),
+        "--seed",
+        "3",
+        "--data-dir",
+        str(data),
+        "-e",
+        "2",
+    ]  # train.py's flags; the data ones are used
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=local_env())
+        for _ in range(3)
+    ]
     results = [proc.communicate(timeout=120) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
     assert served == ["/cifar-10-python.tar.gz"]
     for name in ("data_batch_1", "test_batch", "batches.meta"):
-        assert (data / "cifar-10-batches-py" / name).read_bytes() == (staging / "cifar-10-batches-py" / name).read_bytes()
+        assert (data / "cifar-10-batches-py" / name).read_bytes() == (
+            staging / "cifar-10-batches-py" / name
+        ).read_bytes()
 
 
 def test_complete_data_in_a_read_only_folder_is_only_read(tiny_cifar, monkeypatch, tmp_path):
     import shutil
 
-    import cifar
     from cifar_format import use_checksums_of
+
+    import cifar
 
     data = tmp_path / "read-only"
     shutil.copytree(tiny_cifar / "cifar-10-batches-py", data / "cifar-10-batches-py")
@@ -109,8 +154,9 @@ def test_complete_data_in_a_read_only_folder_is_only_read(tiny_cifar, monkeypatc
 
 
 def test_an_archive_left_half_written_is_downloaded_again(archive_server, tmp_path, monkeypatch):
-    import cifar
     from cifar_format import use_checksums_of
+
+    import cifar
 
     staging, url, served = archive_server
     use_checksums_of(staging, monkeypatch.setattr)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import cifar
-import train
 from test_resume import argv, files_of, harness, start_until
 from test_train import call
+
+import cifar
+import train
 
 
 def everything(out: Path) -> dict[str, bytes]:
@@ -20,13 +21,15 @@ def everything(out: Path) -> dict[str, bytes]:
 def test_a_running_run_holds_its_folder_against_every_other_process(cifar_dir, tmp_path):
     out = tmp_path / "out"
     run_dir = out / "runs" / "multistep"
-    first = start_until(harness(cifar_dir, "pause:4", argv("multistep", cifar_dir, out)), "harness: paused",
-                        stderr=subprocess.DEVNULL)  # stopped in the middle of epoch 2, its folder held
+    first = start_until(
+        harness(cifar_dir, "pause:4", argv("multistep", cifar_dir, out)), "harness: paused", stderr=subprocess.DEVNULL
+    )  # stopped in the middle of epoch 2, its folder held
     try:
         before = everything(out)
         holder = f"pid {first.pid}, python train.py -e 4"
-        second = subprocess.run(harness(cifar_dir, "none", argv("multistep", cifar_dir, out)), capture_output=True,
-                                text=True, timeout=300)
+        second = subprocess.run(
+            harness(cifar_dir, "none", argv("multistep", cifar_dir, out)), capture_output=True, text=True, timeout=300
+        )
         assert second.returncode == 1, second.stderr[-2000:]
         assert second.stderr.startswith(f"error: {run_dir} belongs to a run that is still going: {holder}")
         assert "Traceback" not in second.stderr and "Epoch" not in second.stdout
@@ -51,8 +54,10 @@ def test_an_unwritable_output_folder_is_refused_before_the_data_is_loaded(cifar_
     out = tmp_path / "file" / "out"
     code, log, err = call(train.main, argv("multistep", cifar_dir, out))
     assert code == 1 and "Traceback" not in err
-    assert err.startswith(f"error: cannot write in {out / 'runs' / 'multistep'} (Not a directory): choose an output "
-                          "folder you can write to (--output-dir).")
+    assert err.startswith(
+        f"error: cannot write in {out / 'runs' / 'multistep'} (Not a directory): choose an output "
+        "folder you can write to (--output-dir)."
+    )
     assert loaded == [] and "Epoch" not in log
 
 
@@ -72,6 +77,8 @@ def test_overwrite_checks_every_path_before_it_removes_any(cifar_dir, tmp_path):
     before = everything(out)
     code, log, err = call(train.main, [*short, "--overwrite"])
     assert code == 1 and "Traceback" not in err
-    assert err.strip() == (f"error: --overwrite cannot remove {out / 'val_loss.pkl'} (a folder): move it away or remove "
-                           "it yourself, or use another --output-dir. Nothing was removed.")
+    assert err.strip() == (
+        f"error: --overwrite cannot remove {out / 'val_loss.pkl'} (a folder): move it away or remove "
+        "it yourself, or use another --output-dir. Nothing was removed."
+    )
     assert everything(out) == before and "Epoch" not in log

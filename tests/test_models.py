@@ -39,13 +39,16 @@ def test_pretrained_weights_without_network_fail_with_a_clear_message(offline, m
     assert "Name or service not known" in message
 
 
-@pytest.mark.parametrize(("name", "classes", "parameters"), [
-    ("wrn-28-10", 10, 36_483_674),  # the SGDR paper's network, as its authors' script builds it ("36.5M")
-    ("wrn-28-20", 10, 145_824_474),  # "145.8M"
-    ("wrn-28-10", 100, 36_541_364),
-    ("wrn-16-4", 10, 2_749_786),
-    ("wrn-10-1", 10, 78_218),
-])
+@pytest.mark.parametrize(
+    ("name", "classes", "parameters"),
+    [
+        ("wrn-28-10", 10, 36_483_674),  # the SGDR paper's network, as its authors' script builds it ("36.5M")
+        ("wrn-28-20", 10, 145_824_474),  # "145.8M"
+        ("wrn-28-10", 100, 36_541_364),
+        ("wrn-16-4", 10, 2_749_786),
+        ("wrn-10-1", 10, 78_218),
+    ],
+)
 def test_wide_resnet_parameter_counts(name, classes, parameters):
     assert count_parameters(build_network(name, classes)) == (parameters, parameters)
 
@@ -56,8 +59,10 @@ def test_wide_resnet_shape_and_projection_shortcuts():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     assert isinstance(model, WideResNet) and len(model.blocks) == 6  # (16 - 4) / 6 = 2 blocks in 3 groups
     # A 1x1 projection at the first block of every group.
-    projections = [(b.shortcut.in_channels, b.shortcut.out_channels, b.shortcut.stride) if b.shortcut else None
-                   for b in model.blocks]
+    projections = [
+        (b.shortcut.in_channels, b.shortcut.out_channels, b.shortcut.stride) if b.shortcut else None
+        for b in model.blocks
+    ]
     assert projections == [(16, 32, (1, 1)), None, (32, 64, (2, 2)), None, (64, 128, (2, 2)), None]
     assert [b.bn1 is None for b in model.blocks] == [True] + [False] * 5  # only the first skips BN-ReLU
     assert [b.conv2.bias is not None for b in model.blocks] == [True] * 6
@@ -69,10 +74,17 @@ def _block_by_hand(block, x: torch.Tensor) -> torch.Tensor:
     """The script's block, written out: BN-ReLU (not in the first block), conv-BN-ReLU-conv(+bias),
     plus the 1x1 projection of the raw input (or the input itself)."""
     F = torch.nn.functional
-    y = x if block.bn1 is None else F.relu(F.batch_norm(x, block.bn1.running_mean, block.bn1.running_var,
-                                                        block.bn1.weight, block.bn1.bias, eps=1e-4))
+    y = (
+        x
+        if block.bn1 is None
+        else F.relu(
+            F.batch_norm(x, block.bn1.running_mean, block.bn1.running_var, block.bn1.weight, block.bn1.bias, eps=1e-4)
+        )
+    )
     y = F.conv2d(y, block.conv1.weight, stride=block.conv1.stride, padding=1)
-    y = F.relu(F.batch_norm(y, block.bn2.running_mean, block.bn2.running_var, block.bn2.weight, block.bn2.bias, eps=1e-4))
+    y = F.relu(
+        F.batch_norm(y, block.bn2.running_mean, block.bn2.running_var, block.bn2.weight, block.bn2.bias, eps=1e-4)
+    )
     y = F.conv2d(y, block.conv2.weight, block.conv2.bias, padding=1)
     shortcut = x if block.shortcut is None else F.conv2d(x, block.shortcut.weight, stride=block.shortcut.stride)
     return y + shortcut
@@ -105,7 +117,9 @@ def test_wide_resnet_is_initialised_as_the_script_does():
     assert projection.weight.abs().max().item() <= limit
     assert projection.weight.std().item() == pytest.approx(limit / 3**0.5, rel=0.02)
     assert model.fc.weight.std().item() == pytest.approx((1 / 512) ** 0.5, rel=0.05)  # He-normal, gain 1
-    biases = [m.bias for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None]
+    biases = [
+        m.bias for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None
+    ]
     assert biases and all(b.eq(0).all() for b in biases)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(m.eps == 1e-4 and m.momentum == 0.1 and m.weight.eq(1).all() and m.bias.eq(0).all() for m in norms)

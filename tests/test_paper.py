@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cifar_format import use_checksums_of, write_cifar100
+from test_train import TINY, call
 
 import checkpoint
 import ensemble
 import report
 import train
-from cifar_format import use_checksums_of, write_cifar100
 from schedules import cycle_ends, ends_a_cycle
-from test_train import TINY, call
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--model", "wrn-10-1"]
@@ -32,21 +32,41 @@ def test_top1_is_counted_exactly():
     assert ensemble.error_rate(scores, labels) == pytest.approx(2 / 5)
 
 
-@pytest.mark.parametrize(("t_0", "t_mult", "epochs", "ends"), [
-    (1, 2, 200, [1, 3, 7, 15, 31, 63, 127]),
-    (10, 2, 200, [10, 30, 70, 150]),
-    (50, 1, 200, [50, 100, 150, 200]),
-    (200, 1, 200, [200]),
-    (1, 3, 130, [1, 4, 13, 40, 121]),  # torch's own cycle arithmetic rounds low at 121
-])
+@pytest.mark.parametrize(
+    ("t_0", "t_mult", "epochs", "ends"),
+    [
+        (1, 2, 200, [1, 3, 7, 15, 31, 63, 127]),
+        (10, 2, 200, [10, 30, 70, 150]),
+        (50, 1, 200, [50, 100, 150, 200]),
+        (200, 1, 200, [200]),
+        (1, 3, 130, [1, 4, 13, 40, 121]),  # torch's own cycle arithmetic rounds low at 121
+    ],
+)
 def test_snapshots_land_at_the_cycle_ends(t_0, t_mult, epochs, ends):
     assert cycle_ends(t_0, t_mult, epochs) == ends
     assert [e for e in range(1, epochs + 1) if ends_a_cycle(e, t_0, t_mult)] == ends
 
 
 def test_a_run_saves_a_snapshot_at_each_cycle_end_and_accuracy_per_epoch(cifar_dir, tmp_path):
-    argv = ["-e", "8", "-wr", "-t0", "1", "-tm", "2", "--train-subset", "16", "--seed", "1", *SMALL, *TINY,
-            "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    argv = [
+        "-e",
+        "8",
+        "-wr",
+        "-t0",
+        "1",
+        "-tm",
+        "2",
+        "--train-subset",
+        "16",
+        "--seed",
+        "1",
+        *SMALL,
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(tmp_path),
+    ]
     code, log, err = call(train.main, argv)
     assert code == 0, err
     run = tmp_path / "runs" / "wr_s1_m2"
@@ -79,8 +99,23 @@ def test_the_ensemble_averages_probabilities_not_logits():
 
 
 def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_path):
-    argv = ["-e", "2", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY,
-            "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    argv = [
+        "-e",
+        "2",
+        "-wr",
+        "-t0",
+        "1",
+        "--train-subset",
+        "16",
+        "--seed",
+        "2",
+        *SMALL,
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert call(train.main, argv)[0] == 0
     snapshots = ensemble.snapshots_in(tmp_path / "runs" / "wr_s1_m1")
     test = ensemble.TestSet(cifar_dir, torch.device("cpu"))
@@ -89,8 +124,10 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
     last = json.loads((tmp_path / "runs" / "wr_s1_m1" / "metrics.jsonl").read_text().splitlines()[-1])
     # The final snapshot is the network that was validated after the last epoch.
     assert ensemble.error_rate(single, test.labels()) == pytest.approx(last["test_error"])
-    code, out, err = call(ensemble.main, [str(tmp_path / "runs" / "wr_s1_m1"), str(tmp_path / "runs" / "wr_s1_m1"),
-                                          "--data-dir", str(cifar_dir)])
+    code, out, err = call(
+        ensemble.main,
+        [str(tmp_path / "runs" / "wr_s1_m1"), str(tmp_path / "runs" / "wr_s1_m1"), "--data-dir", str(cifar_dir)],
+    )
     assert code == 0, err
     assert re.search(r"\| 2 \| 1, 2; 1, 2 \| [\d.]+% \|", out)
 
@@ -103,8 +140,23 @@ def test_ensemble_without_snapshots_says_where_they_come_from(tmp_path):
 def test_cifar100_end_to_end(tmp_path, monkeypatch):
     write_cifar100(tmp_path / "data")
     use_checksums_of(tmp_path / "data", monkeypatch.setattr)
-    argv = ["-e", "2", "-wr", "-t0", "1", "--dataset", "cifar100", "--seed", "3", *SMALL, *TINY,
-            "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
+    argv = [
+        "-e",
+        "2",
+        "-wr",
+        "-t0",
+        "1",
+        "--dataset",
+        "cifar100",
+        "--seed",
+        "3",
+        *SMALL,
+        *TINY,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     code, log, err = call(train.main, argv)
     assert code == 0, err
     state = torch.load(tmp_path / "out" / "runs" / "wr_s1_m1" / "checkpoint.pt", weights_only=True)
@@ -115,8 +167,27 @@ def test_cifar100_end_to_end(tmp_path, monkeypatch):
 def test_cifar100_under_the_papers_recipe_with_bf16(tmp_path, monkeypatch):
     write_cifar100(tmp_path / "data")
     use_checksums_of(tmp_path / "data", monkeypatch.setattr)
-    argv = ["-e", "2", "-wr", "-t0", "1", "--dataset", "cifar100", "--recipe", "paper", "--amp", "bf16", "--seed", "3",
-            *SMALL, *TINY, "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]
+    argv = [
+        "-e",
+        "2",
+        "-wr",
+        "-t0",
+        "1",
+        "--dataset",
+        "cifar100",
+        "--recipe",
+        "paper",
+        "--amp",
+        "bf16",
+        "--seed",
+        "3",
+        *SMALL,
+        *TINY,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     code, log, err = call(train.main, argv)
     assert code == 0, err
     run = tmp_path / "out" / "runs" / "wr_s1_m1"
@@ -137,22 +208,36 @@ def test_cifar100_missing_offline_names_its_own_archive(tmp_path, offline):
 
 def grid_commands(env: dict[str, str], *flags: str) -> list[list[str]]:
     """The train.py command lines ``sh grid.sh --print FLAGS`` prints, as argument lists."""
-    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", *flags], env={**os.environ, **env},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", str(REPO / "grid.sh"), "--print", *flags], env={**os.environ, **env}, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return [shlex.split(line) for line in done.stdout.splitlines()]
 
 
 def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
     env = {"PYTHON": "echo", "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
-    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--workers", "1"], cwd=tmp_path, env={**os.environ, **env},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", str(REPO / "grid.sh"), "--workers", "1"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    common = ("-e 50 --model wrn-16-4 --dataset cifar100 --recipe paper --seed {} "
-              "--output-dir outputs/grid/cifar100-wrn-16-4-paper/seed{} --resume --workers 1")
-    schedules = ["", " --warm-restart -t0 50 -tm 1", " --warm-restart -t0 100 -tm 1", " --warm-restart -t0 200 -tm 1",
-                 " --warm-restart -t0 1 -tm 2", " --warm-restart -t0 10 -tm 2"]
+    common = (
+        "-e 50 --model wrn-16-4 --dataset cifar100 --recipe paper --seed {} "
+        "--output-dir outputs/grid/cifar100-wrn-16-4-paper/seed{} --resume --workers 1"
+    )
+    schedules = [
+        "",
+        " --warm-restart -t0 50 -tm 1",
+        " --warm-restart -t0 100 -tm 1",
+        " --warm-restart -t0 200 -tm 1",
+        " --warm-restart -t0 1 -tm 2",
+        " --warm-restart -t0 10 -tm 2",
+    ]
     assert lines[:-1] == [f"{REPO}/train.py {common.format(s, s)}{w}" for s in (1, 2) for w in schedules]
     assert lines[-1] == "Done. Compare with the paper: python report.py --runs outputs/grid"
 
@@ -165,7 +250,13 @@ def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards(
     assert {(a.model, a.recipe, a.epochs, a.data_dir) for a in args} == {("wrn-10-1", "tutorial", 7, "my data")}
     assert [a.output_dir for a in args] == [f"g/cifar10-wrn-10-1-tutorial/seed{s}" for s in (3, 4) for _ in range(6)]
     assert [(a.warm_restart, a.t_zero, a.t_mult) for a in args[:6]] == [
-        (False, 50, 1), (True, 50, 1), (True, 100, 1), (True, 200, 1), (True, 1, 2), (True, 10, 2)]
+        (False, 50, 1),
+        (True, 50, 1),
+        (True, 100, 1),
+        (True, 200, 1),
+        (True, 1, 2),
+        (True, 10, 2),
+    ]
     refused = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", "--seed", "9"], capture_output=True, text=True)
     assert refused.returncode == 2 and "SEEDS" in refused.stderr and not refused.stdout
 
@@ -198,8 +289,14 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     assert code == 0, err
     text = (tiny_grid / "report" / "report.md").read_text()
     rows = table1_rows(text)
-    assert list(rows) == ["default (lr x 0.2 at 60, 120, 160)", "T_0 = 50, T_mult = 1", "T_0 = 100, T_mult = 1",
-                          "T_0 = 200, T_mult = 1", "T_0 = 1, T_mult = 2", "T_0 = 10, T_mult = 2"]
+    assert list(rows) == [
+        "default (lr x 0.2 at 60, 120, 160)",
+        "T_0 = 50, T_mult = 1",
+        "T_0 = 100, T_mult = 1",
+        "T_0 = 200, T_mult = 1",
+        "T_0 = 1, T_mult = 2",
+        "T_0 = 10, T_mult = 2",
+    ]
     # Read where the paper reads: T_0 = 1, T_mult = 2 ends its cycles after epochs 1, 3, 7 (the next
     # would end after 15); T_0 = 10 after epoch 10; the others have no finished cycle: the last epoch.
     assert [cells[1] for cells in rows.values()] == ["10", "10", "10", "10", "7", "10"]
@@ -207,9 +304,13 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
         assert cells[0] == "2 (1, 2)" and re.fullmatch(r"\d+\.\d\d( \(\d+\.\d\d-\d+\.\d\d\))?", cells[2]), cells
         assert cells[4] == paper_error
     # Each run's recommended solution is its metrics' epoch 7 for T_0 = 1, T_mult = 2.
-    errors = sorted(100 * json.loads(line)["test_error"] for seed in (1, 2) for line in
-                    (tiny_grid / "cifar10-wrn-10-1-paper" / f"seed{seed}" / "runs" / "wr_s1_m2" / "metrics.jsonl")
-                    .read_text().splitlines()[6:7])
+    errors = sorted(
+        100 * json.loads(line)["test_error"]
+        for seed in (1, 2)
+        for line in (tiny_grid / "cifar10-wrn-10-1-paper" / f"seed{seed}" / "runs" / "wr_s1_m2" / "metrics.jsonl")
+        .read_text()
+        .splitlines()[6:7]
+    )
     assert rows["T_0 = 1, T_mult = 2"][2].startswith(f"{(errors[0] + errors[1]) / 2:.2f}")
     # The grid is the paper's recipe, but not its network, epochs or data: the heading says how.
     assert "## cifar10, wrn-10-1, paper recipe, 10 epochs: not the paper's setup" in text
@@ -230,34 +331,49 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
         assert (tiny_grid / "report" / name).stat().st_size > 10_000 and f"({name})" in text
 
 
-PAPER_CONFIG = {"recipe": "paper", "dataset": "cifar10", "model": "wrn-28-10", "batch_size": 128, "train_subset": None,
-                "val_subset": None, "loader": "device", "channels_last": True, "amp": "off", "compile": False,
-                "processes": 1, "sync_bn": False}
+PAPER_CONFIG = {
+    "recipe": "paper",
+    "dataset": "cifar10",
+    "model": "wrn-28-10",
+    "batch_size": 128,
+    "train_subset": None,
+    "val_subset": None,
+    "loader": "device",
+    "channels_last": True,
+    "amp": "off",
+    "compile": False,
+    "processes": 1,
+    "sync_bn": False,
+}
 
 
 def fake_run(root: Path, name: str, epochs: int, done: int | None = None, **settings) -> Path:
     """A run folder as train.py leaves it (record and metrics only), whose test error at epoch e is
     e / 1000 %: the report's figure tells which epoch it read."""
     config = {**PAPER_CONFIG, "seed": 1, **settings}
-    schedule = (f"wr_s{config['t_zero']}_m{config['t_mult']}" if config.get("warm_restart") else "multistep")
+    schedule = f"wr_s{config['t_zero']}_m{config['t_mult']}" if config.get("warm_restart") else "multistep"
     folder = root / name / "runs" / schedule
     folder.mkdir(parents=True)
     done = epochs if done is None else done
-    (folder / "run.json").write_text(json.dumps({"config": config, "epochs": epochs,
-                                                 "finished": "2026-01-01" if done == epochs else None}))
+    (folder / "run.json").write_text(
+        json.dumps({"config": config, "epochs": epochs, "finished": "2026-01-01" if done == epochs else None})
+    )
     rows = [{"epoch": e, "test_error": e / 100_000} for e in range(1, done + 1)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
 
-@pytest.mark.parametrize(("schedule", "epochs", "read"), [
-    ({"warm_restart": False, "milestones": [60, 120, 160]}, 200, 200),
-    ({"warm_restart": True, "t_zero": 50, "t_mult": 1}, 200, 200),
-    ({"warm_restart": True, "t_zero": 200, "t_mult": 1}, 200, 200),
-    ({"warm_restart": True, "t_zero": 10, "t_mult": 2}, 200, 150),  # cycles end at 10, 30, 70, 150
-    ({"warm_restart": True, "t_zero": 1, "t_mult": 2}, 200, 127),  # ... 63, 127
-    ({"warm_restart": True, "t_zero": 200, "t_mult": 1}, 120, 120),  # no cycle finished: the last epoch
-])
+@pytest.mark.parametrize(
+    ("schedule", "epochs", "read"),
+    [
+        ({"warm_restart": False, "milestones": [60, 120, 160]}, 200, 200),
+        ({"warm_restart": True, "t_zero": 50, "t_mult": 1}, 200, 200),
+        ({"warm_restart": True, "t_zero": 200, "t_mult": 1}, 200, 200),
+        ({"warm_restart": True, "t_zero": 10, "t_mult": 2}, 200, 150),  # cycles end at 10, 30, 70, 150
+        ({"warm_restart": True, "t_zero": 1, "t_mult": 2}, 200, 127),  # ... 63, 127
+        ({"warm_restart": True, "t_zero": 200, "t_mult": 1}, 120, 120),  # no cycle finished: the last epoch
+    ],
+)
 def test_the_report_reads_the_recommended_solution(schedule, epochs, read, tmp_path):
     fake_run(tmp_path, "run", epochs, **schedule)
     code, _, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
@@ -286,7 +402,9 @@ def test_the_report_never_pools_runs_of_other_settings(tmp_path):
     paper = text.split("\n## ")[[h.endswith(": the paper's setup") for h in headings].index(True) + 1]
     rows = table1_rows(paper)
     assert rows["default (lr x 0.2 at 60, 120, 160)"][0] == "2 (1, 2)"
-    assert rows["multistep (lr x 0.2 at 6, 12, 16)"][0] == "1 (1)" and rows["multistep (lr x 0.2 at 6, 12, 16)"][4] == ""
+    assert (
+        rows["multistep (lr x 0.2 at 6, 12, 16)"][0] == "1 (1)" and rows["multistep (lr x 0.2 at 6, 12, 16)"][4] == ""
+    )
     assert "batch_size 64 (the paper's: 128)" in text and "train_subset 5000 (the paper's: None)" in text
     assert "recipe tutorial (the paper's: paper)" in text and "These runs use the tutorial's recipe" in text
     assert "BatchNorm over each of 2 processes' share of a batch (no --sync-bn)" in text

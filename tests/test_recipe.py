@@ -9,13 +9,13 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from test_train import TINY, call
 from torch import nn
 
 import cifar
 import recipes
 import train
 from schedules import build_schedule
-from test_train import TINY, call
 
 CPU = torch.device("cpu")
 SMALL = ["--model", "wrn-10-1"]
@@ -68,8 +68,13 @@ def test_eq3_4_differs_from_torchs_sgd_when_the_rate_changes():
 
 
 def test_the_penalty_covers_weights_and_bn_scales_only():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1, bias=False),
-                          nn.Flatten(), nn.Linear(4 * 30 * 30, 2)).double()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=True),
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 1, bias=False),
+        nn.Flatten(),
+        nn.Linear(4 * 30 * 30, 2),
+    ).double()
     for p in model.parameters():
         nn.init.uniform_(p, 0.5, 1.5)
     optimizer = recipes.script_optimizer(model)
@@ -93,8 +98,9 @@ def random_images(n: int, seed: int = 0) -> cifar.InMemoryCIFAR:
 
 
 def paper_loaders(dataset, batch_size: int = 128, seed: int = 0):
-    return cifar.make_loaders(dataset, dataset, "device", batch_size, torch.Generator().manual_seed(seed), CPU,
-                              recipe=recipes.PAPER)
+    return cifar.make_loaders(
+        dataset, dataset, "device", batch_size, torch.Generator().manual_seed(seed), CPU, recipe=recipes.PAPER
+    )
 
 
 def test_an_epoch_is_every_image_plain_and_mirrored_zero_padded_minus_the_mean_image():
@@ -114,8 +120,11 @@ def test_an_epoch_is_every_image_plain_and_mirrored_zero_padded_minus_the_mean_i
     centres = np.stack([padded[:, 0, dy + 15, 15 : 15 + 9] for dy in range(9)], axis=1)  # (sample, dy, dx)
     found = []
     for k in range(128):
-        matches = [(s, dy, dx) for s, dy, dx in np.argwhere(np.abs(centres - got[k, 0, 15, 15]) < 1e-6)
-                   if np.abs(padded[s, :, dy : dy + 32, dx : dx + 32] - got[k]).max() < 1e-6]
+        matches = [
+            (s, dy, dx)
+            for s, dy, dx in np.argwhere(np.abs(centres - got[k, 0, 15, 15]) < 1e-6)
+            if np.abs(padded[s, :, dy : dy + 32, dx : dx + 32] - got[k]).max() < 1e-6
+        ]
         assert len(matches) == 1, (k, matches)
         found.append(matches[0])
         assert labels[k] == data.targets[matches[0][0] % 80]
@@ -187,8 +196,27 @@ def test_every_batch_of_200_epochs_follows_the_scripts_rule(t_0, t_mult):
 def test_a_subset_run_steps_with_its_own_epoch(cifar_dir, tmp_path):
     """36 images: an epoch of 72 samples, 4 batches of 16 and 8 dropped; T_cur grows by 16 / 72 per
     batch (not 1 / 4: the script counts samples)."""
-    argv = ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recipe", "paper", "--train-subset", "36", "--seed", "3",
-            *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    argv = [
+        "-e",
+        "4",
+        "-wr",
+        "-t0",
+        "1",
+        "-tm",
+        "2",
+        "--recipe",
+        "paper",
+        "--train-subset",
+        "36",
+        "--seed",
+        "3",
+        *SMALL,
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(tmp_path),
+    ]
     code, log, err = call(train.main, argv)
     assert code == 0, err
     assert "an epoch is 72 samples in 4 batches (8 dropped)" in log
@@ -219,7 +247,17 @@ def test_resuming_under_another_recipe_is_refused(cifar_dir, tmp_path):
 
 
 def test_a_subset_smaller_than_a_batch_is_refused_with_the_fix(cifar_dir, tmp_path):
-    argv = ["--recipe", "paper", "--train-subset", "7", *SMALL, *TINY, "--data-dir", str(cifar_dir),
-            "--output-dir", str(tmp_path)]
+    argv = [
+        "--recipe",
+        "paper",
+        "--train-subset",
+        "7",
+        *SMALL,
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(tmp_path),
+    ]
     code, _, err = call(train.main, argv)
     assert code == 1 and "give no full batch of 16" in err and "--train-subset" in err

@@ -16,9 +16,9 @@ from pathlib import Path
 import joblib
 import pytest
 import torch
+from test_train import TINY, call
 
 import train
-from test_train import TINY, call
 
 REPO = Path(__file__).resolve().parent.parent
 # 40 training images in batches of 16: 3 steps an epoch. Warm restarts at epochs 1 and 3.
@@ -39,7 +39,9 @@ def argv(kind: str, data: Path, out: Path, *more: str) -> list[str]:
 
 def files_of(out: Path) -> dict[str, bytes]:
     """Every file under ``out`` with its bytes, but the run records (they hold times)."""
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+    return {
+        str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"
+    }
 
 
 def checkpoints_of(out: Path) -> dict[str, dict]:
@@ -96,8 +98,13 @@ def harness(data: Path, point: str, args: list[str]) -> list[str]:
 
 def start_until(command: list[str], line: str, **popen) -> subprocess.Popen:
     """Start ``command`` (unbuffered, text pipes) and return once its stdout has printed ``line``."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            **{"stderr": subprocess.PIPE, **popen})
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **{"stderr": subprocess.PIPE, **popen},
+    )
     for printed in proc.stdout:
         if line in printed:
             return proc
@@ -108,17 +115,22 @@ def record(out: Path, name: str) -> dict:
     return json.loads((out / "runs" / name / "run.json").read_text())
 
 
-@pytest.mark.parametrize(("kind", "point"), [
-    ("warm", "batch:7"),  # in the middle of epoch 3, just after a restart
-    ("multistep", "batch:5"),  # in the middle of epoch 2
-    ("warm", "writing:3"),  # halfway through writing the checkpoint of epoch 2
-    ("multistep", "written:2"),  # epoch 1's checkpoint complete, not yet renamed into place
-    ("warm", "replaced:4"),  # just after epoch 3's checkpoint is in place
-    ("paper", "batch:6"),  # the first batch of epoch 2, just after the first restart
-])
+@pytest.mark.parametrize(
+    ("kind", "point"),
+    [
+        ("warm", "batch:7"),  # in the middle of epoch 3, just after a restart
+        ("multistep", "batch:5"),  # in the middle of epoch 2
+        ("warm", "writing:3"),  # halfway through writing the checkpoint of epoch 2
+        ("multistep", "written:2"),  # epoch 1's checkpoint complete, not yet renamed into place
+        ("warm", "replaced:4"),  # just after epoch 3's checkpoint is in place
+        ("paper", "batch:6"),  # the first batch of epoch 2, just after the first restart
+    ],
+)
 def test_killed_then_resumed_equals_uninterrupted(kind, point, cifar_dir, tmp_path, uninterrupted):
     out = tmp_path / "out"
-    killed = subprocess.run(harness(cifar_dir, point, argv(kind, cifar_dir, out)), capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        harness(cifar_dir, point, argv(kind, cifar_dir, out)), capture_output=True, text=True, timeout=600
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     if point.startswith("writing"):  # the half-written checkpoint is a temporary; the old one stands
         assert list((out / "runs").rglob(".checkpoint.pt.*.tmp"))
@@ -135,7 +147,9 @@ def test_killed_then_resumed_equals_uninterrupted(kind, point, cifar_dir, tmp_pa
 def test_killed_at_a_random_moment_then_resumed(cifar_dir, tmp_path, uninterrupted):
     delay = random.Random().uniform(0.0, 1.5)
     out = tmp_path / "out"
-    proc = start_until(harness(cifar_dir, "none", argv("warm", cifar_dir, out)), "Epoch 2 of 4", stderr=subprocess.DEVNULL)
+    proc = start_until(
+        harness(cifar_dir, "none", argv("warm", cifar_dir, out)), "Epoch 2 of 4", stderr=subprocess.DEVNULL
+    )
     time.sleep(delay)
     proc.kill()
     proc.wait(timeout=60)
@@ -190,10 +204,25 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
     assert state["epoch"] == 4
     assert sorted(state["rng"]) == ["cuda", "loader", "python", "torch"]
     assert len(state["history"]["train_loss"]) == 4 and len(state["history"]["lr"]) == 4 * STEPS_PER_EPOCH
-    assert state["config"] == {"recipe": "tutorial", "dataset": "cifar10", "model": "wrn-10-1", "warm_restart": True, "t_zero": 1, "t_mult": 2, "batch_size": 16,
-                               "train_subset": None, "val_subset": None, "seed": 12, "loader": "device",
-                               "channels_last": True, "amp": "off", "tf32": "off", "compile": False,
-                               "processes": 1, "sync_bn": False}
+    assert state["config"] == {
+        "recipe": "tutorial",
+        "dataset": "cifar10",
+        "model": "wrn-10-1",
+        "warm_restart": True,
+        "t_zero": 1,
+        "t_mult": 2,
+        "batch_size": 16,
+        "train_subset": None,
+        "val_subset": None,
+        "seed": 12,
+        "loader": "device",
+        "channels_last": True,
+        "amp": "off",
+        "tf32": "off",
+        "compile": False,
+        "processes": 1,
+        "sync_bn": False,
+    }
 
 
 def test_a_finished_run_can_be_extended_exactly(cifar_dir, tmp_path, uninterrupted):
@@ -231,10 +260,14 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(cifar_dir
     code, log, err = call(train.main, argv("multistep", cifar_dir, out))
     assert code == 1
     checkpoint_path = out / "runs" / "multistep" / "checkpoint.pt"
-    assert err.strip() == (f"error: the training loss is not finite (NaN or infinite) at epoch 2, batch 2; stopped before "
-                           f"saving that epoch. {checkpoint_path} still holds the 1 epochs before it.")
+    assert err.strip() == (
+        f"error: the training loss is not finite (NaN or infinite) at epoch 2, batch 2; stopped before "
+        f"saving that epoch. {checkpoint_path} still holds the 1 epochs before it."
+    )
     state = torch.load(checkpoint_path, weights_only=True)
-    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()
+    )
     import joblib
 
     assert len(joblib.load(out / "train_loss.pkl")) == 1
@@ -260,27 +293,44 @@ def finished_copy(uninterrupted, tmp_path) -> Path:
 def test_a_truncated_checkpoint_is_named_and_nothing_changes(finished_copy, cifar_dir):
     path = finished_copy / "runs" / "multistep" / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:100_000])
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"),
-                                f"error: the checkpoint {path} cannot be read (")
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"),
+        f"error: the checkpoint {path} cannot be read (",
+    )
 
 
 def test_resuming_with_other_settings_names_the_difference(finished_copy, cifar_dir):
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "-b", "8", "-e", "5"),
-                                "batch_size: 16 in the checkpoint, 8 now")
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "--milestones", "2", "4"),
-                                "milestones: [2, 3] in the checkpoint, [2, 4] now")
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "--seed", "1"),
-                                "seed: 11 in the checkpoint, 1 now")
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "--model", "wrn-16-1"),
-                                "model: 'wrn-10-1' in the checkpoint, 'wrn-16-1' now")
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "-b", "8", "-e", "5"),
+        "batch_size: 16 in the checkpoint, 8 now",
+    )
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "--milestones", "2", "4"),
+        "milestones: [2, 3] in the checkpoint, [2, 4] now",
+    )
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "--seed", "1"),
+        "seed: 11 in the checkpoint, 1 now",
+    )
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "--model", "wrn-16-1"),
+        "model: 'wrn-10-1' in the checkpoint, 'wrn-16-1' now",
+    )
 
 
 def test_existing_outputs_without_resume_are_never_overwritten(finished_copy, cifar_dir):
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy),
-                                "this run already has files: ")
+    refuses_and_changes_nothing(
+        finished_copy, argv("multistep", cifar_dir, finished_copy), "this run already has files: "
+    )
     (finished_copy / "runs" / "multistep" / "checkpoint.pt").unlink()
-    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume"),
-                                "there is no checkpoint to resume from")
+    refuses_and_changes_nothing(
+        finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume"), "there is no checkpoint to resume from"
+    )
 
 
 def test_overwrite_starts_the_run_over(finished_copy, cifar_dir, uninterrupted):
@@ -291,13 +341,17 @@ def test_overwrite_starts_the_run_over(finished_copy, cifar_dir, uninterrupted):
     assert record(finished_copy, "multistep")["resumed"] == 0
 
 
-@pytest.mark.parametrize(("name", "nth"), [
-    ("checkpoint.pt", 3),  # epoch 2's checkpoint (one is written before epoch 1)
-    ("wr_val_loss_s1_m2.pkl", 2),  # epoch 2's pickle, its checkpoint written
-    ("epoch_0003.pt", 1),  # the snapshot at the end of the second cycle
-])
-def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(name, nth, cifar_dir, tmp_path, monkeypatch,
-                                                                     uninterrupted):
+@pytest.mark.parametrize(
+    ("name", "nth"),
+    [
+        ("checkpoint.pt", 3),  # epoch 2's checkpoint (one is written before epoch 1)
+        ("wr_val_loss_s1_m2.pkl", 2),  # epoch 2's pickle, its checkpoint written
+        ("epoch_0003.pt", 1),  # the snapshot at the end of the second cycle
+    ],
+)
+def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
+    name, nth, cifar_dir, tmp_path, monkeypatch, uninterrupted
+):
     import errno
     from contextlib import contextmanager
 
@@ -319,8 +373,10 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(name, nth,
     code, _, err = call(train.main, argv("warm", cifar_dir, out))
     assert code == 1 and "Traceback" not in err
     held = torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"]
-    assert err.startswith(f"error: the disk is full (No space left on device). On disk: "
-                          f"{out / 'runs' / 'wr_s1_m2' / 'checkpoint.pt'} holds {held} complete epochs;")
+    assert err.startswith(
+        f"error: the disk is full (No space left on device). On disk: "
+        f"{out / 'runs' / 'wr_s1_m2' / 'checkpoint.pt'} holds {held} complete epochs;"
+    )
     assert err.rstrip().endswith("--resume")
     for pickle_name in ("wr_train_loss_s1_m2.pkl", "wr_val_loss_s1_m2.pkl"):  # never ahead of the checkpoint
         assert len(runfiles.load_floats(out / pickle_name)) <= held

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import joblib
 import pytest
-
 from test_train import MULTISTEP, wr_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,7 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_sh(*args: str, python: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": python}
-    return subprocess.run(["sh", str(REPO / "run.sh"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["sh", str(REPO / "run.sh"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_the_reference_runs_are_the_three_spec_commands(tmp_path):
@@ -34,12 +35,28 @@ def test_the_reference_runs_are_the_three_spec_commands(tmp_path):
 def test_quick_mode_trains_three_schedules_and_draws_the_figure(tiny_cifar, tmp_path):
     # The interpreter is wrapped so that torchvision accepts the tiny data's checksums.
     python = f"{sys.executable} {REPO / 'tests' / 'harness.py'} {tiny_cifar} none"
-    tiny = ["--data-dir", str(tiny_cifar), "--train-subset", "8", "--val-subset", "8", "-b", "8", "--workers", "0", "--seed", "0",
-            "--model", "wrn-10-1"]  # a small network: this test is about run.sh, not ResNet34
+    tiny = [
+        "--data-dir",
+        str(tiny_cifar),
+        "--train-subset",
+        "8",
+        "--val-subset",
+        "8",
+        "-b",
+        "8",
+        "--workers",
+        "0",
+        "--seed",
+        "0",
+        "--model",
+        "wrn-10-1",
+    ]  # a small network: this test is about run.sh, not ResNet34
     done = run_sh("--quick", *tiny, python=python, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "outputs" / "quick"
-    assert sorted(os.listdir(out)) == sorted(MULTISTEP + wr_files(5) + wr_files(20) + ["loss_plot_combined.jpg", "runs"])
+    assert sorted(os.listdir(out)) == sorted(
+        MULTISTEP + wr_files(5) + wr_files(20) + ["loss_plot_combined.jpg", "runs"]
+    )
     assert "lr x 0.2 at epochs 6, 12, 16" in done.stdout
     for name in ["val_loss.pkl", "wr_val_loss_s5_m1.pkl", "wr_val_loss_s20_m1.pkl"]:
         assert len(joblib.load(out / name)) == 20
@@ -58,8 +75,14 @@ def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('echo "GPU=$CUDA_VISIBLE_DEVICES $*"\n')
     env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "2"}
-    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel", "--seed", "4"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel", "--seed", "4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"GPU= {REPO}/cifar.py --seed 4",  # the data set, fetched once before the runs
@@ -95,15 +118,19 @@ def run_parallel_on_fake_gpus(tmp_path: Path, **env: str) -> tuple[subprocess.Co
     python = tmp_path / "python.sh"
     python.write_text(f'echo "${{CUDA_VISIBLE_DEVICES-unset}} $*" >> {calls}\n')
     full = {**without_gpu_settings(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": f"sh {python}", **env}
-    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=full, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60
+    )
     return done, calls.read_text().splitlines() if calls.exists() else []
 
 
 def fetch_then_jobs(*gpus: str, visible: str = "unset") -> list[str]:
     """The data set fetched first (in run.sh's own environment), then the three runs in any order."""
     runs = ["-e 200 --resume", "-e 200 --warm-restart -t0 50 --resume", "-e 200 --warm-restart -t0 200 --resume"]
-    return [f"{visible} {REPO}/cifar.py", *sorted(f"{gpu} {REPO}/train.py --device cuda {run}" for gpu, run in zip(gpus, runs))]
+    return [
+        f"{visible} {REPO}/cifar.py",
+        *sorted(f"{gpu} {REPO}/train.py --device cuda {run}" for gpu, run in zip(gpus, runs)),
+    ]
 
 
 def in_order(calls: list[str]) -> list[str]:
@@ -130,7 +157,9 @@ def test_parallel_mode_with_no_visible_gpu_says_so(tmp_path):
 
 def test_parallel_mode_without_gpus_says_so(tmp_path):
     env = {**without_gpu_settings(), "PYTHON": "echo", "GPUS": "0"}
-    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 2 and "no GPU found" in done.stderr
 
 
@@ -138,7 +167,9 @@ def test_parallel_mode_reports_a_failed_run(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('case "$*" in *"t0 50"*) exit 3 ;; esac\n')
     env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "3"}
-    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 1 and "a run failed; see outputs/logs/" in done.stderr
 
 
@@ -146,7 +177,9 @@ def test_parallel_mode_starts_no_run_when_the_data_cannot_be_fetched(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('case "$1" in *cifar.py) echo "error: CIFAR-10 is not in data" >&2; exit 1 ;; esac\necho started\n')
     env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "3"}
-    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 1 and done.stderr == "error: CIFAR-10 is not in data\n"
     assert "started" not in done.stdout and not list((tmp_path / "outputs" / "logs").iterdir())
 
@@ -165,12 +198,21 @@ def test_parallel_mode_logs_under_the_given_output_dir(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('echo "$*"\n')
     env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "1"}
-    done = subprocess.run(["sh", str(REPO / "run.sh"), "--parallel", "--output-dir", "runs here"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel", "--output-dir", "runs here"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "multistep: GPU 0, log runs here/logs/multistep.log" in done.stdout.splitlines()
     assert sorted(p.name for p in (tmp_path / "runs here" / "logs").iterdir()) == [
-        "multistep.log", "wr_s200_m1.log", "wr_s50_m1.log"]
+        "multistep.log",
+        "wr_s200_m1.log",
+        "wr_s50_m1.log",
+    ]
     assert not (tmp_path / "outputs").exists()
 
 

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
-import train
+import recipes
 import schedules
+import train
 from schedules import Schedule, WarmRestarts, build_schedule, locate_cycle
 
 ETA_MAX = 0.05
@@ -46,11 +47,13 @@ def tiny_setup(batches: int):
     torch.manual_seed(0)
     model = nn.Linear(1, 2)
     loader = [(torch.ones(1, 1), torch.zeros(1, dtype=torch.long))] * batches
-    optimizer = train.reference_optimizer(model)
+    optimizer = recipes.reference_optimizer(model)
     return model, loader, optimizer
 
 
-def applied_lrs(warm_restart: bool, t_0: int, t_mult: int, epochs: int, batches: int, milestones=(60, 120, 160)) -> list[float]:
+def applied_lrs(
+    warm_restart: bool, t_0: int, t_mult: int, epochs: int, batches: int, milestones=(60, 120, 160)
+) -> list[float]:
     """Run train.py's own epoch loop (train_epoch, then the end-of-epoch step) and collect its rates."""
     model, loader, optimizer = tiny_setup(batches)
     schedule = build_schedule(optimizer, warm_restart, t_0, t_mult, list(milestones))
@@ -112,11 +115,22 @@ def test_multistep_applies_the_four_reference_rates():
         assert per_epoch[start:stop] == pytest.approx([rate] * (stop - start), rel=1e-12, abs=0)
 
 
-@pytest.mark.parametrize(("epoch", "t_0", "t_mult", "cycle"), [
-    (0, 1, 3, (0, 1)), (0.999, 1, 3, (0, 1)), (1, 1, 3, (1, 3)), (3.9, 1, 3, (1, 3)), (13, 1, 3, (13, 27)),
-    (39.5, 1, 3, (13, 27)), (40, 1, 3, (40, 81)), (150, 10, 2, (150, 160)), (149.99, 10, 2, (70, 80)),
-    (199.75, 50, 1, (150, 50)), (200, 200, 1, (200, 200)),
-])
+@pytest.mark.parametrize(
+    ("epoch", "t_0", "t_mult", "cycle"),
+    [
+        (0, 1, 3, (0, 1)),
+        (0.999, 1, 3, (0, 1)),
+        (1, 1, 3, (1, 3)),
+        (3.9, 1, 3, (1, 3)),
+        (13, 1, 3, (13, 27)),
+        (39.5, 1, 3, (13, 27)),
+        (40, 1, 3, (40, 81)),
+        (150, 10, 2, (150, 160)),
+        (149.99, 10, 2, (70, 80)),
+        (199.75, 50, 1, (150, 50)),
+        (200, 200, 1, (200, 200)),
+    ],
+)
 def test_locate_cycle(epoch, t_0, t_mult, cycle):
     assert locate_cycle(epoch, t_0, t_mult) == cycle
 
@@ -144,7 +158,9 @@ def test_torchs_own_scheduler_misses_these_restarts_and_ours_does_not(t_0, t_mul
 
 @pytest.mark.parametrize("epoch", [1, 4, 13, 40])
 def test_torchs_own_scheduler_gets_the_earlier_restarts_right(epoch):
-    assert lr_after_step(CosineAnnealingWarmRestarts, 1, 3, epoch) == ETA_MAX == lr_after_step(WarmRestarts, 1, 3, epoch)
+    assert (
+        lr_after_step(CosineAnnealingWarmRestarts, 1, 3, epoch) == ETA_MAX == lr_after_step(WarmRestarts, 1, 3, epoch)
+    )
 
 
 def test_every_restart_the_docs_say_torch_misses_is_one_it_misses():

@@ -15,13 +15,13 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from cifar_format import use_checksums_of
+from test_resume import assert_same_run, files_of, start_until
+from test_train import call
 
 import cifar
 import train
 from models import build_network
-from cifar_format import use_checksums_of
-from test_resume import assert_same_run, files_of, start_until
-from test_train import call
 
 REPO = Path(__file__).resolve().parent.parent
 # 40 training images, 3 batches of 16 (the last of 8): each of 2 processes takes 8, 8, 4.
@@ -30,8 +30,18 @@ CPU = torch.device("cpu")
 
 
 def torchrun(data: Path, point: str, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / "train.py"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "tests" / "harness.py"),
+        str(data),
+        point,
+        str(REPO / "train.py"),
+        *args,
+    ]
 
 
 def run_torchrun(data: Path, point: str, args: list[str]) -> subprocess.CompletedProcess:
@@ -68,8 +78,22 @@ def test_two_processes_take_the_same_steps_and_write_the_same_files_once(runs):
 
 @pytest.mark.parametrize("recipe", ["tutorial", "paper"])
 def test_with_batchnorm_in_eval_mode_one_step_gives_the_same_weights(recipe, cifar_dir, tmp_path, monkeypatch):
-    step = ["-e", "1", "--train-subset", "16", "-b", "16", "--model", "wrn-10-1", "--seed", "7", "--data-dir", str(cifar_dir),
-            "--recipe", recipe]
+    step = [
+        "-e",
+        "1",
+        "--train-subset",
+        "16",
+        "-b",
+        "16",
+        "--model",
+        "wrn-10-1",
+        "--seed",
+        "7",
+        "--data-dir",
+        str(cifar_dir),
+        "--recipe",
+        recipe,
+    ]
     done = run_torchrun(cifar_dir, "bn-eval", [*step, "--output-dir", str(tmp_path / "two")])
     assert done.returncode == 0, done.stderr[-3000:]
     from torch.nn.modules.batchnorm import _BatchNorm
@@ -78,8 +102,10 @@ def test_with_batchnorm_in_eval_mode_one_step_gives_the_same_weights(recipe, cif
     monkeypatch.setattr(_BatchNorm, "train", lambda self, mode=True: train_mode(self, False))
     code, _, err = call(train.main, [*step, "--output-dir", str(tmp_path / "one")])
     assert code == 0, err
-    weights = [torch.load(tmp_path / name / "runs" / "multistep" / "checkpoint.pt", weights_only=True)["model"]
-               for name in ("two", "one")]
+    weights = [
+        torch.load(tmp_path / name / "runs" / "multistep" / "checkpoint.pt", weights_only=True)["model"]
+        for name in ("two", "one")
+    ]
     for key, value in weights[1].items():
         assert torch.allclose(weights[0][key].float(), value.float(), atol=1e-6), key
     torch.manual_seed(7)
@@ -117,7 +143,9 @@ def test_shards_are_disjoint_cover_each_batch_and_keep_its_draws():
     dataset = cifar.InMemoryCIFAR(data, list(range(n)))  # label = index: shows which image
 
     def batches(rank, world):
-        loader = cifar.DeviceLoader(dataset, 16, CPU, torch.Generator().manual_seed(3), augment=True, rank=rank, world=world)
+        loader = cifar.DeviceLoader(
+            dataset, 16, CPU, torch.Generator().manual_seed(3), augment=True, rank=rank, world=world
+        )
         return list(loader)
 
     whole = batches(0, 1)

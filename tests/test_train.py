@@ -10,11 +10,11 @@ from pathlib import Path
 
 import joblib
 import pytest
+from cifar_format import use_checksums_of
 from PIL import Image
 
 import plot
 import train
-from cifar_format import use_checksums_of
 
 TINY = ["-b", "16", "--workers", "0"]  # 40 training images: 3 batches; 16 test images: 1 batch
 MULTISTEP = ["loss.jpg", "train_loss.pkl", "val_loss.pkl"]
@@ -22,8 +22,13 @@ MULTISTEP = ["loss.jpg", "train_loss.pkl", "val_loss.pkl"]
 
 def wr_files(t0: int, tm: int = 1) -> list[str]:
     tag = f"s{t0}_m{tm}"
-    return [f"wr_loss_{tag}.jpg", f"wr_train_loss_{tag}.pkl", f"wr_val_loss_{tag}.pkl",
-            f"lr_schedule_{tag}.jpg", f"lr_schedule_{tag}.pkl"]
+    return [
+        f"wr_loss_{tag}.jpg",
+        f"wr_train_loss_{tag}.pkl",
+        f"wr_val_loss_{tag}.pkl",
+        f"lr_schedule_{tag}.jpg",
+        f"lr_schedule_{tag}.pkl",
+    ]
 
 
 def call(main, argv: list[str]) -> tuple[int, str, str]:
@@ -44,8 +49,11 @@ def finished(tiny_cifar, tmp_path_factory):
     logs = {}
     with pytest.MonkeyPatch.context() as mp:
         use_checksums_of(tiny_cifar, mp.setattr)
-        for name, flags in [("multistep", ["--milestones", "1", "2"]), ("wr1", ["-wr", "-t0", "1"]),
-                            ("wr2", ["-wr", "-t0", "2", "-tm", "2"])]:
+        for name, flags in [
+            ("multistep", ["--milestones", "1", "2"]),
+            ("wr1", ["-wr", "-t0", "1"]),
+            ("wr2", ["-wr", "-t0", "2", "-tm", "2"]),
+        ]:
             argv = ["-e", "3", "--seed", "0", "--data-dir", str(tiny_cifar), "--output-dir", str(out), *TINY, *flags]
             code, logs[name], err = call(train.main, argv)
             assert code == 0, err
@@ -54,8 +62,10 @@ def finished(tiny_cifar, tmp_path_factory):
 
 def run_folders(out: Path) -> dict[str, list[str]]:
     """Each run folder's files, snapshots listed as snapshots/NAME."""
-    return {run.name: sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
-            for run in (out / "runs").iterdir()}
+    return {
+        run.name: sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+        for run in (out / "runs").iterdir()
+    }
 
 
 def test_the_three_runs_write_exactly_the_reference_files(finished):
@@ -110,9 +120,19 @@ def test_figures_are_10_by_7_inch_jpegs(finished):
 def test_the_console_says_what_the_reference_says(finished):
     _, logs = finished
     log = logs["wr2"]
-    for line in ["Computation device: cpu", "21,289,802 total parameters.", "21,289,802 training parameters.",
-                 "T_0 = 2, T_mult = 2", "Epoch 1 of 3", "Epoch 3 of 3", "LR at beginning of epoch: 0.05",
-                 "Training loss: ", "Validation loss: ", "-" * 50, "Finished Training"]:
+    for line in [
+        "Computation device: cpu",
+        "21,289,802 total parameters.",
+        "21,289,802 training parameters.",
+        "T_0 = 2, T_mult = 2",
+        "Epoch 1 of 3",
+        "Epoch 3 of 3",
+        "LR at beginning of epoch: 0.05",
+        "Training loss: ",
+        "Validation loss: ",
+        "-" * 50,
+        "Finished Training",
+    ]:
         assert line in log, line
     assert "lr x 0.2 at epochs 1, 2" in logs["multistep"]
     assert log.count("LR at end of epoch") == 3
@@ -155,11 +175,31 @@ def test_both_loaders_train_the_same_batches_at_the_same_rates(cifar_dir, tmp_pa
     runs = {}
     for kind in ("device", "torchvision"):
         out = tmp_path / kind
-        argv = ["-e", "3", "-wr", "-t0", "1", "-tm", "2", "--loader", kind, "--model", "wrn-10-1", "--seed", "0",
-                "--data-dir", str(cifar_dir), "--output-dir", str(out), *TINY]
+        argv = [
+            "-e",
+            "3",
+            "-wr",
+            "-t0",
+            "1",
+            "-tm",
+            "2",
+            "--loader",
+            kind,
+            "--model",
+            "wrn-10-1",
+            "--seed",
+            "0",
+            "--data-dir",
+            str(cifar_dir),
+            "--output-dir",
+            str(out),
+            *TINY,
+        ]
         code, log, err = call(train.main, argv)
         assert code == 0, err
-        runs[kind] = {name: joblib.load(out / f"{name}_s1_m2.pkl") for name in ("lr_schedule", "wr_train_loss", "wr_val_loss")}
+        runs[kind] = {
+            name: joblib.load(out / f"{name}_s1_m2.pkl") for name in ("lr_schedule", "wr_train_loss", "wr_val_loss")
+        }
         assert "40 training images in 3 batches, 16 validation images in 1 batches" in log
     assert runs["device"]["lr_schedule"] == runs["torchvision"]["lr_schedule"]
     assert len(runs["device"]["lr_schedule"]) == 3 * 3
@@ -171,15 +211,31 @@ def test_both_loaders_train_the_same_batches_at_the_same_rates(cifar_dir, tmp_pa
 
 def test_defaults_write_under_outputs_in_the_working_directory(cifar_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = call(train.main, ["-e", "1", "--train-subset", "8", "--val-subset", "4", "--data-dir", str(cifar_dir), *TINY])
+    code, _, err = call(
+        train.main, ["-e", "1", "--train-subset", "8", "--val-subset", "4", "--data-dir", str(cifar_dir), *TINY]
+    )
     assert code == 0, err
     assert sorted(os.listdir(tmp_path / "outputs")) == sorted(MULTISTEP + ["runs"])
     assert run_folders(tmp_path / "outputs") == {"multistep": ["checkpoint.pt", "metrics.jsonl", "run.json"]}
 
 
 def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list[float]]:
-    argv = ["-e", "2", "-wr", "-t0", "1", "--seed", str(seed), "--train-subset", "16", "--data-dir", str(cifar_dir),
-            "--output-dir", str(out), *TINY]
+    argv = [
+        "-e",
+        "2",
+        "-wr",
+        "-t0",
+        "1",
+        "--seed",
+        str(seed),
+        "--train-subset",
+        "16",
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(out),
+        *TINY,
+    ]
     code, _, err = call(train.main, argv)
     assert code == 0, err
     return joblib.load(out / "wr_train_loss_s1_m1.pkl"), joblib.load(out / "wr_val_loss_s1_m1.pkl")
@@ -191,21 +247,27 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
     assert run_losses(cifar_dir, tmp_path / "c", 8) != first
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["-t0", "0"], "argument -t0/--t-zero: must be at least 1, got 0"),
-    (["-tm", "0"], "argument -tm/--t-mult: must be at least 1, got 0"),
-    (["-e", "0"], "argument -e/--epochs: must be at least 1, got 0"),
-    (["-e", "-3"], "argument -e/--epochs: must be at least 1, got -3"),
-    (["-t0", "1.5"], "argument -t0/--t-zero: expected an integer, got '1.5'"),
-    (["--train-subset", "50001"], "argument --train-subset: CIFAR has 50,000 training images, got 50,001"),
-    (["--val-subset", "10001"], "argument --val-subset: CIFAR has 10,000 test images, got 10,001"),
-    (["--val-subset", "0"], "argument --val-subset: must be at least 1, got 0"),
-    (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
-    (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
-    (["--warmrestart"], "unrecognized arguments: --warmrestart"),
-    (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
-    (["--model", "resnet18"], "argument --model: unknown model 'resnet18'; expected resnet34 (the reference), or wrn-D-K"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-t0", "0"], "argument -t0/--t-zero: must be at least 1, got 0"),
+        (["-tm", "0"], "argument -tm/--t-mult: must be at least 1, got 0"),
+        (["-e", "0"], "argument -e/--epochs: must be at least 1, got 0"),
+        (["-e", "-3"], "argument -e/--epochs: must be at least 1, got -3"),
+        (["-t0", "1.5"], "argument -t0/--t-zero: expected an integer, got '1.5'"),
+        (["--train-subset", "50001"], "argument --train-subset: CIFAR has 50,000 training images, got 50,001"),
+        (["--val-subset", "10001"], "argument --val-subset: CIFAR has 10,000 test images, got 10,001"),
+        (["--val-subset", "0"], "argument --val-subset: must be at least 1, got 0"),
+        (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
+        (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
+        (["--warmrestart"], "unrecognized arguments: --warmrestart"),
+        (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
+        (
+            ["--model", "resnet18"],
+            "argument --model: unknown model 'resnet18'; expected resnet34 (the reference), or wrn-D-K",
+        ),
+    ],
+)
 def test_bad_flags_are_refused_before_any_work(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = call(train.main, argv)
@@ -216,7 +278,9 @@ def test_bad_flags_are_refused_before_any_work(argv, message, tmp_path, monkeypa
 
 
 def test_subset_larger_than_the_data_on_disk(cifar_dir, tmp_path):
-    code, _, err = call(train.main, ["--train-subset", "41", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])
+    code, _, err = call(
+        train.main, ["--train-subset", "41", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")]
+    )
     assert (code, err.strip()) == (1, f"error: --train-subset 41 is larger than the 40 images found in {cifar_dir}.")
     assert not (tmp_path / "o").exists()
 
@@ -230,18 +294,26 @@ def test_missing_data_offline_stops_at_once_with_a_message(tmp_path, offline, mo
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize(("device", "message"), [
-    ("cuda", "CUDA is not available here"), ("banana", "is not a device"), ("meta", "only cpu and cuda"),
-])
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda", "CUDA is not available here"),
+        ("banana", "is not a device"),
+        ("meta", "only cpu and cuda"),
+    ],
+)
 def test_unusable_devices_are_refused(device, message, cifar_dir):
     code, _, err = call(train.main, ["--device", device, "--data-dir", str(cifar_dir)])
     assert code == 1 and message in err
 
 
-@pytest.mark.parametrize(("seed", "message"), [
-    ("-1", "argument --seed: must be at least 0, got -1"),
-    (str(2**64), f"argument --seed: must be at most {2**64 - 1}, got {2**64}"),
-])
+@pytest.mark.parametrize(
+    ("seed", "message"),
+    [
+        ("-1", "argument --seed: must be at least 0, got -1"),
+        (str(2**64), f"argument --seed: must be at most {2**64 - 1}, got {2**64}"),
+    ],
+)
 def test_seeds_torch_cannot_take_are_refused_by_the_parser(seed, message, cifar_dir, tmp_path):
     code, _, err = call(train.main, ["--seed", seed, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])
     assert code == 2 and message in err and "Traceback" not in err
@@ -255,8 +327,24 @@ def test_the_largest_seed_torch_takes_is_accepted():
 def test_a_last_batch_of_one_image_is_left_out_for_resnet34_and_resume_agrees(cifar_dir, tmp_path):
     # 33 images in batches of 16: the last has one image, on which ResNet34's BatchNorm cannot train (1x1 maps).
     out = tmp_path / "out"
-    argv = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "33", "--val-subset", "4", "--seed", "0",
-            "--data-dir", str(cifar_dir), "--output-dir", str(out), *TINY]
+    argv = [
+        "-e",
+        "1",
+        "-wr",
+        "-t0",
+        "1",
+        "--train-subset",
+        "33",
+        "--val-subset",
+        "4",
+        "--seed",
+        "0",
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(out),
+        *TINY,
+    ]
     code, log, err = call(train.main, argv)
     assert code == 0, err
     assert "33 training images in 2 batches" in log
@@ -278,6 +366,8 @@ def test_only_networks_that_cannot_train_on_one_image_leave_it_out():
 def test_batches_of_one_image_are_refused_for_resnet34(cifar_dir, tmp_path):
     code, log, err = call(train.main, ["-b", "1", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])
     assert code == 1 and "Traceback" not in err
-    assert err.startswith("error: resnet34 cannot train on batches of one image: one of its BatchNorm layers would see "
-                          "a single value per channel. Use -b 2 or more.")
+    assert err.startswith(
+        "error: resnet34 cannot train on batches of one image: one of its BatchNorm layers would see "
+        "a single value per channel. Use -b 2 or more."
+    )
     assert not (tmp_path / "o").exists() and "Epoch" not in log

@@ -11,6 +11,7 @@ from pathlib import Path
 import joblib
 import pytest
 import torch
+from test_train import TINY, call
 
 import checkpoint
 import ensemble
@@ -18,7 +19,6 @@ import plot
 import runfiles
 import train
 from errors import UserError
-from test_train import TINY, call
 
 
 class Payload:
@@ -89,8 +89,24 @@ def test_checkpoints_and_snapshots_run_no_code(read, tmp_path):
 
 
 def test_files_in_snapshots_that_train_py_did_not_name_are_ignored_and_kept(cifar_dir, tmp_path):
-    run_args = ["-e", "2", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", "--model", "wrn-10-1", *TINY,
-                "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    run_args = [
+        "-e",
+        "2",
+        "-wr",
+        "-t0",
+        "1",
+        "--train-subset",
+        "16",
+        "--seed",
+        "2",
+        "--model",
+        "wrn-10-1",
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert call(train.main, run_args)[0] == 0
     snapshots = tmp_path / "runs" / "wr_s1_m1" / "snapshots"
     mine = snapshots / "epoch_best.pt"
