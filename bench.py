@@ -31,7 +31,7 @@ import checkpoint
 import cifar
 import recipes
 import train
-from errors import reports_user_errors
+from errors import ShowDefaults, reports_user_errors
 from models import build_network, count_parameters
 from schedules import build_schedule
 
@@ -241,7 +241,7 @@ def row(cells: Sequence[object]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=ShowDefaults)
     parser.add_argument(
         "--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)"
     )

@@ -6,6 +6,7 @@ import datetime
 import json
 import platform
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,7 @@ class RunRecord:
                 "torchvision": torchvision.__version__,
                 "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                "code": code_version(),
             },
         )
         self.sessions = self.data.setdefault("sessions", [])
@@ -193,6 +195,25 @@ class RunRecord:
     def _write(self) -> None:
         if self.writes:
             runfiles.save_json(self.path, self.data)
+
+
+def code_version() -> dict[str, Any] | None:
+    """The git commit of this project's code and whether tracked files differ from it (None outside
+    a git checkout, or without git): which version of the code made a run."""
+    here = Path(__file__).resolve().parent
+
+    def git(*words: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(here), *words], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "modified": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _now() -> str:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from errors import UserError, reports_user_errors
+from errors import ShowDefaults, UserError, reports_user_errors
 from recipes import TUTORIAL, Recipe
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -406,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python cifar.py [train.py flags]``: fetch the data set that train.py with these flags reads
     (its --data-dir and --dataset; the other flags are ignored). run.sh --parallel does this once
     before starting its jobs."""
-    parser = argparse.ArgumentParser(description="Download CIFAR once, before several runs start.", allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description="Download CIFAR once, before several runs start.", allow_abbrev=False, formatter_class=ShowDefaults
+    )
     parser.add_argument("--data-dir", default="data", help="as train.py's (default: data)")
     parser.add_argument(
         "--dataset", choices=sorted(DATASETS), default="cifar10", help="as train.py's (default: cifar10)"

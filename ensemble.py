@@ -19,7 +19,7 @@ import torch
 import checkpoint
 import cifar
 import runfiles
-from errors import UserError, reports_user_errors
+from errors import ShowDefaults, UserError, reports_user_errors
 from models import build_network
 from train import pick_device, top1_correct
 
@@ -98,7 +98,7 @@ def last_m_errors(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ShowDefaults,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (outputs/runs/wr_...) holding snapshots/")

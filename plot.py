@@ -14,7 +14,7 @@ import matplotlib.style
 from matplotlib.figure import Figure
 
 import runfiles
-from errors import UserError, reports_user_errors
+from errors import ShowDefaults, UserError, reports_user_errors
 
 # Figures are built with matplotlib's object API (no pyplot): nothing global, no GUI
 # backend, nothing that can block a headless machine.
@@ -70,7 +70,7 @@ def load_losses(path: Path, command: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=ShowDefaults)
     parser.add_argument("--output-dir", default="outputs", help="folder with the runs' pickles (default: outputs)")
     parser.add_argument(
         "--t-zeros",

@@ -26,7 +26,7 @@ import checkpoint
 import ensemble
 import plot
 import runfiles
-from errors import UserError, reports_user_errors
+from errors import ShowDefaults, UserError, reports_user_errors
 from schedules import cycle_ends
 from train import pick_device
 
@@ -285,7 +285,7 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=ShowDefaults)
     parser.add_argument(
         "--runs", type=Path, default=Path("outputs/grid"), help="folder searched for runs (default: outputs/grid)"
     )

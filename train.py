@@ -30,7 +30,7 @@ import distributed
 import plot
 import runfiles
 from distributed import Team
-from errors import UserError, reports_user_errors
+from errors import ShowDefaults, UserError, reports_user_errors
 from models import build_network, check_model_name, count_parameters, trains_on_single_images
 from recipes import RECIPES
 from schedules import Schedule, build_schedule, ends_a_cycle
@@ -78,7 +78,7 @@ def _model_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags (-wr, -t0, -tm, -e) with their defaults, and options added beside them."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=ShowDefaults)
     positive = _int_at_least(1)
     ref = parser.add_argument_group("reference flags")
     ref.add_argument(
@@ -254,14 +254,10 @@ class Interrupted(Exception):
 
 
 class StopRequest:
-    """Set by a signal handler; ``check`` raises ``Interrupted`` once it is set."""
+    """Set by a signal handler; ``Guard.check`` stops every process at the next batch boundary."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
 
 
 @contextmanager
@@ -447,35 +443,27 @@ def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figu
             plot.save_lr_figure(history["lr"], files.lr_figure)
 
 
+# The settings that may change between a run and its resumption: where it runs, where its files
+# go, and for how long (a finished run can be extended). Every other setting the parser holds
+# decides the run's numbers, so a new flag is protected on resume without being listed anywhere.
+MAY_CHANGE_ON_RESUME = frozenset({"epochs", "data_dir", "output_dir", "device", "resume", "overwrite"})
+
+
 def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str, Any]:
     """The settings that decide a run's numbers; a resumed run must match its checkpoint on each.
 
-    Not among them: the epoch count (a finished run can be extended), folders and device. The
-    number of processes is: each normalises its BatchNorm layers over its share of a batch.
+    Every parsed setting but ``MAY_CHANGE_ON_RESUME``, with the seed as drawn and the number of
+    processes (each normalises its BatchNorm layers over its share of a batch). Settings that
+    cannot act in this run are left out: the other schedule's, and the worker count of the
+    torchvision loader when the on-device loader (which has no workers) is used.
     """
-    schedule = (
-        {"t_zero": args.t_zero, "t_mult": args.t_mult} if args.warm_restart else {"milestones": list(args.milestones)}
-    )
-    # Worker processes each draw their own augmentation stream; the on-device loader has none.
-    loader = {"loader": args.loader, **({"workers": args.workers} if args.loader == "torchvision" else {})}
-    return {
-        "recipe": args.recipe,
-        "dataset": args.dataset,
-        "model": args.model,
-        "warm_restart": args.warm_restart,
-        **schedule,
-        "batch_size": args.batch_size,
-        "train_subset": args.train_subset,
-        "val_subset": args.val_subset,
-        "seed": seed,
-        **loader,
-        "channels_last": args.channels_last,
-        "amp": args.amp,
-        "tf32": args.tf32,
-        "compile": args.compile,
-        "processes": processes,
-        "sync_bn": args.sync_bn,
-    }
+    config = {key: value for key, value in vars(args).items() if key not in MAY_CHANGE_ON_RESUME}
+    config.update(seed=seed, processes=processes)
+    for unused in ("milestones",) if args.warm_restart else ("t_zero", "t_mult"):
+        del config[unused]
+    if args.loader != "torchvision":  # worker processes each draw their own augmentation stream
+        del config["workers"]
+    return config
 
 
 def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ command, and every command-line flag is documented."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -44,3 +45,14 @@ def test_every_flag_is_in_the_readme():
     for module in (train, plot, bench, ensemble, report):
         for name in option_strings(module.build_parser()):
             assert f"`{name}" in README, f"{name} of {module.__name__}.py is not documented in README.md"
+
+
+def test_help_shows_every_default():
+    for module in (train, plot, bench, ensemble, report):
+        parser = module.build_parser()
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings and action.default is not argparse.SUPPRESS:
+                shown = formatter._get_help_string(action)
+                assert "(default" in shown, f"{module.__name__}.py {action.option_strings[0]}: {shown!r}"
+        assert "(default: " in parser.format_help()

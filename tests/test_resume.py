@@ -16,8 +16,10 @@ from pathlib import Path
 import joblib
 import pytest
 import torch
+import torchvision
 from test_train import TINY, call
 
+import checkpoint
 import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -401,3 +403,31 @@ def test_a_closed_output_stops_the_run_quietly_and_it_resumes(cifar_dir, tmp_pat
     code, _, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
     assert code == 0, err
     assert_same_run(out, uninterrupted["warm"])
+
+
+def test_a_new_setting_is_protected_on_resume_without_being_listed(cifar_dir, tmp_path, monkeypatch):
+    build = train.build_parser
+
+    def with_a_new_flag():
+        parser = build()
+        parser.add_argument("--dummy", type=int, default=0)
+        return parser
+
+    monkeypatch.setattr(train, "build_parser", with_a_new_flag)
+    common = ["--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    assert call(train.main, ["-e", "1", *common])[0] == 0
+    code, _, err = call(train.main, ["-e", "2", *common, "--resume", "--dummy", "3"])
+    assert code == 1 and "dummy: 0 in the checkpoint, 3 now" in err
+    # What may change on resume does: the epoch count (and folders, device).
+    code, log, err = call(train.main, ["-e", "2", *common, "--resume"])
+    assert code == 0 and "Resuming after epoch 1" in log, err
+
+
+def test_the_run_record_names_the_code_and_library_versions(uninterrupted, tmp_path, monkeypatch):
+    versions = record(uninterrupted["warm"], "wr_s1_m2")["versions"]
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # run from a git checkout, as CI and developers do
+        assert versions["code"]["commit"] == head.stdout.strip() and isinstance(versions["code"]["modified"], bool)
+    assert versions["torch"] == torch.__version__ and versions["torchvision"] == torchvision.__version__
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git: the record says nothing rather than failing
+    assert checkpoint.code_version() is None
