@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import checkpoint
 import cifar
+import distributed
 import recipes
 import train
 from errors import ShowDefaults, reports_user_errors
@@ -358,13 +359,14 @@ def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = train.pick_device(args.device)
+    device = distributed.pick_device(args.device)
     quick = args.quick
     batch, steps, rounds = args.batch_size, 2 if quick else 3, 1 if quick else 5
     workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
-    train.set_precision("off")  # train.py's default: on Ampere and newer GPUs, PyTorch's own would be TF32 convolutions
+    # train.py's default: on Ampere and newer GPUs, PyTorch's own would be TF32 convolutions.
+    distributed.set_precision("off")
     print("Precision: fp32 throughout, TF32 off for convolutions and matrix products (train.py --tf32 off)")
     if args.models:
         print(f"Work: batch {batch}, {steps} steps each after warm-up, synthetic data\n")

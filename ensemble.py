@@ -19,9 +19,9 @@ import torch
 import checkpoint
 import cifar
 import runfiles
+from distributed import pick_device
 from errors import ShowDefaults, UserError, reports_user_errors
-from models import build_network
-from train import pick_device, top1_correct
+from models import build_network, top1_correct
 
 
 def average_softmax(logits: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -158,3 +158,9 @@ def build_network(name: str, num_classes: int) -> nn.Module:
         return build_model(pretrained=False, requires_grad=True, num_classes=num_classes)
     depth, k = (int(x) for x in name.split("-")[1:])
     return WideResNet(depth, k, num_classes)
+
+
+def top1_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How many rows of ``scores`` (logits or probabilities) have their largest entry at the label
+    (ties go to the lowest class index), as a tensor on the scores' device: no sync."""
+    return (scores.argmax(dim=1) == labels).sum()

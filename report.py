@@ -26,9 +26,9 @@ import checkpoint
 import ensemble
 import plot
 import runfiles
+from distributed import pick_device
 from errors import ShowDefaults, UserError, reports_user_errors
 from schedules import cycle_ends
-from train import pick_device
 
 # Test error %, median of 5 runs, WRN-28-10: (CIFAR-10, CIFAR-100). None: the multistep default.
 PAPER_TABLE1 = {

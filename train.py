@@ -29,9 +29,9 @@ import cifar
 import distributed
 import plot
 import runfiles
-from distributed import Team
+from distributed import Team, pick_device, set_precision
 from errors import ShowDefaults, UserError, reports_user_errors
-from models import build_network, check_model_name, count_parameters, trains_on_single_images
+from models import build_network, check_model_name, count_parameters, top1_correct, trains_on_single_images
 from recipes import RECIPES
 from schedules import Schedule, build_schedule, ends_a_cycle
 
@@ -210,37 +210,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: only cpu and cuda are supported.")
-    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
-        raise UserError(
-            f"--device {name}: there is no such GPU here: {distributed.visible_gpus(count)}. "
-            f"Use --device cuda:N with N below {count}, or --device cuda."
-        )
-    return device
-
-
-def set_precision(tf32: str) -> None:
-    """fp32 arithmetic as ``--tf32`` asks. PyTorch's own default lets cuDNN convolutions round their
-    inputs to TF32 (a 10-bit mantissa) on Ampere and newer GPUs while matrix products stay fp32,
-    so a run that says nothing is not fp32 there. The CPU always computes in fp32.
-
-    The legacy flags are set, not the newer ``fp32_precision`` ones: torch reads the legacy
-    cuDNN flag in places (inductor's convolutions) and refuses to when the two APIs are mixed.
-    """
-    torch.backends.cudnn.allow_tf32 = tf32 in ("conv", "on")
-    torch.backends.cuda.matmul.allow_tf32 = tf32 == "on"
-
-
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
 
@@ -331,12 +300,6 @@ class Guard:
             raise NonFiniteLoss(epoch, bad)
         if signum:
             raise Interrupted(signum)
-
-
-def top1_correct(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """How many rows of ``scores`` (logits or probabilities) have their largest entry at the label
-    (ties go to the lowest class index), as a tensor on the scores' device: no sync."""
-    return (scores.argmax(dim=1) == labels).sum()
 
 
 def train_epoch(

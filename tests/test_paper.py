@@ -17,6 +17,7 @@ from test_train import TINY, call
 
 import checkpoint
 import ensemble
+import models
 import report
 import train
 from schedules import cycle_ends, ends_a_cycle
@@ -28,7 +29,7 @@ SMALL = ["--model", "wrn-10-1"]
 def test_top1_is_counted_exactly():
     scores = torch.tensor([[0.1, 0.7, 0.2], [2.0, 2.0, 1.0], [0.0, 0.0, 3.0], [5.0, -1.0, 0.0], [0.3, 0.3, 0.4]])
     labels = torch.tensor([1, 1, 2, 1, 2])  # right, tie goes to class 0 (wrong), right, wrong, right
-    assert train.top1_correct(scores, labels).item() == 3
+    assert models.top1_correct(scores, labels).item() == 3
     assert ensemble.error_rate(scores, labels) == pytest.approx(2 / 5)
 
 
