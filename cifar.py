@@ -114,7 +114,7 @@ def _data_unavailable(root: str | Path, spec: Spec, error: Exception) -> str:
         f"downloaded ({reason}).\n"
         f"Download {spec.source.url} on a machine with a network and put the file in "
         f"{root}/ (it is checked and unpacked on the next run), or unpack it there so that "
-        f"{os.path.join(folder, spec.first_file)} exists. --data-dir points elsewhere."
+        f"{os.path.join(folder, spec.first_file)} exists. Or point --data-dir at the folder that holds it."
     )
 
 

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for run in args.runs:
+        if not run.is_dir():
+            raise UserError(f"{run} is not a folder: give run folders such as outputs/runs/wr_s10_m2.")
     runs = [snapshots_in(run) for run in args.runs]
     for run, snapshots in zip(args.runs, runs):
         if not snapshots:

@@ -354,7 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         curves = {}
         if not args.skip_ensembles:
             test = ensemble.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
-            rows, curves = table2(group, settings["dataset"], test, paper_header)
+            try:
+                rows, curves = table2(group, settings["dataset"], test, paper_header)
+            except UserError as error:  # most often: no data set here
+                raise UserError(
+                    f"{error}\nOnly Table 2 (the snapshot ensembles) needs the test set: pass the "
+                    "--data-dir the runs used, or --skip-ensembles to leave Table 2 out."
+                ) from None
             lines += ["### Table 2: snapshot ensembles (the last M cycle-end snapshots of each run)", ""] + rows + [""]
         for path in figures(group, curves, out, name):
             lines.append(f"![{path.stem}]({path.name})")

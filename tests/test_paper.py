@@ -440,3 +440,13 @@ def test_table2_cites_the_paper_only_for_its_own_schedule_and_ensembles():
     assert report.paper_table2((10, 2), "cifar10", 1, 1) == "4.03"  # one snapshot: Table 1's epoch-150 network
     assert report.paper_table2((10, 2), "cifar10", 1, 2) == ""  # the paper reports M = 1 and 3 only
     assert report.paper_table2((1, 2), "cifar10", 1, 3) == ""
+
+
+def test_the_report_without_the_data_set_names_the_way_out(tiny_grid, tmp_path, offline):
+    code, _, err = call(report.main, ["--runs", str(tiny_grid), "--data-dir", str(tmp_path / "none")])
+    assert code == 1 and "is not in" in err and "--skip-ensembles" in err and "Traceback" not in err
+
+
+def test_ensemble_names_a_folder_that_does_not_exist(tmp_path):
+    code, _, err = call(ensemble.main, [str(tmp_path / "nothere")])
+    assert code == 1 and "is not a folder" in err
