@@ -431,3 +431,15 @@ def test_the_run_record_names_the_code_and_library_versions(uninterrupted, tmp_p
     assert versions["torch"] == torch.__version__ and versions["torchvision"] == torchvision.__version__
     monkeypatch.setenv("PATH", str(tmp_path))  # no git: the record says nothing rather than failing
     assert checkpoint.code_version() is None
+
+
+def test_a_signal_stops_a_paper_recipe_run_that_resumes_exactly(cifar_dir, tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    args = argv("paper", cifar_dir, out)
+    proc = start_until(harness(cifar_dir, "none", args), "Epoch 2 of 4", start_new_session=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Stopped by SIGTERM" in err, err[-2000:]
+    code, _, err = call(train.main, [*args, "--resume"])
+    assert code == 0, err
+    assert_same_run(out, uninterrupted["paper"])
