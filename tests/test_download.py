@@ -9,19 +9,18 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from cifar_format import write_archive, write_cifar10
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CHUNK, PAUSE = 8192, 0.05  # the 160 kB archive takes about a second to arrive
 
 
 @pytest.fixture
 def archive_server(tmp_path):
-    """(folder holding the fake archive and its unpacked files, the archive's URL, the downloads served
-    to the end). torchvision first probes for redirects with a GET it closes after the headers: that
+    """(folder holding the fake archive and its unpacked files, the archive's URL, a function giving the
+    downloads served to the end). torchvision first probes for redirects with a GET it closes after the headers: that
     one is cut off, and not counted."""
     staging = write_cifar10(tmp_path / "staging")
     body = write_archive(staging).read_bytes()
@@ -50,9 +49,16 @@ def archive_server(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield staging, f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz", served
-    server.shutdown()
-    server.server_close()
+
+    def downloads() -> list[str]:
+        """The downloads served to the end, once every request has been handled (closing the server
+        joins its request threads: a client can have its last byte before the server counts it)."""
+        server.shutdown()
+        server.server_close()
+        return served
+
+    yield staging, f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz", downloads
+    downloads()
 
 
 def local_env() -> dict[str, str]:
@@ -61,7 +67,7 @@ def local_env() -> dict[str, str]:
 
 
 def test_torchrun_ranks_on_an_empty_data_dir_download_once(archive_server, tmp_path):
-    staging, url, served = archive_server
+    staging, url, downloads = archive_server
     data = tmp_path / "empty"
     run = [
         "-e",
@@ -98,7 +104,7 @@ def test_torchrun_ranks_on_an_empty_data_dir_download_once(archive_server, tmp_p
         env=local_env(),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert served == ["/cifar-10-python.tar.gz"]
+    assert downloads() == ["/cifar-10-python.tar.gz"]
     assert "Finished Training" in done.stdout
     assert sorted(p.name for p in (data / "cifar-10-batches-py").iterdir()) == sorted(
         p.name for p in (staging / "cifar-10-batches-py").iterdir()
@@ -106,7 +112,7 @@ def test_torchrun_ranks_on_an_empty_data_dir_download_once(archive_server, tmp_p
 
 
 def test_several_processes_fetching_at_once_download_once(archive_server, tmp_path):
-    staging, url, served = archive_server
+    staging, url, downloads = archive_server
     data = tmp_path / "empty"
     command = [
         sys.executable,
@@ -127,7 +133,7 @@ def test_several_processes_fetching_at_once_download_once(archive_server, tmp_pa
     ]
     results = [proc.communicate(timeout=120) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
-    assert served == ["/cifar-10-python.tar.gz"]
+    assert downloads() == ["/cifar-10-python.tar.gz"]
     for name in ("data_batch_1", "test_batch", "batches.meta"):
         assert (data / "cifar-10-batches-py" / name).read_bytes() == (
             staging / "cifar-10-batches-py" / name
@@ -158,7 +164,7 @@ def test_an_archive_left_half_written_is_downloaded_again(archive_server, tmp_pa
 
     import cifar
 
-    staging, url, served = archive_server
+    staging, url, downloads = archive_server
     use_checksums_of(staging, monkeypatch.setattr)
     monkeypatch.setattr(cifar.CIFAR10, "url", url)
     data = tmp_path / "data"
@@ -168,5 +174,5 @@ def test_an_archive_left_half_written_is_downloaded_again(archive_server, tmp_pa
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     assert len(cifar.load_cifar(data, train=False)) == 16
-    assert served == ["/cifar-10-python.tar.gz"]
+    assert downloads() == ["/cifar-10-python.tar.gz"]
     assert (data / "cifar-10-python.tar.gz").read_bytes() == archive
