@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from test_train import call
+from conftest import call
 
 import bench
 from models import build_network, count_parameters

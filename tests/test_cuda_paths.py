@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import call
+from conftest import call
 
 import checkpoint
 import train

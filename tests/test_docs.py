@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
+
+from conftest import REPO
 
 import bench
 import ensemble
@@ -13,7 +14,6 @@ import plot
 import report
 import train
 
-REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from test_resume import argv, files_of, harness, start_until
-from test_train import call
+from conftest import argv, call, files_of, harness, start_until
 
 import cifar
 import train

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from cifar_format import use_checksums_of, write_cifar100
-from test_train import TINY, call
+from conftest import REPO, SMALL, TINY, call
 
 import checkpoint
 import ensemble
@@ -21,9 +21,6 @@ import models
 import report
 import train
 from schedules import cycle_ends, ends_a_cycle
-
-REPO = Path(__file__).resolve().parent.parent
-SMALL = ["--model", "wrn-10-1"]
 
 
 def test_top1_is_counted_exactly():

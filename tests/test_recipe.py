@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from test_train import TINY, call
+from conftest import SMALL, TINY, call
 from torch import nn
 
 import cifar
@@ -18,7 +18,6 @@ import train
 from schedules import build_schedule
 
 CPU = torch.device("cpu")
-SMALL = ["--model", "wrn-10-1"]
 
 
 # The optimiser: eq. (3)-(4) and the script's penalty.

@@ -9,7 +9,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,66 +16,25 @@ import joblib
 import pytest
 import torch
 import torchvision
-from test_train import TINY, call
+from conftest import (
+    REPO,
+    RUNS,
+    SMALL,
+    STEPS_PER_EPOCH,
+    TINY,
+    argv,
+    assert_same_run,
+    call,
+    files_of,
+    harness,
+    start_until,
+)
 
 import checkpoint
 import train
 
-REPO = Path(__file__).resolve().parent.parent
 # 40 training images in batches of 16: 3 steps an epoch. Warm restarts at epochs 1 and 3.
 # A small Wide ResNet: resuming is the same for every network, and this one is quick.
-SMALL = ["--model", "wrn-10-1"]
-RUNS = {
-    "multistep": ["-e", "4", "--milestones", "2", "3", "--seed", "11", *SMALL, *TINY],
-    "warm": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--seed", "12", *SMALL, *TINY],
-    # The SGDR script's recipe: 80 samples (each image plain and mirrored) in 5 batches an epoch.
-    "paper": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recipe", "paper", "--seed", "13", *SMALL, *TINY],
-}
-STEPS_PER_EPOCH = 3
-
-
-def argv(kind: str, data: Path, out: Path, *more: str) -> list[str]:
-    return [*RUNS[kind], "--data-dir", str(data), "--output-dir", str(out), *more]
-
-
-def files_of(out: Path) -> dict[str, bytes]:
-    """Every file under ``out`` with its bytes, but the run records (they hold times)."""
-    return {
-        str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"
-    }
-
-
-def checkpoints_of(out: Path) -> dict[str, dict]:
-    return {str(p.relative_to(out)): torch.load(p, weights_only=True) for p in out.rglob("checkpoint.pt")}
-
-
-def assert_same_run(got: Path, want: Path) -> None:
-    """Same reference files byte for byte, and checkpoints with equal weights, optimiser,
-    scheduler, histories and random states."""
-    got_files, want_files = files_of(got), files_of(want)
-    assert sorted(got_files) == sorted(want_files)
-    for name in want_files:
-        if not name.endswith("checkpoint.pt"):  # zip archives name their records after the folder
-            assert got_files[name] == want_files[name], name
-    got_ck, want_ck = checkpoints_of(got), checkpoints_of(want)
-    for name, want_state in want_ck.items():
-        assert_equal(got_ck[name], want_state, name)
-
-
-def assert_equal(a, b, where: str) -> None:
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert sorted(a, key=str) == sorted(b, key=str), where
-        for key in a:
-            assert_equal(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 @pytest.fixture(scope="module")
@@ -92,25 +50,6 @@ def uninterrupted(tiny_cifar, tmp_path_factory) -> dict[str, Path]:
             code, _, err = call(train.main, argv(kind, tiny_cifar, outs[kind]))
             assert code == 0, err
     return outs
-
-
-def harness(data: Path, point: str, args: list[str]) -> list[str]:
-    return [sys.executable, str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / "train.py"), *args]
-
-
-def start_until(command: list[str], line: str, **popen) -> subprocess.Popen:
-    """Start ``command`` (unbuffered, text pipes) and return once its stdout has printed ``line``."""
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        **{"stderr": subprocess.PIPE, **popen},
-    )
-    for printed in proc.stdout:
-        if line in printed:
-            return proc
-    raise AssertionError(f"{line!r} never printed; exit status {proc.wait()}")
 
 
 def record(out: Path, name: str) -> dict:

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import joblib
 import pytest
-from test_train import MULTISTEP, wr_files
-
-REPO = Path(__file__).resolve().parent.parent
+from conftest import MULTISTEP, REPO, wr_files
 
 
 def run_sh(*args: str, python: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 import torch
 from cifar_format import use_checksums_of
-from test_resume import assert_same_run, files_of, start_until
-from test_train import call
+from conftest import REPO, assert_same_run, call, files_of, start_until
 
 import cifar
 import train
 from models import build_network
 
-REPO = Path(__file__).resolve().parent.parent
 # 40 training images, 3 batches of 16 (the last of 8): each of 2 processes takes 8, 8, 4.
 RUN = ["-e", "3", "-wr", "-t0", "1", "-tm", "2", "-b", "16", "--model", "wrn-10-1", "--seed", "5"]
 CPU = torch.device("cpu")

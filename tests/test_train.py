@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
 from pathlib import Path
@@ -11,35 +9,11 @@ from pathlib import Path
 import joblib
 import pytest
 from cifar_format import use_checksums_of
+from conftest import MULTISTEP, TINY, call, wr_files
 from PIL import Image
 
 import plot
 import train
-
-TINY = ["-b", "16", "--workers", "0"]  # 40 training images: 3 batches; 16 test images: 1 batch
-MULTISTEP = ["loss.jpg", "train_loss.pkl", "val_loss.pkl"]
-
-
-def wr_files(t0: int, tm: int = 1) -> list[str]:
-    tag = f"s{t0}_m{tm}"
-    return [
-        f"wr_loss_{tag}.jpg",
-        f"wr_train_loss_{tag}.pkl",
-        f"wr_val_loss_{tag}.pkl",
-        f"lr_schedule_{tag}.jpg",
-        f"lr_schedule_{tag}.pkl",
-    ]
-
-
-def call(main, argv: list[str]) -> tuple[int, str, str]:
-    """Run a script's main in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

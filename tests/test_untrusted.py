@@ -11,7 +11,7 @@ from pathlib import Path
 import joblib
 import pytest
 import torch
-from test_train import TINY, call
+from conftest import TINY, call
 
 import checkpoint
 import ensemble
