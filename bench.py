@@ -328,7 +328,7 @@ def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -
     optimizer = recipes.reference_optimizer(model)
     F.cross_entropy(model(images), labels).backward()
     optimizer.step()
-    config = train.trajectory(train.build_parser().parse_args([]), 0, 1)  # the reference run's settings
+    config = train.trajectory(train.parse_args([]), 0, 1)  # the reference run's settings
     epochs, batches = 200, -(-cifar.TRAIN_IMAGES // config["batch_size"])
     history = {key: [0.5] * epochs for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
     run = train.Experiment(

@@ -66,6 +66,7 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     )
     assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
+    assert state["config"]["model"] == "resnet34" and state["config"]["recipe"] == "tutorial"
 
 
 @pytest.mark.parametrize(
