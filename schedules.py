@@ -64,12 +64,16 @@ class WarmRestarts(CosineAnnealingWarmRestarts):
             return
         if epoch < 0:
             raise ValueError(f"Expected non-negative epoch, but got {epoch}")
-        start, self.T_i = locate_cycle(epoch, self.T_0, self.T_mult)
-        self.T_cur = epoch - start
+        self.T_cur, self.T_i = self.position(epoch)
         self.last_epoch = math.floor(epoch)
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = sgdr_lr(self.T_cur, self.T_i, base_lr, self.eta_min)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def position(self, epoch: float) -> tuple[float, int]:
+        """(T_cur, T_i) at the fractional epoch ``epoch``: epochs since the cycle began, and its length."""
+        start, length = locate_cycle(epoch, self.T_0, self.T_mult)
+        return epoch - start, length
 
 
 class SampleWarmRestarts(WarmRestarts):
@@ -87,18 +91,12 @@ class SampleWarmRestarts(WarmRestarts):
         self.batches, self.increment = batches, increment
         super().__init__(optimizer, T_0=T_0, T_mult=T_mult, eta_min=0.0)
 
-    def step(self, epoch: float | None = None) -> None:
-        if epoch is None:  # the constructor's step: eta_max for the first batch
-            super().step()
-            return
+    def position(self, epoch: float) -> tuple[float, int]:
+        """(T_cur, T_i) after batch ``batch`` of epoch ``whole``, where ``epoch = whole + batch / batches``."""
         whole = math.floor(epoch)
         batch = round((epoch - whole) * self.batches)  # exact: batch / batches is far above rounding
-        start, self.T_i = locate_cycle(whole, self.T_0, self.T_mult)
-        self.T_cur = ((whole - start) * self.batches + batch + 1) * self.increment
-        self.last_epoch = whole
-        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = sgdr_lr(self.T_cur, self.T_i, base_lr, self.eta_min)
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        start, length = locate_cycle(whole, self.T_0, self.T_mult)
+        return ((whole - start) * self.batches + batch + 1) * self.increment, length
 
 
 @dataclass
