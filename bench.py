@@ -268,12 +268,10 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
     what that makes one training epoch (validation not included): the tutorial's 50,000 images
     in 391 batches, the paper's 100,000 samples in 781; the paper's grid of 30 runs of 200 such
     epochs; and what the checkpoint written at the end of every epoch costs beside an epoch."""
-    batches = {
-        recipe.name: cifar.TRAIN_IMAGES * (2 if recipe.mirrored_epoch else 1) // batch
-        if recipe.drop_last
-        else -(-cifar.TRAIN_IMAGES // batch)
-        for recipe in recipes.RECIPES.values()
-    }
+    batches = {}
+    for recipe in recipes.RECIPES.values():
+        samples = cifar.TRAIN_IMAGES * (2 if recipe.mirrored_epoch else 1)
+        batches[recipe.name] = cifar.epoch_batches(samples, batch, recipe.drop_last)
     print(
         row(
             [

@@ -221,6 +221,11 @@ def mean_image(dataset: Dataset) -> torch.Tensor:
     return images.double().div(255).mean(dim=0, keepdim=True).float()
 
 
+def epoch_batches(samples: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in an epoch of ``samples``: full ones only with ``drop_last``, else the last partial one too."""
+    return samples // batch_size if drop_last else -(-samples // batch_size)
+
+
 class DeviceLoader:
     """CIFAR held on the training device as one uint8 tensor; batches are drawn, augmented
     and normalised there with batched tensor operations, so the device never waits for Python.
@@ -269,7 +274,7 @@ class DeviceLoader:
         return len(self.labels) * (2 if self.mirrored else 1)
 
     def __len__(self) -> int:
-        return self.samples // self.batch_size if self.drop_last else -(-self.samples // self.batch_size)
+        return epoch_batches(self.samples, self.batch_size, self.drop_last)
 
     def _draws(self) -> tuple[torch.Tensor, ...]:
         n, g = len(self.labels), self.generator
