@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,8 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import checkpoint
 import cifar
 import distributed
+import experiment
 import recipes
-import train
+import settings
 from errors import ShowDefaults, reports_user_errors
 from models import build_network, count_parameters
 from schedules import build_schedule
@@ -146,7 +146,7 @@ def our_stepper(
     schedule = build_schedule(optimizer, True, 50, 1, [])
 
     def epoch(batches: int):
-        train.train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, [], autocast)
+        experiment.train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, [], autocast)
 
     def rate(steps: int) -> float:
         epoch(1)  # a warm-up step right before each measurement (see paired)
@@ -209,6 +209,13 @@ def variant(model_name: str, device: torch.device, batch_size: int, channels_las
     return model, images, labels
 
 
+def run_setup(model_name: str, device: torch.device, data, folder: str, *flags: str) -> experiment.Experiment:
+    """A run built by train.py's own ``setup`` from train.py's flags (its defaults, the reference run's,
+    unless ``flags`` say otherwise), on ``data`` (training and test sets), with its folder in ``folder``."""
+    args = settings.parse_args(["--model", model_name, "--seed", "0", "--output-dir", folder, *flags])
+    return experiment.setup(args, device=device, data=data)
+
+
 def epoch_seconds(
     kind: str,
     train_set,
@@ -219,22 +226,20 @@ def epoch_seconds(
     workers: int,
     channels_last: bool,
 ) -> tuple[float, float]:
-    """(seconds of one epoch - training and validation - through train.py's functions,
-    seconds of the data pipeline alone over the same batches)."""
-    generator = torch.Generator().manual_seed(0)
-    train_loader, val_loader = cifar.make_loaders(
-        train_set, val_set, kind, batch_size, generator, device, workers, channels_last
-    )
-    model, _, _ = variant(model_name, device, batch_size, channels_last)
-    optimizer = recipes.reference_optimizer(model)
-    schedule = build_schedule(optimizer, True, 50, 1, [])
-    data_only = timed(device, lambda: [None for loader in (train_loader, val_loader) for _ in loader])
+    """(seconds of one epoch - training and validation - of a run set up as train.py sets it up,
+    with warm restarts (T_0 = 50), ``kind`` of loader and memory format; seconds of the data
+    pipeline alone over the same batches)."""
+    layout = "--channels-last" if channels_last else "--no-channels-last"
+    flags = ["-wr", "-b", str(batch_size), "--loader", kind, "--workers", str(workers), layout]
+    with tempfile.TemporaryDirectory(prefix=".bench-epoch-") as folder:  # setup reads it; nothing is written
+        run = run_setup(model_name, device, (train_set, val_set), folder, *flags)
+        data_only = timed(device, lambda: [None for loader in (run.train_loader, run.val_loader) for _ in loader])
 
-    def epoch():
-        train.train_epoch(model, train_loader, optimizer, schedule, 0, device, [])
-        train.validate(model, val_loader, device)
+        def epoch():
+            run.train_epoch(0, experiment.Guard())
+            run.validate(experiment.Guard())
 
-    return timed(device, epoch), data_only
+        return timed(device, epoch), data_only
 
 
 def row(cells: Sequence[object]) -> str:
@@ -248,10 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The same checks as train.py's flags: a bad value is a parser error, not a traceback.
     parser.add_argument(
-        "--model", type=train._model_name, default="resnet34", help="network, as train.py's --model (default: resnet34)"
+        "--model",
+        type=settings.model_name,
+        default="resnet34",
+        help="network, as train.py's --model (default: resnet34)",
     )
     parser.add_argument(
-        "--batch-size", type=train._int_at_least(1), default=128, help="images per batch (default: 128)"
+        "--batch-size", type=settings.int_at_least(1), default=128, help="images per batch (default: 128)"
     )
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
     parser.add_argument(
@@ -298,7 +306,7 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
             for recipe in recipes.RECIPES.values()
         }
         seconds = {k: batches[k] * batch / rates[k] for k in rates}
-        size, write, read = checkpoint_cost(model, images, labels, device, repeats)
+        size, write, read = checkpoint_cost(name, device, batch, repeats)
         print(
             row(
                 [
@@ -319,39 +327,25 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
         )
 
 
-def checkpoint_cost(model, images, labels, device: torch.device, repeats: int) -> tuple[int, float, float]:
-    """Size, median write and median read seconds of train.py's checkpoint for ``model`` at the end
-    of a 200-epoch run (full histories, momentum buffers), written as train.py writes it (a
-    temporary file, fsync, rename) into a folder under the working directory, then removed."""
-    optimizer = recipes.reference_optimizer(model)
-    F.cross_entropy(model(images), labels).backward()
-    optimizer.step()
-    config = train.trajectory(train.parse_args([]), 0, 1)  # the reference run's settings
-    epochs, batches = 200, -(-cifar.TRAIN_IMAGES // config["batch_size"])
-    history = {key: [0.5] * epochs for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
-    run = train.Experiment(
-        config=config,
-        device=device,
-        files=None,
-        model=model,
-        optimizer=optimizer,
-        schedule=build_schedule(optimizer, True, 50, 1, []),
-        generator=torch.Generator(),
-        train_loader=None,
-        val_loader=None,
-        net=model,
-        eval_net=model,
-        autocast=nullcontext,
-        history={**history, "lr": [0.05] * (epochs * batches)},
-        epochs_done=epochs,
-    )
-    state, writes, reads = run.state(), [], []
+def checkpoint_cost(model_name: str, device: torch.device, batch: int, repeats: int) -> tuple[int, float, float]:
+    """Size, median write and median read seconds of train.py's checkpoint of ``model_name`` at the
+    end of a 200-epoch run of the reference settings (full histories, momentum buffers): the run is set
+    up by train.py's ``setup`` and saved by its own ``save`` (a temporary file, fsync, rename) into a
+    folder under the working directory, then removed."""
     with tempfile.TemporaryDirectory(prefix=".bench-checkpoint-", dir=os.getcwd()) as folder:
-        path = Path(folder) / "checkpoint.pt"
+        run = run_setup(model_name, device, (synthetic(batch), synthetic(batch, 1)), folder, "-b", str(batch))
+        images, labels = next(iter(run.train_loader))
+        F.cross_entropy(run.net(images), labels).backward()
+        run.optimizer.step()  # the optimiser's state (momentum buffers) now exists, as in any checkpoint
+        epochs, batches = 200, cifar.epoch_batches(cifar.TRAIN_IMAGES, batch, drop_last=False)
+        run.history = {key: [0.5] * epochs for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
+        run.history["lr"] = [0.05] * (epochs * batches)
+        run.epochs_done = epochs
+        writes, reads = [], []
         for _ in range(repeats):
-            writes.append(timed(device, lambda: checkpoint.save(path, state)))
-            reads.append(timed(device, lambda: checkpoint.load(path)))
-        return path.stat().st_size, statistics.median(writes), statistics.median(reads)
+            writes.append(timed(device, run.save))
+            reads.append(timed(device, lambda: checkpoint.load(run.files.checkpoint)))
+        return run.files.checkpoint.stat().st_size, statistics.median(writes), statistics.median(reads)
 
 
 @reports_user_errors

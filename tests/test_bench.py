@@ -9,6 +9,7 @@ import torch
 from conftest import call
 
 import bench
+import settings
 from models import build_network, count_parameters
 
 
@@ -57,8 +58,8 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     monkeypatch.chdir(tmp_path)
     saved = []
     monkeypatch.setattr(bench.checkpoint, "load", lambda path: saved.append(torch.load(path, weights_only=True)))
-    model, images, labels = bench.variant("wrn-10-1", torch.device("cpu"), 4, channels_last=True)
-    size, write, read = bench.checkpoint_cost(model, images, labels, torch.device("cpu"), 2)
+    size, write, read = bench.checkpoint_cost("wrn-10-1", torch.device("cpu"), 128, 2)
+    model = build_network("wrn-10-1", 10)
     assert len(saved) == 2 and size > 4 * count_parameters(model)[0] and write > 0 and read > 0
     state = saved[0]
     assert (
@@ -66,7 +67,9 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     )
     assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
-    assert state["config"]["model"] == "resnet34" and state["config"]["recipe"] == "tutorial"
+    assert state["config"]["model"] == "wrn-10-1" and state["config"]["recipe"] == "tutorial"
+    assert state["config"] == settings.trajectory(settings.parse_args(["--model", "wrn-10-1", "--seed", "0"]), 0, 1)
+    assert list(tmp_path.iterdir()) == []  # the run's folder is removed
 
 
 @pytest.mark.parametrize(

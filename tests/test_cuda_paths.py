@@ -10,6 +10,8 @@ import torch
 from conftest import call
 
 import checkpoint
+import experiment
+import settings
 import train
 
 TINY_RUN = [
@@ -149,11 +151,11 @@ def test_compile_gets_the_module_and_ddp_wraps_the_compiled_module(cifar_dir, tm
 
     given = []
     monkeypatch.setattr(torch, "compile", lambda module, *a, **k: given.append(module) or module)
-    args = train.parse_args([*TINY_RUN, "--compile", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])
+    args = settings.parse_args([*TINY_RUN, "--compile", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])
     # Rank 0 of two as far as setup can tell, over a one-process Gloo group: DDP's collectives return at once.
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
-        exp = train.setup(args, Team(rank=0, world=2), torch.device("cpu"))
+        exp = experiment.setup(args, Team(rank=0, world=2), torch.device("cpu"))
     finally:
         dist.destroy_process_group()
     assert given == [exp.model]

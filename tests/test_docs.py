@@ -12,7 +12,7 @@ import bench
 import ensemble
 import plot
 import report
-import train
+import settings
 
 README = (REPO / "README.md").read_text()
 
@@ -42,13 +42,13 @@ def option_strings(parser) -> set[str]:
 
 
 def test_every_flag_is_in_the_readme():
-    for module in (train, plot, bench, ensemble, report):
+    for module in (settings, plot, bench, ensemble, report):
         for name in option_strings(module.build_parser()):
             assert f"`{name}" in README, f"{name} of {module.__name__}.py is not documented in README.md"
 
 
 def test_help_shows_every_default():
-    for module in (train, plot, bench, ensemble, report):
+    for module in (settings, plot, bench, ensemble, report):
         parser = module.build_parser()
         formatter = parser._get_formatter()
         for action in parser._actions:

@@ -19,6 +19,7 @@ import checkpoint
 import ensemble
 import models
 import report
+import settings
 import train
 from schedules import cycle_ends, ends_a_cycle
 
@@ -244,7 +245,7 @@ def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards(
     env = {"PYTHON": "python", "SEEDS": "3 4", "RECIPE": "tutorial", "GRID_DIR": "g"}
     commands = grid_commands(env, "--model", "wrn-10-1", "--data-dir", "my data", "--epochs=7")
     assert len(commands) == 12 and all(c[:2] == ["python", f"{REPO}/train.py"] for c in commands)
-    args = [train.parse_args(c[2:]) for c in commands]  # every line is a valid train.py command
+    args = [settings.parse_args(c[2:]) for c in commands]  # every line is a valid train.py command
     assert {(a.model, a.recipe, a.epochs, a.data_dir) for a in args} == {("wrn-10-1", "tutorial", 7, "my data")}
     assert [a.output_dir for a in args] == [f"g/cifar10-wrn-10-1-tutorial/seed{s}" for s in (3, 4) for _ in range(6)]
     assert [(a.warm_restart, a.t_zero, a.t_mult) for a in args[:6]] == [

@@ -14,6 +14,7 @@ from torch import nn
 
 import cifar
 import recipes
+import settings
 import train
 from schedules import build_schedule
 
@@ -230,11 +231,11 @@ def test_a_subset_run_steps_with_its_own_epoch(cifar_dir, tmp_path):
 
 
 def test_the_recipe_picks_its_network_and_refuses_the_torchvision_pipeline(capsys):
-    assert train.parse_args(["--recipe", "paper"]).model == "wrn-28-10"
-    assert train.parse_args(["--recipe", "paper", "--model", "resnet34"]).model == "resnet34"
-    assert train.parse_args([]).model == "resnet34" and train.parse_args([]).recipe == "tutorial"
+    assert settings.parse_args(["--recipe", "paper"]).model == "wrn-28-10"
+    assert settings.parse_args(["--recipe", "paper", "--model", "resnet34"]).model == "resnet34"
+    assert settings.parse_args([]).model == "resnet34" and settings.parse_args([]).recipe == "tutorial"
     with pytest.raises(SystemExit) as exit_:
-        train.parse_args(["--recipe", "paper", "--loader", "torchvision"])
+        settings.parse_args(["--recipe", "paper", "--loader", "torchvision"])
     assert exit_.value.code == 2 and "--recipe paper runs on the default --loader device" in capsys.readouterr().err
 
 

@@ -31,6 +31,8 @@ from conftest import (
 )
 
 import checkpoint
+import experiment
+import settings
 import train
 
 # 40 training images in batches of 16: 3 steps an epoch. Warm restarts at epochs 1 and 3.
@@ -196,7 +198,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(cifar_dir
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(experiment.F, "cross_entropy", poisoned)
     out = tmp_path / "out"
     code, log, err = call(train.main, argv("multistep", cifar_dir, out))
     assert code == 1
@@ -345,14 +347,14 @@ def test_a_closed_output_stops_the_run_quietly_and_it_resumes(cifar_dir, tmp_pat
 
 
 def test_a_new_setting_is_protected_on_resume_without_being_listed(cifar_dir, tmp_path, monkeypatch):
-    build = train.build_parser
+    build = settings.build_parser
 
     def with_a_new_flag():
         parser = build()
         parser.add_argument("--dummy", type=int, default=0)
         return parser
 
-    monkeypatch.setattr(train, "build_parser", with_a_new_flag)
+    monkeypatch.setattr(settings, "build_parser", with_a_new_flag)
     common = ["--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
     assert call(train.main, ["-e", "1", *common])[0] == 0
     code, _, err = call(train.main, ["-e", "2", *common, "--resume", "--dummy", "3"])

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
+import experiment
 import recipes
 import schedules
-import train
 from schedules import Schedule, WarmRestarts, build_schedule, locate_cycle
 
 ETA_MAX = 0.05
@@ -59,7 +59,7 @@ def applied_lrs(
     schedule = build_schedule(optimizer, warm_restart, t_0, t_mult, list(milestones))
     lrs: list[float] = []
     for epoch in range(epochs):
-        train.train_epoch(model, loader, optimizer, schedule, epoch, CPU, lrs)
+        experiment.train_epoch(model, loader, optimizer, schedule, epoch, CPU, lrs)
         schedule.after_epoch()
     return lrs
 
@@ -99,7 +99,7 @@ def test_the_oracle_catches_torchs_closed_form():
     schedule = Schedule(CosineAnnealingWarmRestarts(optimizer, T_0=1, T_mult=3), per_batch=True)
     lrs: list[float] = []
     for epoch in range(130):
-        train.train_epoch(model, loader, optimizer, schedule, epoch, CPU, lrs)
+        experiment.train_epoch(model, loader, optimizer, schedule, epoch, CPU, lrs)
     want = oracle_lrs(1, 3, 130, 2)
     wrong = [k // 2 for k, (g, w) in enumerate(zip(lrs, want)) if abs(g - w) > 1e-12]
     if not wrong:

@@ -19,6 +19,7 @@ from cifar_format import use_checksums_of
 from conftest import REPO, assert_same_run, call, files_of, start_until
 
 import cifar
+import experiment
 import train
 from models import build_network
 
@@ -119,7 +120,7 @@ def test_the_test_metrics_are_those_of_the_saved_network(runs, cifar_dir):
     model = build_network("wrn-10-1", 10).to(memory_format=torch.channels_last)
     model.load_state_dict(state["model"])
     _, val_set = cifar.load_splits(cifar_dir)
-    loss, accuracy = train.validate(model, cifar.DeviceLoader(val_set, 16, CPU, channels_last=True), CPU)
+    loss, accuracy = experiment.validate(model, cifar.DeviceLoader(val_set, 16, CPU, channels_last=True), CPU)
     last = json.loads((runs["two"] / "runs" / "wr_s1_m2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["epoch"] == 3
     assert last["test_loss"] == pytest.approx(loss, rel=1e-6) and last["test_accuracy"] == accuracy

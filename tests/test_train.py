@@ -13,6 +13,7 @@ from conftest import MULTISTEP, TINY, call, wr_files
 from PIL import Image
 
 import plot
+import settings
 import train
 
 
@@ -295,7 +296,7 @@ def test_seeds_torch_cannot_take_are_refused_by_the_parser(seed, message, cifar_
 
 
 def test_the_largest_seed_torch_takes_is_accepted():
-    assert train.parse_args(["--seed", str(2**64 - 1)]).seed == 2**64 - 1
+    assert settings.parse_args(["--seed", str(2**64 - 1)]).seed == 2**64 - 1
 
 
 def test_a_last_batch_of_one_image_is_left_out_for_resnet34_and_resume_agrees(cifar_dir, tmp_path):

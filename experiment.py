@@ -1,0 +1,530 @@
+"""A run, built from its settings: the network, data, optimiser and schedule (``setup``), one
+epoch of training and of validation, the checks made at each batch boundary, and the files
+written after each epoch. train.py's loop puts these together."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import random
+import secrets
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import checkpoint
+import cifar
+import plot
+import runfiles
+from distributed import Team, pick_device, set_precision
+from errors import UserError
+from models import build_network, top1_correct, trains_on_single_images
+from recipes import RECIPES
+from schedules import Schedule, build_schedule, ends_a_cycle
+from settings import trajectory
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
+
+
+class Interrupted(Exception):
+    """Raised at the first batch boundary after SIGINT or SIGTERM; SIGPIPE stands for a closed output."""
+
+    def __init__(self, signum: int, why: str = ""):
+        super().__init__(why or signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequest:
+    """Set by a signal handler; ``Guard.check`` stops every process at the next batch boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """While inside, SIGINT and SIGTERM ask the run to stop at the next batch boundary.
+
+    After the first, a second Ctrl-C raises KeyboardInterrupt at once. Previous handlers
+    come back on exit (signals can only be handled from the main thread).
+    """
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping at the next batch boundary (Ctrl-C again aborts at once).",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(f"epoch {epoch + 1}, batch {batch + 1}")
+        self.epoch, self.batch = epoch, batch
+
+
+class NonFiniteWatch:
+    """Notes the first batch whose loss is not finite, without making the host wait.
+
+    The index is kept on the device; on CUDA a non-blocking copy to pinned memory lets
+    the loop look at it every batch (a batch or two late) without a sync. On the CPU the
+    look is immediate.
+    """
+
+    def __init__(self, device: torch.device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.host = self.first if device.type == "cpu" else torch.full((), -1, dtype=torch.long).pin_memory()
+
+    def update(self, loss: torch.Tensor, batch: int) -> None:
+        self.first.masked_fill_((self.first < 0) & ~torch.isfinite(loss), batch)
+        if self.host is not self.first:
+            self.host.copy_(self.first, non_blocking=True)
+
+    def first_seen(self) -> int | None:
+        first = int(self.host)
+        return first if first >= 0 else None
+
+
+class Guard:
+    """Decides at each batch boundary whether the run goes on, the same way in every process:
+    a stop request (a signal) or a non-finite loss in any process stops all of them there."""
+
+    def __init__(self, stop: StopRequest | None = None, team: Team | None = None):
+        self.stop = stop or StopRequest()
+        self.team = team or Team()
+
+    def check(self, epoch: int = 0, bad_batch: int | None = None) -> None:
+        signum, bad = self.team.agree([self.stop.signum or 0, -1 if bad_batch is None else bad_batch])
+        if bad >= 0:
+            raise NonFiniteLoss(epoch, bad)
+        if signum:
+            raise Interrupted(signum)
+
+
+def train_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    epoch: int,
+    device: torch.device,
+    lrs: list[float],
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    guard: Guard | None = None,
+) -> tuple[float, float]:
+    """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
+    sample and the top-1 accuracy, both of each batch as it was trained (over all processes).
+
+    Appends to ``lrs`` the rate each batch is trained with. The loss is summed on the
+    device and read once at the end, so the loop never waits for the device. After each
+    batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
+    or infinite, ``Interrupted`` after a signal.
+    """
+    guard = guard or Guard()
+    model.train()
+    batches = len(loader)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    samples = torch.zeros((), dtype=torch.long, device=device)
+    watch = NonFiniteWatch(device)
+    for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None, file=sys.stdout)):
+        lrs.append(current_lr(optimizer))
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        optimizer.step()
+        schedule.after_batch(epoch, i, batches)
+        loss_sum += loss.detach() * labels.size(0)
+        correct += top1_correct(logits.detach(), labels)
+        samples += labels.size(0)
+        watch.update(loss.detach(), i)
+        guard.check(epoch, watch.first_seen())
+    guard.team.sum(loss_sum, correct, samples)
+    mean = (loss_sum / samples).item()
+    guard.check(epoch, watch.first_seen())  # exact now: the device has caught up
+    return mean, correct.item() / samples.item()
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    guard: Guard | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means), and top-1
+    accuracy: sums and counts over all processes, then divided."""
+    guard = guard or Guard()
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    samples = torch.zeros((), dtype=torch.long, device=device)
+    for images, labels in tqdm(loader, desc="Validation", total=len(loader), disable=None, file=sys.stdout):
+        with autocast():
+            logits = model(images)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += top1_correct(logits, labels)
+        samples += labels.size(0)
+        guard.check()
+    guard.team.sum(loss_sum, correct, samples)
+    return (loss_sum / samples).item(), correct.item() / samples.item()
+
+
+def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
+    """One row per epoch for ``metrics.jsonl``: losses, top-1 accuracies, test error, and the
+    learning rates of the epoch's first and last batch."""
+    per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
+    return [
+        {
+            "epoch": k + 1,
+            "train_loss": history["train_loss"][k],
+            "train_accuracy": history["train_acc"][k],
+            "test_loss": history["val_loss"][k],
+            "test_accuracy": history["val_acc"][k],
+            "test_error": 1 - history["val_acc"][k],
+            "lr_first": history["lr"][k * per_epoch],
+            "lr_last": history["lr"][(k + 1) * per_epoch - 1],
+        }
+        for k in range(len(history["train_loss"]))
+    ]
+
+
+def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figures: bool) -> None:
+    """Write the reference files for the epochs so far, each atomically; figures only if asked."""
+    runfiles.save_floats(files.train_loss, history["train_loss"])
+    runfiles.save_floats(files.val_loss, history["val_loss"])
+    if files.lr_values is not None:
+        runfiles.save_floats(files.lr_values, history["lr"])
+    runfiles.save_jsonl(files.metrics, metrics_rows(history))
+    if figures:
+        plot.save_loss_figure(history["train_loss"], history["val_loss"], files.loss_figure)
+        if files.lr_figure is not None:
+            plot.save_lr_figure(history["lr"], files.lr_figure)
+
+
+def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None to start afresh; refuses to overwrite a run.
+
+    Runs before anything is written, so a refusal changes no file.
+    """
+    if args.overwrite:
+        runfiles.check_removable(files.all())
+        return None
+    if args.resume and files.checkpoint.exists():
+        return checkpoint.load(files.checkpoint)
+    existing = [str(p) for p in files.all() if p.exists()]
+    if args.resume and existing:
+        raise UserError(
+            f"there is no checkpoint to resume from ({files.checkpoint}), but this run has outputs: "
+            f"{', '.join(existing)}. Start it over with --overwrite, or use another --output-dir."
+        )
+    if existing:
+        raise UserError(
+            f"this run already has files: {', '.join(existing)}. Continue it with --resume, "
+            "start it over with --overwrite (replaces them), or use another --output-dir."
+        )
+    if args.resume:
+        print(f"No checkpoint at {files.checkpoint}: starting the run.")
+    return None
+
+
+def disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def resume_command(command: Sequence[str]) -> str:
+    words = [w for w in command if w != "--overwrite"]
+    return shlex.join(["python", *words] + ([] if "--resume" in words else ["--resume"]))
+
+
+@dataclass
+class Experiment:
+    """What a run trains with, and how far it got: built from the settings, restored from a checkpoint."""
+
+    config: dict[str, Any]
+    device: torch.device
+    files: runfiles.RunFiles
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    generator: torch.Generator
+    train_loader: Any
+    val_loader: Any
+    net: nn.Module  # what training calls: ``model``, or wrapped (DDP) and compiled; files hold ``model``
+    eval_net: nn.Module  # what validation calls: ``model``, or compiled
+    autocast: Callable[[], AbstractContextManager]
+    team: Team = field(default_factory=Team)
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []}
+    )
+    epochs_done: int = 0
+    resumed: bool = False
+    saved_epochs: int | None = None  # the epochs the checkpoint on disk holds (None: none written yet)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint: everything ``restore`` needs to continue exactly from here."""
+        return {
+            "config": self.config,
+            "epoch": self.epochs_done,
+            "history": self.history,
+            "rng": checkpoint.capture_rng(self.generator),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict(),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as error:  # e.g. a Wide ResNet saved before it took the SGDR script's structure
+            raise UserError(
+                f"the checkpoint {self.files.checkpoint} holds a {self.config['model']} of another "
+                f"structure than this version builds ({str(error).splitlines()[0]}). Start the run over "
+                "with --overwrite, or resume it with the version of this project that started it."
+            ) from None
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        self.history, self.epochs_done = saved["history"], saved["epoch"]
+        self.saved_epochs = saved["epoch"]
+        checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them
+        self.resumed = True
+
+    def save(self) -> None:
+        if self.team.is_main:
+            checkpoint.save(self.files.checkpoint, self.state())
+        self.saved_epochs = self.epochs_done
+
+    def train_epoch(self, epoch: int, guard: Guard) -> tuple[float, float, list[float]]:
+        """``train_epoch`` of this run's network and data: mean loss, accuracy, and each batch's rate."""
+        lrs: list[float] = []
+        loss, accuracy = train_epoch(
+            self.net, self.train_loader, self.optimizer, self.schedule, epoch, self.device, lrs, self.autocast, guard
+        )
+        return loss, accuracy, lrs
+
+    def validate(self, guard: Guard) -> tuple[float, float]:
+        """``validate`` of this run's network on its test set: mean loss and accuracy."""
+        return validate(self.eval_net, self.val_loader, self.device, self.autocast, guard)
+
+    def add_epoch(self, train_loss: float, val_loss: float, train_acc: float, val_acc: float, lrs: list[float]) -> None:
+        """One more complete epoch: its losses and accuracies, and the rate of each of its batches."""
+        for key, value in (
+            ("train_loss", train_loss),
+            ("val_loss", val_loss),
+            ("train_acc", train_acc),
+            ("val_acc", val_acc),
+        ):
+            self.history[key].append(value)
+        self.history["lr"].extend(lrs)
+        self.epochs_done += 1
+
+    def write_outputs(self, figures: bool) -> None:
+        """The pickles and metrics of the epochs so far (figures if asked), from rank 0."""
+        if self.team.is_main:
+            save_outputs(self.files, self.history, figures)
+
+    def catch_up(self, figures: bool) -> None:
+        """On resume, the outputs as of the checkpoint: pickles and metrics (figures if asked), and the snapshot
+        if one is due and missing, in case the last session stopped between writing the checkpoint and them."""
+        if self.epochs_done:
+            self.write_outputs(figures)
+            if self.team.is_main and not self.files.snapshot(self.epochs_done).exists():
+                self.snapshot_if_cycle_ends()
+
+    def snapshot_if_cycle_ends(self) -> None:
+        """With warm restarts, keep the network as it is at the end of each cycle, just before the
+        restart: the members of the paper's snapshot ensembles, at no extra training cost."""
+        c = self.config
+        if self.team.is_main and c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
+            classes = cifar.DATASETS[c["dataset"]].classes
+            inputs = {
+                "mean": self.val_loader.mean.cpu(),
+                "std": self.val_loader.std.cpu(),
+            }  # how to normalise test images
+            checkpoint.save_snapshot(
+                self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes, inputs
+            )
+
+
+def check_team(args: argparse.Namespace, team_size: int) -> None:
+    """What several processes need: an even split of every batch, and --sync-bn only on CUDA."""
+    if team_size == 1:
+        if args.sync_bn:
+            raise UserError("--sync-bn needs several processes: start the run with torchrun.")
+        return
+    if args.sync_bn and args.compile:
+        raise UserError(
+            "--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm "
+            "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them."
+        )
+    if args.batch_size % team_size:
+        raise UserError(
+            f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
+            f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8)."
+        )
+    if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
+        raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
+
+
+def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
+    """Refuse batches of one image per process for a network BatchNorm cannot train on them (ResNet34)."""
+    classes = cifar.DATASETS[args.dataset].classes
+    if args.batch_size // team_size == 1 and not trains_on_single_images(args.model, classes):
+        raise UserError(
+            f"{args.model} cannot train on batches of one image{' per process' if team_size > 1 else ''}: "
+            "one of its BatchNorm layers would see a single value per channel. "
+            f"Use -b {2 * team_size} or more."
+        )
+
+
+def setup(
+    args: argparse.Namespace,
+    team: Team | None = None,
+    device: torch.device | None = None,
+    data: tuple[Any, Any] | None = None,
+) -> Experiment:
+    """Check the request (nothing is written before it passes), then build or restore the run.
+
+    ``data``: the (training, test) sets to use instead of those in ``args.data_dir`` (bench.py's
+    synthetic ones); ``args.train_subset`` and ``args.val_subset`` do not apply to them.
+    """
+    team = team or Team()
+    # Every process checks its own request and data; a refusal by any of them reaches all before the
+    # first collective (DDP's), so no process waits for one that has gone.
+    with team.refusals():
+        device = device or pick_device(args.device)
+        files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
+        saved = open_checkpoint(args, files)
+        if args.seed is not None:
+            seed = args.seed
+        else:
+            seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
+        config = trajectory(args, seed, team.world)
+        if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
+            raise UserError(
+                f"this run's checkpoint {files.checkpoint} was made with other settings: "
+                f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite."
+            )
+        random.seed(seed)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        set_precision(args.tf32)
+        if device.type == "cuda":
+            # Convolution algorithms picked by timing: faster, but the pick (and so the rounding) can differ
+            # from run to run, so CUDA runs are not bit-for-bit repeatable.
+            torch.backends.cudnn.benchmark = True
+        recipe = RECIPES[args.recipe]
+        if data is None:
+            data = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
+        train_set, val_set = data
+        remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
+        if remainder % team.world:
+            raise UserError(
+                f"the last training batch ({remainder} images) does not split evenly "
+                f"over {team.world} processes; choose a --train-subset whose remainder does."
+            )
+        train_loader, val_loader = cifar.make_loaders(
+            train_set,
+            val_set,
+            args.loader,
+            args.batch_size,
+            generator,
+            device,
+            args.workers,
+            args.channels_last,
+            args.dataset,
+            team.rank,
+            team.world,
+            recipe,
+        )
+        if len(train_loader) == 0:  # the paper's recipe drops a last partial batch, here the only one
+            raise UserError(
+                f"an epoch of --recipe {recipe.name} drops its last partial batch, and {len(train_set)} images "
+                f"give no full batch of {args.batch_size}: use a larger --train-subset or a smaller --batch-size."
+            )
+        classes = cifar.DATASETS[args.dataset].classes
+        if remainder == team.world and not trains_on_single_images(args.model, classes):
+            train_loader = cifar.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
+    model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = recipe.optimizer(model)
+    # The script's SGDR counts samples: T_cur grows by batch / samples per epoch after each batch.
+    by_samples = (len(train_loader), args.batch_size / train_loader.samples) if recipe.sgdr_by_samples else None
+    schedule = build_schedule(
+        optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples
+    )
+    # Compile the module, then wrap it in DDP: PyTorch's documented order (compiling the wrapper traces DDP's hooks).
+    compiled = torch.compile(model) if args.compile else model
+    net = compiled
+    if team.world > 1:
+        if args.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters, shared statistics
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if args.amp == "bf16" else nullcontext
+    exp = Experiment(
+        config,
+        device,
+        files,
+        model,
+        optimizer,
+        schedule,
+        generator,
+        train_loader,
+        val_loader,
+        net,
+        compiled,
+        autocast,
+        team,
+    )
+    if saved is not None:
+        exp.restore(saved)
+    team.barrier()  # every process has read what it needs before the first process writes
+    if team.is_main:
+        if args.overwrite:
+            runfiles.remove(files.all())
+            if kept := runfiles.snapshots_in(files.run_dir)[1]:
+                print(f"Kept {', '.join(map(str, kept))}: not files of this project.")
+        runfiles.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
+    return exp
+
+
+@contextmanager
+def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]) -> Iterator[None]:
+    """While inside, rank 0 holds the run's folder (``runfiles.RunLock``); if it cannot, every process stops."""
+    with ExitStack() as held:
+        with team.refusals():
+            if team.is_main:
+                run_dir = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult).run_dir
+                held.enter_context(runfiles.RunLock(run_dir, shlex.join(["python", *command])))
+        yield
