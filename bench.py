@@ -3,7 +3,7 @@
 Synthetic data in CIFAR-10's shape, so no data set is needed. Prints one table: images per
 second of each pipeline and each training step with their ratios, the step's GFLOP/s as a
 fraction of this machine's measured fp32 matmul rate, a whole epoch on a subset through
-train.py's own functions, and (without --quick) every CPU option tried.
+the functions train.py runs (experiment.py), and (without --quick) every CPU option tried.
 """
 
 from __future__ import annotations
@@ -140,13 +140,13 @@ def our_stepper(
     autocast=nullcontext,
     make_optimizer: Callable = recipes.reference_optimizer,
 ) -> Stepper:
-    """train.py's own ``train_epoch`` over copies of one batch (with the tutorial's optimiser, or
-    ``make_optimizer``'s)."""
+    """experiment.py's ``train_epoch``, the one train.py runs, over copies of one batch (with the
+    tutorial's optimiser, or ``make_optimizer``'s)."""
     optimizer = make_optimizer(model)
     schedule = build_schedule(optimizer, True, 50, 1, [])
 
     def epoch(batches: int):
-        experiment.train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, [], autocast)
+        experiment.train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, autocast)
 
     def rate(steps: int) -> float:
         epoch(1)  # a warm-up step right before each measurement (see paired)
@@ -210,10 +210,18 @@ def variant(model_name: str, device: torch.device, batch_size: int, channels_las
 
 
 def run_setup(model_name: str, device: torch.device, data, folder: str, *flags: str) -> experiment.Experiment:
-    """A run built by train.py's own ``setup`` from train.py's flags (its defaults, the reference run's,
-    unless ``flags`` say otherwise), on ``data`` (training and test sets), with its folder in ``folder``."""
+    """A run built by ``experiment.setup``, as train.py builds it, from train.py's flags (its defaults,
+    the reference run's, unless ``flags`` say otherwise), on ``data`` (training and test sets), with its
+    folder in ``folder``.
+
+    ``setup`` turns on cuDNN's autotuning on CUDA for the rest of the process; every row of the table
+    is timed with cuDNN's default choice instead, so it is set back."""
     args = settings.parse_args(["--model", model_name, "--seed", "0", "--output-dir", folder, *flags])
-    return experiment.setup(args, device=device, data=data)
+    autotune = torch.backends.cudnn.benchmark
+    try:
+        return experiment.setup(args, device=device, data=data)
+    finally:
+        torch.backends.cudnn.benchmark = autotune
 
 
 def epoch_seconds(
@@ -330,8 +338,8 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
 def checkpoint_cost(model_name: str, device: torch.device, batch: int, repeats: int) -> tuple[int, float, float]:
     """Size, median write and median read seconds of train.py's checkpoint of ``model_name`` at the
     end of a 200-epoch run of the reference settings (full histories, momentum buffers): the run is set
-    up by train.py's ``setup`` and saved by its own ``save`` (a temporary file, fsync, rename) into a
-    folder under the working directory, then removed."""
+    up by ``experiment.setup`` and saved by its ``save`` (a temporary file, fsync, rename), as in
+    train.py, into a folder under the working directory, then removed."""
     with tempfile.TemporaryDirectory(prefix=".bench-checkpoint-", dir=os.getcwd()) as folder:
         run = run_setup(model_name, device, (synthetic(batch), synthetic(batch, 1)), folder, "-b", str(batch))
         images, labels = next(iter(run.train_loader))
@@ -445,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def option_trials(model_name: str, device: torch.device, batch: int, steps: int) -> dict[str, tuple[Stepper, int]]:
-    """One stepper per option (and channels_last with compile), each through train.py's loop."""
+    """One stepper per option (and channels_last with compile), each through ``experiment.train_epoch``."""
     threads = torch.get_num_threads()
     bf16 = partial(torch.autocast, device.type, dtype=torch.bfloat16)
     options = [

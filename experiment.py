@@ -135,16 +135,15 @@ def train_epoch(
     schedule: Schedule,
     epoch: int,
     device: torch.device,
-    lrs: list[float],
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     guard: Guard | None = None,
-) -> tuple[float, float]:
+) -> tuple[float, float, list[float]]:
     """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
-    sample and the top-1 accuracy, both of each batch as it was trained (over all processes).
+    sample and the top-1 accuracy, both of each batch as it was trained (over all processes), and
+    the rate each batch was trained with.
 
-    Appends to ``lrs`` the rate each batch is trained with. The loss is summed on the
-    device and read once at the end, so the loop never waits for the device. After each
-    batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
+    The loss is summed on the device and read once at the end, so the loop never waits for the
+    device. After each batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
     or infinite, ``Interrupted`` after a signal.
     """
     guard = guard or Guard()
@@ -154,6 +153,7 @@ def train_epoch(
     correct = torch.zeros((), dtype=torch.long, device=device)
     samples = torch.zeros((), dtype=torch.long, device=device)
     watch = NonFiniteWatch(device)
+    lrs: list[float] = []
     for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None, file=sys.stdout)):
         lrs.append(current_lr(optimizer))
         optimizer.zero_grad(set_to_none=True)
@@ -171,7 +171,7 @@ def train_epoch(
     guard.team.sum(loss_sum, correct, samples)
     mean = (loss_sum / samples).item()
     guard.check(epoch, watch.first_seen())  # exact now: the device has caught up
-    return mean, correct.item() / samples.item()
+    return mean, correct.item() / samples.item(), lrs
 
 
 @torch.inference_mode()
@@ -325,19 +325,22 @@ class Experiment:
         self.saved_epochs = self.epochs_done
 
     def train_epoch(self, epoch: int, guard: Guard) -> tuple[float, float, list[float]]:
-        """``train_epoch`` of this run's network and data: mean loss, accuracy, and each batch's rate."""
-        lrs: list[float] = []
-        loss, accuracy = train_epoch(
-            self.net, self.train_loader, self.optimizer, self.schedule, epoch, self.device, lrs, self.autocast, guard
+        """The module's ``train_epoch`` on this run's network, data, optimiser and schedule: the epoch's
+        mean loss, accuracy, and each batch's rate."""
+        return train_epoch(
+            self.net, self.train_loader, self.optimizer, self.schedule, epoch, self.device, self.autocast, guard
         )
-        return loss, accuracy, lrs
 
     def validate(self, guard: Guard) -> tuple[float, float]:
-        """``validate`` of this run's network on its test set: mean loss and accuracy."""
+        """The module's ``validate`` on this run's test set: mean loss and accuracy. Every process first
+        takes rank 0's BatchNorm statistics, so that all of them validate the network rank 0 saves."""
+        self.team.share_buffers(self.model)
         return validate(self.eval_net, self.val_loader, self.device, self.autocast, guard)
 
     def add_epoch(self, train_loss: float, val_loss: float, train_acc: float, val_acc: float, lrs: list[float]) -> None:
-        """One more complete epoch: its losses and accuracies, and the rate of each of its batches."""
+        """One more complete epoch: its losses and accuracies, and the rate of each of its batches. Called
+        only once the epoch is complete, so the history (and every file written from it) never holds part
+        of an epoch."""
         for key, value in (
             ("train_loss", train_loss),
             ("val_loss", val_loss),

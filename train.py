@@ -1,7 +1,8 @@
 """Train ResNet34 on CIFAR-10 with the multistep schedule or SGDR's cosine annealing with warm restarts.
 
 ``run`` is the whole run, read top to bottom: set up (experiment.py), then for each epoch train,
-validate, step the schedule, save the outputs and the checkpoint, and print the epoch's lines.
+validate, step the schedule, save the checkpoint and then the outputs, printing every line of the
+epoch from the loop itself (the accuracy before saving, the rest once the epoch is on disk).
 The ways a run can stop early (a signal, a closed pipe, a non-finite loss, a full disk) are
 handled around the loop, by ``stopping_cleanly`` and ``full_disk_is_a_message``. ``main`` reads
 the flags (settings.py) and joins the other processes under torchrun.
@@ -92,36 +93,36 @@ def run(
                     print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
                     guard.check(epoch)  # a stop asked for between epochs
                     train_loss, train_acc, lrs = exp.train_epoch(epoch, guard)
-                    team.share_buffers(exp.model)  # every process validates the network rank 0 saves
                     val_loss, val_acc = exp.validate(guard)
                     exp.schedule.after_epoch()
                     exp.add_epoch(train_loss, val_loss, train_acc, val_acc, lrs)
+                    print(f"Training accuracy: {train_acc:.2%}, test error: {1 - val_acc:.2%}")
 
                     figures = epoch == args.epochs - 1 or time.monotonic() >= figures_due
                     exp.save()  # first: the other files never describe more epochs than the checkpoint
                     exp.write_outputs(figures)
-                    exp.snapshot_if_cycle_ends()
-                    record.epoch_done(exp.epochs_done)
                     if figures:
                         figures_due = time.monotonic() + FIGURE_INTERVAL
+                    exp.snapshot_if_cycle_ends()
+                    record.epoch_done(exp.epochs_done)
 
-                    print(f"Training accuracy: {train_acc:.2%}, test error: {1 - val_acc:.2%}")
                     print(f"LR at end of epoch: {current_lr(exp.optimizer)}")
                     print(f"Training loss: {train_loss:.3f}")
                     print(f"Validation loss: {val_loss:.3f}")
                     print(f"Epoch time: {time.perf_counter() - started:.1f} s")
                     print("-" * 50)
             record.end("finished")
-    print("Finished Training")
-    print(f"Saved {', '.join(str(p) for p in exp.files.reference())}")
-    return exp.history
+        print("Finished Training")
+        print(f"Saved {', '.join(str(p) for p in exp.files.reference())}")
+        return exp.history
 
 
 @contextmanager
 def stopping_cleanly(exp: Experiment, record: checkpoint.RunRecord, command: Sequence[str]) -> Iterator[Guard]:
-    """Around the epochs: SIGINT and SIGTERM ask them to stop at the next batch boundary, and every way
-    they can stop early leaves complete files, a record of why, and a message that says what is on disk
-    and how to go on. Gives the ``Guard`` that checks for a stop at each batch boundary."""
+    """Around the epochs: SIGINT and SIGTERM ask them to stop at the next batch boundary. A signal or a
+    closed output leaves complete files and says how to resume; a non-finite loss becomes a message; any
+    other error is recorded as the reason the session ended (a full disk is then reported by
+    ``full_disk_is_a_message``). Gives the ``Guard`` that checks for a stop at each batch boundary."""
     with stop_on_signals() as stop:
         try:
             yield Guard(stop, exp.team)

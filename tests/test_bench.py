@@ -72,6 +72,21 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     assert list(tmp_path.iterdir()) == []  # the run's folder is removed
 
 
+def test_a_run_set_up_for_timing_leaves_cudnn_autotuning_as_it_was(monkeypatch):
+    """setup() turns on cuDNN's autotuning on CUDA; the rows bench.py times after it must not inherit it."""
+    seen = []
+
+    def setup_on_cuda(args, device=None, data=None):  # what experiment.setup does to the flag on CUDA
+        seen.append(args.model)
+        torch.backends.cudnn.benchmark = True
+        return "run"
+
+    monkeypatch.setattr(bench.experiment, "setup", setup_on_cuda)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert bench.run_setup("wrn-10-1", torch.device("cpu"), None, "folder") == "run" and seen == ["wrn-10-1"]
+    assert torch.backends.cudnn.benchmark is False
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

@@ -313,8 +313,10 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
 
     monkeypatch.setattr(runfiles, "atomic_write", filling)
     out = tmp_path / "out"
-    code, _, err = call(train.main, argv("warm", cifar_dir, out))
+    code, printed, err = call(train.main, argv("warm", cifar_dir, out))
     assert code == 1 and "Traceback" not in err
+    # The epoch the disk filled in printed its accuracy (before saving) and none of the lines after it.
+    assert printed.count("[INFO]: Epoch") == printed.count("Training accuracy") == printed.count("Epoch time") + 1
     held = torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"]
     assert err.startswith(
         f"error: the disk is full (No space left on device). On disk: "

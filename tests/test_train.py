@@ -346,3 +346,9 @@ def test_batches_of_one_image_are_refused_for_resnet34(cifar_dir, tmp_path):
         "a single value per channel. Use -b 2 or more."
     )
     assert not (tmp_path / "o").exists() and "Epoch" not in log
+
+
+def test_help_opens_with_what_the_script_says_it_does():
+    """train.py --help reads its description from settings.py; the script's own first line must agree."""
+    assert train.__doc__.splitlines()[0] == settings.DESCRIPTION
+    assert settings.build_parser().format_help().split("\n\n")[1] == settings.DESCRIPTION
