@@ -72,6 +72,12 @@ def call(main, argv: list[str]) -> tuple[int, str, str]:
 REPO = Path(__file__).resolve().parent.parent
 
 
+def documentation() -> str:
+    """README.md and every page of docs/, one text: what a claim must be true of wherever it moved."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return "\n\n".join(page.read_text() for page in pages)
+
+
 SMALL = ["--model", "wrn-10-1"]
 
 

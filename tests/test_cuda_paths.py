@@ -3,11 +3,9 @@ they live on a GPU, and the precision flags, which can be set and read without o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import call
+from conftest import call, documentation
 
 import checkpoint
 import experiment
@@ -208,8 +206,8 @@ def test_bench_measures_true_fp32_and_says_so(capsys, tmp_path, monkeypatch, pre
     assert out[1] == "Precision: fp32 throughout, TF32 off for convolutions and matrix products (train.py --tf32 off)"
 
 
-def test_the_readme_gives_the_multi_node_interface_and_the_cuda_limit_of_seed():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_docs_give_the_multi_node_interface_and_the_cuda_limit_of_seed():
+    readme = documentation()
     multi_node = readme.index("torchrun --nnodes=2")
     assert "GLOO_SOCKET_IFNAME" in readme[multi_node : multi_node + 600]
     seed_row = next(line for line in readme.splitlines() if line.startswith("| `--seed` |"))

@@ -7,10 +7,10 @@ import itertools
 import math
 import re
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import documentation
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
@@ -164,9 +164,8 @@ def test_torchs_own_scheduler_gets_the_earlier_restarts_right(epoch):
 
 
 def test_every_restart_the_docs_say_torch_misses_is_one_it_misses():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     claims = set()
-    for text in (readme, schedules.locate_cycle.__doc__):
+    for text in (documentation(), schedules.locate_cycle.__doc__):
         found = re.findall(r"epoch (\d+) with T_0 = (\d+),\s+T_mult = (\d+)", " ".join(text.split()))
         assert found, "the docs quote an example"
         claims |= {tuple(int(x) for x in claim) for claim in found}
