@@ -1,18 +1,28 @@
-"""The README keeps its promises: the newcomer commands come first and CI runs the same test
-command; README and docs/ together document every command-line flag."""
+"""The README keeps its promises: the newcomer commands come first, CI runs the same test command,
+the page stays short and shows the figure. README and docs/ together document every flag, link
+only to files and headings that exist, and show only commands their scripts accept."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import re
+import shlex
+from pathlib import Path
 
+import pytest
 from conftest import REPO, documentation
 
 import bench
+import cifar
 import ensemble
 import plot
 import report
 import settings
+
+SCRIPT_MODULES = (plot, bench, ensemble, report)
 
 README = (REPO / "README.md").read_text()
 
@@ -57,3 +67,245 @@ def test_help_shows_every_default():
                 shown = formatter._get_help_string(action)
                 assert "(default" in shown, f"{module.__name__}.py {action.option_strings[0]}: {shown!r}"
         assert "(default: " in parser.format_help()
+
+
+# The front page ------------------------------------------------------------------------------
+
+
+def test_readme_is_a_front_page_with_the_paper_and_the_figure():
+    assert len(README) <= 9_000, f"README.md has {len(README):,} characters; move detail to docs/"
+    assert "https://arxiv.org/abs/1608.03983" in README
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README)
+    assert images, "the README shows a figure"
+    for image in images:
+        path = (REPO / image).resolve()
+        assert path.parent == REPO / "docs" and path.is_file(), f"{image} is not a file committed in docs/"
+
+
+# Links and anchors ---------------------------------------------------------------------------
+
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def pages() -> dict[Path, str]:
+    """README.md and every page of docs/, by path."""
+    return {path: path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+
+
+def prose(text: str) -> str:
+    """Markdown without its code: fenced blocks and inline code spans can show brackets that are no links."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lowercase, punctuation dropped but - and _, spaces to -."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """Every heading's anchor, with GitHub's -1, -2 ... for repeated headings."""
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", FENCE.sub("", text), re.M):
+        base = slug(heading)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def broken_links(docs: dict[Path, str]) -> list[str]:
+    """Every relative link (and #anchor) of ``docs`` that names no existing file or heading."""
+    broken = []
+    for page, text in docs.items():
+        for target in LINK.findall(prose(text)):
+            if re.match(r"[a-z]+:", target):  # https:, mailto: ...: not this repository's
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if file not in docs and not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor:
+                headings = anchors(docs[file] if file in docs else file.read_text())
+                if anchor not in headings:
+                    broken.append(f"{page.name}: {target} (no heading #{anchor} in {file.name})")
+    return broken
+
+
+def test_every_relative_link_and_anchor_resolves():
+    docs = pages()
+    assert sum(len(LINK.findall(prose(text))) for text in docs.values()) > 20
+    assert broken_links(docs) == []
+
+
+def test_the_link_check_catches_a_missing_file_and_a_missing_heading(tmp_path):
+    (tmp_path / "other.md").write_text("# Other page\n\n## What's here, and why\n")
+    page = tmp_path / "page.md"
+    text = (
+        "[fine](other.md) [fine](other.md#whats-here-and-why) [fine](#a-heading) [web](https://example.org/x)\n"
+        "[gone](missing.md) [no heading](other.md#nowhere) [not here](#other-page)\n\n"
+        "## A heading\n\n```sh\n[not a link](missing-too.md)\n```\n"
+    )
+    assert broken_links({page: text}) == [
+        "page.md: missing.md (no such file)",
+        "page.md: other.md#nowhere (no heading #nowhere in other.md)",
+        "page.md: #other-page (no heading #other-page in page.md)",
+    ]
+
+
+def test_heading_anchors_follow_githubs_rules():
+    assert slug("Quick mode: the whole pipeline in minutes") == "quick-mode-the-whole-pipeline-in-minutes"
+    assert slug("The paper's measurements") == "the-papers-measurements"
+    assert slug("What `--recipe paper` does (and_why)") == "what---recipe-paper-does-and_why"
+    assert anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
+
+
+# Documented commands -------------------------------------------------------------------------
+
+SCRIPTS = {"train.py": settings.parse_args, **{f"{m.__name__}.py": m.build_parser().parse_args for m in SCRIPT_MODULES}}
+# run.sh and grid.sh take flags of their own first, and pass every other argument to train.py.
+SHELL_SCRIPTS = {"run.sh": ("--quick", "--parallel"), "grid.sh": ("--print",)}
+
+
+def commands_in(text: str) -> list[str]:
+    """Every line of every fenced code block (continuation lines joined), and every inline code span,
+    that runs a script: the candidates for ``check_command``."""
+    lines = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
+    return [line for line in lines if re.search(r"\b(python3?|torchrun|sh)\b", line)]
+
+
+def simple_commands(line: str) -> list[list[str]]:
+    """A shell line as its simple commands (split at &&, ||, |, ;), without comments, redirections
+    and leading VAR=value assignments."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands, words, redirect = [], [], False
+    for token in lexer:
+        if redirect:
+            redirect = False
+        elif token in ("&&", "||", "|", ";", "&"):
+            commands.append(words)
+            words = []
+        elif token in (">", ">>", "<", "2>"):
+            redirect = True
+        elif words or not re.match(r"^[A-Z_][A-Z0-9_]*=", token):
+            words.append(token)
+    return [words for words in [*commands, words] if words]
+
+
+def check_command(words: list[str]) -> str | None:
+    """Why ``words`` is refused by the script it runs; None when its parser accepts it, or when it
+    runs no script checked here. A synopsis (a word with <...>, [...] or ...) is no command: skipped."""
+    if any(re.search(r"<\w|\.\.\.|^\[", word) for word in words):
+        return None
+    if words == ["torchrun"]:  # the program's name in a sentence
+        return None
+    if words[0] == "torchrun":
+        script = next((i for i, word in enumerate(words) if word.endswith(".py")), None)
+    elif words[0] in ("python", "python3", "sh") and len(words) > 1:
+        script = 1
+    else:
+        return None
+    if script is None:
+        return "torchrun starts no script"
+    name, args = Path(words[script]).name, words[script + 1 :]
+    if name in SHELL_SCRIPTS:
+        while args and args[0] in SHELL_SCRIPTS[name]:  # as the scripts read them: first, in any order
+            args = args[1:]
+        name = "train.py"
+    if name not in SCRIPTS:
+        return None
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            SCRIPTS[name](args)
+    except SystemExit as exit_:
+        return f"{' '.join(words)}: {err.getvalue().strip().splitlines()[-1] if err.getvalue() else exit_}"
+    return None
+
+
+def test_every_documented_command_is_accepted_by_its_script():
+    checked, refused = set(), []
+    for page, text in pages().items():
+        for line in commands_in(text):
+            for words in simple_commands(line):
+                if (why := check_command(words)) is not None:
+                    refused.append(f"{page.name}: {why}")
+                checked.add(" ".join(words))
+    assert refused == []
+    for example in (  # the checker sees the commands it is meant to check
+        "sh run.sh --quick",
+        "python plot.py",
+        "python train.py -e 200 --warm-restart -t0 200",
+        "python report.py --runs outputs/grid",
+        "sh grid.sh --train-subset 512 --val-subset 512",
+        "python bench.py --models resnet34 wrn-28-10",
+    ):
+        assert example in checked
+    assert any(c.startswith("torchrun --nnodes=2") and "--model wrn-28-20" in c for c in checked)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "python train.py -e 0",
+        "python train.py --milestones 120 60",
+        "python plot.py --t0 50",
+        "sh run.sh --quick --sed 1",
+        "torchrun --standalone --nproc_per_node=4 train.py --warm-restart -t0 0",
+        "GRID_DIR=x sh grid.sh --print --recipe paper --loader torchvision",
+        "python bench.py --batch-size 0",
+        "python ensemble.py",
+        "python report.py --ensembles > out.txt",
+    ],
+)
+def test_the_command_check_catches_a_wrong_command(line):
+    (words,) = simple_commands(line)
+    assert check_command(words) is not None
+
+
+def test_the_command_check_reads_shell_lines_as_the_shell_does():
+    assert simple_commands("MODEL=wrn-10-1 sh grid.sh --print > grid.txt && python report.py  # done") == [
+        ["sh", "grid.sh", "--print"],
+        ["python", "report.py"],
+    ]
+    assert check_command(["python", "train.py", "...", "|", "head"]) is None  # a synopsis, not a command
+    assert check_command(["python", "cifar.py", "--anything"]) is None  # not a script checked here
+
+
+# The README's figure -------------------------------------------------------------------------
+
+
+def load_figures():
+    spec = importlib.util.spec_from_file_location("figures", REPO / "docs" / "figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    return figures
+
+
+def test_the_figure_draws_the_reference_schedules_as_the_code_runs_them(tmp_path):
+    figures = load_figures()
+    defaults = settings.parse_args([])
+    run_sh = (REPO / "run.sh").read_text()
+    reference = re.search(r"out=outputs epochs=(\d+) first=(\d+) second=(\d+) milestones=\"\"", run_sh)
+    assert reference, "run.sh's reference runs: 200 epochs, T_0 = 50 and 200, the default milestones"
+    epochs, first, second = map(int, reference.groups())
+    assert figures.EPOCHS == epochs == 200
+    assert figures.T_ZEROS == [first, second] == plot.build_parser().parse_args([]).t_zeros
+    assert figures.MILESTONES == defaults.milestones == [60, 120, 160]
+    assert figures.BATCHES == cifar.epoch_batches(cifar.TRAIN_IMAGES, defaults.batch_size, drop_last=False) == 391
+    multistep, sgdr_50 = figures.batch_rates(False, 0), figures.batch_rates(True, 50)
+    assert len(multistep) == len(sgdr_50) == 200 * 391
+    assert multistep[0] == sgdr_50[0] == 0.05
+    assert multistep[60 * 391] == pytest.approx(0.01)  # x 0.2 at epoch 60
+    assert sgdr_50[50 * 391] < 1e-6 and sgdr_50[50 * 391 + 1] == 0.05  # the restart, one batch late
+    out = tmp_path / "lr.png"
+    assert figures.main([str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in (out, REPO / "docs" / "lr-schedules.png"):
+        assert png.stat().st_size < 150_000
