@@ -1,7 +1,7 @@
 """Training recipes side by side: the tutorial's (the default) and the SGDR authors' own script's.
 
 A recipe is data: setup reads it once, and the training loop reads the same for both.
-What the script does is described in the README's "Reproducing the paper".
+What the script does, and what is not exact to it, is described in docs/paper.md ("Reproducing the paper").
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="validate on the first N test images only (default: all 10,000)",
     )
-    fast = parser.add_argument_group("speed (see Performance in the README)")
+    fast = parser.add_argument_group("speed (see docs/performance.md)")
     fast.add_argument(
         "--loader",
         choices=cifar.LOADERS,

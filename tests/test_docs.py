@@ -309,3 +309,12 @@ def test_the_figure_draws_the_reference_schedules_as_the_code_runs_them(tmp_path
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for png in (out, REPO / "docs" / "lr-schedules.png"):
         assert png.stat().st_size < 150_000
+
+
+def test_the_code_points_to_pages_that_exist():
+    """Help texts and docstrings name the docs/ page of a topic, not a README section that may move."""
+    sources = {path: path.read_text() for path in [*REPO.glob("*.py"), *REPO.glob("*.sh")]}
+    named = {(path.name, page) for path, text in sources.items() for page in re.findall(r"docs/[\w-]+\.md", text)}
+    assert ("settings.py", "docs/performance.md") in named and ("recipes.py", "docs/paper.md") in named
+    assert [f"{name}: {page}" for name, page in named if not (REPO / page).is_file()] == []
+    assert [path.name for path, text in sources.items() if re.search(r"in the README|README's \"", text)] == []
