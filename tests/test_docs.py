@@ -318,3 +318,22 @@ def test_the_code_points_to_pages_that_exist():
     assert ("settings.py", "docs/performance.md") in named and ("recipes.py", "docs/paper.md") in named
     assert [f"{name}: {page}" for name, page in named if not (REPO / page).is_file()] == []
     assert [path.name for path, text in sources.items() if re.search(r"in the README|README's \"", text)] == []
+
+
+def test_the_papers_numbers_in_the_docs_are_the_reports():
+    """The paper's test errors quoted in docs/paper.md and the README are report.py's tables, digit for digit."""
+    paper = (REPO / "docs" / "paper.md").read_text()
+    schedules = {
+        None: "default (lr 0.05, x0.2 at 60/120/160)",
+        **{key: f"T_0 = {key[0]}, T_mult = {key[1]}" for key in report.PAPER_TABLE1 if key is not None},
+    }
+    for key, (cifar10, cifar100) in report.PAPER_TABLE1.items():
+        assert f"| {schedules[key]} | {cifar10:.2f} | {cifar100:.2f} |" in paper
+    ensembles = " ".join(paper.split())
+    for (runs, m), (cifar10, cifar100) in report.PAPER_TABLE2.items():
+        assert f"{cifar10:.2f} / {cifar100:.2f}" in ensembles, (runs, m)
+    assert "16 runs x 3 snapshots 3.14 / 16.21" in ensembles and report.PAPER_TABLE2[(16, 3)][0] == 3.14
+    readme = " ".join((REPO / "README.md").read_text().split())
+    table1 = report.PAPER_TABLE1
+    assert f"{table1[(200, 1)][0]:.2f}% with one 200-epoch cosine (T_0 = 200) against {table1[None][0]:.2f}%" in readme
+    assert f"{report.PAPER_TABLE2[(16, 3)][0]:.2f}% for an ensemble of 16 runs' last 3 snapshots" in readme
