@@ -65,7 +65,7 @@ def run(
         exp = setup(args, team, device)
         print_header(exp)
         with full_disk_is_a_message(exp, command):
-            if exp.resumed:
+            if exp.resumed:  # bring the outputs up to the checkpoint (with the figures, if no epoch follows)
                 exp.catch_up(figures=exp.epochs_done >= args.epochs)
             if exp.epochs_done >= args.epochs:
                 print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
@@ -106,7 +106,7 @@ def run(
                     exp.snapshot_if_cycle_ends()
                     record.epoch_done(exp.epochs_done)
 
-                    print(f"LR at end of epoch: {current_lr(exp.optimizer)}")
+                    print(f"LR at end of epoch: {current_lr(exp.optimizer)}")  # the rate the next epoch starts at
                     print(f"Training loss: {train_loss:.3f}")
                     print(f"Validation loss: {val_loss:.3f}")
                     print(f"Epoch time: {time.perf_counter() - started:.1f} s")
