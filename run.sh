@@ -16,6 +16,7 @@
 # --output-dir among them replaces outputs/ (or outputs/quick/) everywhere, logs and figure included.
 # PYTHON names the interpreter (default: python).
 set -eu
+invocation="sh $0${*:+ $*}"  # as typed, for the hint after an interruption
 here=$(dirname "$0")
 py=${PYTHON:-python}
 quick=0
@@ -80,9 +81,24 @@ start() {  # start NAME ARGS...: one run, here, or in the background on GPU numb
         echo "$name: GPU $gpu, log $out/logs/$name.log"
         slot=$((slot + 1))
     else
-        $py "$here/train.py" "$@"
+        status=0
+        $py "$here/train.py" "$@" || status=$?
+        if [ $status -le 128 ] && [ -n "$stopped" ]; then
+            status=$stopped  # the signal reached this script only: the run ended on its own
+        fi
+        if [ $status -gt 128 ]; then  # stopped by a signal (Ctrl-C, SIGTERM, a closed output)
+            echo "run.sh: stopped during $name. To continue all three, run again: $invocation" >&2
+        fi
+        [ $status = 0 ] || exit $status
     fi
 }
+if [ $parallel = 0 ]; then
+    # Ctrl-C reaches this script and the run together: wait for the run to stop at its batch
+    # boundary and say how to go on, rather than return the prompt while it is still stopping.
+    stopped=""
+    trap 'stopped=130' INT
+    trap 'stopped=143' TERM
+fi
 start multistep -e $epochs $milestones $again "$@"
 start wr_s${first}_m1 -e $epochs --warm-restart -t0 $first $again "$@"
 start wr_s${second}_m1 -e $epochs --warm-restart -t0 $second $again "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -221,4 +222,49 @@ def test_overwrite_replaces_the_resume_run_sh_adds(tmp_path):
         f"{REPO}/train.py -e 200 --overwrite",
         f"{REPO}/train.py -e 200 --warm-restart -t0 50 --overwrite",
         f"{REPO}/train.py -e 200 --warm-restart -t0 200 --overwrite",
+    ]
+
+
+@pytest.mark.parametrize(("status", "hint"), [(130, True), (143, True), (1, False), (2, False)])
+def test_a_stopped_run_says_to_run_run_sh_again(tmp_path, status, hint):
+    """train.py's own hint resumes one run; under run.sh the way on is the same run.sh command."""
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text(f'echo "$*"\ncase "$*" in *"t0 50"*) exit {status} ;; esac\n')
+    done = run_sh("--seed", "3", python=f"sh {fake}", cwd=tmp_path)
+    assert done.returncode == status
+    assert len(done.stdout.splitlines()) == 2  # the third run is not started
+    again = f"run.sh: stopped during wr_s50_m1. To continue all three, run again: sh {REPO / 'run.sh'} --seed 3"
+    assert done.stderr.strip() == (again if hint else "")
+
+
+def test_ctrl_c_waits_for_the_run_to_stop_then_says_how_to_go_on(tmp_path):
+    """Ctrl-C signals run.sh and its run together; run.sh must outlive the run's stop at its batch boundary."""
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(
+        "import signal, sys, time\n"
+        "def stop(signum, frame):\n"
+        "    time.sleep(0.5)  # finishing the batch\n"
+        "    print('run stopped', file=sys.stderr, flush=True)\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('started', sys.argv[1:], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHON": f"{sys.executable} {fake}"}
+    proc = subprocess.Popen(
+        ["sh", str(REPO / "run.sh"), "--seed", "3"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stdout.readline().startswith("started")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and out == ""  # no further run was started
+    assert err.splitlines() == [
+        "run stopped",
+        f"run.sh: stopped during multistep. To continue all three, run again: sh {REPO / 'run.sh'} --seed 3",
     ]
