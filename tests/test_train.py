@@ -9,7 +9,7 @@ from pathlib import Path
 import joblib
 import pytest
 from cifar_format import use_checksums_of
-from conftest import MULTISTEP, TINY, call, wr_files
+from conftest import MULTISTEP, SMALL, TINY, call, wr_files
 from PIL import Image
 
 import plot
@@ -209,6 +209,7 @@ def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list
         str(cifar_dir),
         "--output-dir",
         str(out),
+        *SMALL,  # seeding does not depend on the network; ResNet34's checkpoints would only cost time
         *TINY,
     ]
     code, _, err = call(train.main, argv)
