@@ -14,85 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-import checkpoint
-import cifar
-import runfiles
 from distributed import pick_device
 from errors import ShowDefaults, UserError, reports_user_errors
-from models import build_network, top1_correct
-
-
-def average_softmax(logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Equal-weight mean of the members' softmax probabilities (not of their logits)."""
-    return torch.stack([member.float().softmax(dim=1) for member in logits]).mean(dim=0)
-
-
-def error_rate(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 test error of ``scores`` (probabilities or logits), as a fraction."""
-    return 1 - top1_correct(scores, labels).item() / len(labels)
-
-
-def snapshots_in(run: Path) -> list[Path]:
-    """A run folder's snapshots, oldest first; other files in its snapshots/ are named once, and left alone."""
-    snapshots, others = runfiles.snapshots_in(run)
-    if others:
-        print(f"note: ignoring {', '.join(map(str, others))}: not snapshots written by train.py.", file=sys.stderr)
-    return snapshots
-
-
-class TestSet:
-    """Test-set outputs of snapshots, each computed once: the test set of the snapshots' data set
-    (the subset they were validated on), evaluated on ``device``."""
-
-    def __init__(self, data_dir: str | Path, device: torch.device, batch_size: int = 500):
-        self.data_dir, self.device, self.batch_size = data_dir, device, batch_size
-        self.key: tuple | None = None
-        self.loader = None
-        self.cache: dict[Path, torch.Tensor] = {}
-
-    def logits(self, path: Path) -> torch.Tensor:
-        if path not in self.cache:
-            snapshot = checkpoint.load_snapshot(path)
-            config = snapshot["config"]
-            key = (config["dataset"], config["val_subset"])
-            if self.key is None:
-                self.key = key
-                _, val_set = cifar.load_splits(self.data_dir, None, config["val_subset"], config["dataset"])
-                self.loader = cifar.DeviceLoader(val_set, self.batch_size, self.device, stats=config["dataset"])
-                self.stats = {"mean": self.loader.mean, "std": self.loader.std}
-            elif key != self.key:
-                raise UserError(
-                    f"{path} was evaluated on {key}, the other snapshots on {self.key}: an ensemble needs one test set."
-                )
-            # Each snapshot's inputs as its run normalised them (the paper's recipe: its training mean image);
-            # snapshots from before recipes: the data set's per-channel statistics.
-            inputs = snapshot.get("inputs", {})
-            self.loader.mean, self.loader.std = (
-                inputs[k].to(self.device) if k in inputs else self.stats[k] for k in ("mean", "std")
-            )
-            model = build_network(config["model"], snapshot["num_classes"])
-            model.load_state_dict(snapshot["model"])
-            model.to(self.device).eval()
-            with torch.inference_mode():
-                self.cache[path] = torch.cat([model(images).float().cpu() for images, _ in self.loader])
-        return self.cache[path]
-
-    def labels(self) -> torch.Tensor:
-        return self.loader.labels.cpu()
-
-
-def last_m_errors(
-    runs: Sequence[Sequence[Path]], test: TestSet, largest_m: int | None = None
-) -> list[tuple[int, float]]:
-    """(M, test error) of the ensemble of every run's last M snapshots, for M = 1 .. the fewest any run has."""
-    fewest = min(len(snapshots) for snapshots in runs)
-    rows = []
-    for m in range(1, min(fewest, largest_m or fewest) + 1):
-        members = [test.logits(path) for snapshots in runs for path in snapshots[-m:]]
-        rows.append((m, error_rate(average_softmax(members), test.labels())))
-    return rows
+from snapshots import TestSet, last_m_errors, snapshots_in
 
 
 def build_parser() -> argparse.ArgumentParser:

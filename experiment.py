@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import checkpoint
 import cifar
-import plot
+import drawing
 import runfiles
 from distributed import Team, pick_device, set_precision
 from errors import UserError
@@ -227,9 +227,9 @@ def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figu
         runfiles.save_floats(files.lr_values, history["lr"])
     runfiles.save_jsonl(files.metrics, metrics_rows(history))
     if figures:
-        plot.save_loss_figure(history["train_loss"], history["val_loss"], files.loss_figure)
+        drawing.save_loss_figure(history["train_loss"], history["val_loss"], files.loss_figure)
         if files.lr_figure is not None:
-            plot.save_lr_figure(history["lr"], files.lr_figure)
+            drawing.save_lr_figure(history["lr"], files.lr_figure)
 
 
 def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:

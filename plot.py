@@ -1,6 +1,6 @@
-"""Figures from saved results: per-run losses and learning rates, and the combined validation losses.
+"""Merge the reference runs' validation losses into one figure (loss_plot_combined.jpg).
 
-Run as a script, it merges the three reference runs' validation losses into one figure.
+The figures themselves (size, style, colours) are drawing.py's, shared with train.py's per-run figures.
 """
 
 from __future__ import annotations
@@ -10,49 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.style
-from matplotlib.figure import Figure
-
 import runfiles
+from drawing import REFERENCE_T_ZEROS, WR_COLORS, line_figure
 from errors import ShowDefaults, UserError, reports_user_errors
-
-# Figures are built with matplotlib's object API (no pyplot): nothing global, no GUI
-# backend, nothing that can block a headless machine.
-FIGSIZE = (10, 7)
-STYLE = "ggplot"
-WR_COLORS = ("green", "gray", "blue", "purple", "brown", "olive")
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with runfiles.atomic_write(path) as f:
-        fig.savefig(f, format=path.suffix.lstrip("."))
-
-
-def line_figure(curves: Sequence[tuple], xlabel: str, ylabel: str, path: Path) -> None:
-    """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ...,
-    or of (values, colour, label, x) curves against x, drawn with a marker at each point."""
-    with matplotlib.style.context(STYLE):
-        fig = Figure(figsize=FIGSIZE)
-        ax = fig.subplots()
-        for values, color, label, *x in curves:
-            xs = x[0] if x else range(1, len(values) + 1)
-            ax.plot(xs, values, color=color, label=label, marker="o" if x else None)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if any(curve[2] for curve in curves):
-            ax.legend()
-        _save(fig, path)
-
-
-def save_loss_figure(train_losses: Sequence[float], val_losses: Sequence[float], path: Path) -> None:
-    """A run's training loss (orange) and validation loss (red) against epochs."""
-    curves = [(train_losses, "orange", "train loss"), (val_losses, "red", "validation loss")]
-    line_figure(curves, "Epochs", "Loss", path)
-
-
-def save_lr_figure(lrs: Sequence[float], path: Path) -> None:
-    """The learning rate of every training iteration (blue) against iterations."""
-    line_figure([(lrs, "blue", "")], "Iterations", "Learning rate", path)
 
 
 def load_losses(path: Path, command: str) -> list[float]:
@@ -76,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--t-zeros",
         type=int,
         nargs="+",
-        default=[50, 200],
+        default=list(REFERENCE_T_ZEROS),
         metavar="T0",
         help="T_0 of the warm-restart runs to draw, T_mult 1 (default: 50 200)",
     )

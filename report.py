@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import checkpoint
-import ensemble
-import plot
+import drawing
 import runfiles
+import snapshots
 from distributed import pick_device
 from errors import ShowDefaults, UserError, reports_user_errors
 from schedules import cycle_ends
@@ -221,7 +221,7 @@ def paper_table2(schedule: tuple[int, int], dataset: str, runs: int, m: int) -> 
     return f"{cell[COLUMN[dataset]]:.2f}" if cell else ""
 
 
-def table2(runs: list[Run], dataset: str, test: ensemble.TestSet, paper_header: str) -> tuple[list[str], dict]:
+def table2(runs: list[Run], dataset: str, test: snapshots.TestSet, paper_header: str) -> tuple[list[str], dict]:
     """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots."""
     lines = [
         f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 |",
@@ -231,11 +231,11 @@ def table2(runs: list[Run], dataset: str, test: ensemble.TestSet, paper_header: 
     for schedule, group in by_schedule(runs).items():
         if not group[0].config["warm_restart"]:
             continue
-        snapshot_sets = [ensemble.snapshots_in(run.folder) for run in group]
+        snapshot_sets = [snapshots.snapshots_in(run.folder) for run in group]
         if not all(snapshot_sets):
             continue
         largest = min(3, min(len(s) for s in snapshot_sets))
-        single = [[100 * e for _, e in ensemble.last_m_errors([s], test, largest)] for s in snapshot_sets]
+        single = [[100 * e for _, e in snapshots.last_m_errors([s], test, largest)] for s in snapshot_sets]
         curves[schedule] = [statistics.median(column) for column in zip(*single)]
         for m in range(1, largest + 1):
             lines.append(
@@ -243,7 +243,7 @@ def table2(runs: list[Run], dataset: str, test: ensemble.TestSet, paper_header: 
                 f"{paper_table2(schedule, dataset, 1, m)} |"
             )
         if len(snapshot_sets) > 1:
-            for m, error in ensemble.last_m_errors(snapshot_sets, test, largest):
+            for m, error in snapshots.last_m_errors(snapshot_sets, test, largest):
                 lines.append(
                     f"| {schedule_name(schedule)} | {len(snapshot_sets)} runs, M = {m} | {100 * error:.2f} | "
                     f"{paper_table2(schedule, dataset, len(snapshot_sets), m)} |"
@@ -267,7 +267,7 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
         for i, (schedule, group) in enumerate(by_schedule(runs).items())
     ]
     paths = [out / f"test_error_{name}.png"]
-    plot.line_figure(
+    drawing.line_figure(
         [(values, color, label, x) for values, x, color, label in error_curves],
         "Epochs",
         "Test error % of the recommended solutions (median over seeds)",
@@ -275,7 +275,7 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
     )
     if curves:
         paths.append(out / f"ensembles_{name}.png")
-        plot.line_figure(
+        drawing.line_figure(
             [(c, COLORS[i % len(COLORS)], schedule_name(s)) for i, (s, c) in enumerate(curves.items())],
             "Snapshots in the ensemble (M)",
             "Test error % (median over runs)",
@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += table1(group, settings["dataset"], paper_header) + [""]
         curves = {}
         if not args.skip_ensembles:
-            test = ensemble.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
+            test = snapshots.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
             try:
                 rows, curves = table2(group, settings["dataset"], test, paper_header)
             except UserError as error:  # most often: no data set here

@@ -5,6 +5,7 @@ only to files and headings that exist, and show only commands their scripts acce
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib.util
 import io
@@ -337,3 +338,29 @@ def test_the_papers_numbers_in_the_docs_are_the_reports():
     table1 = report.PAPER_TABLE1
     assert f"{table1[(200, 1)][0]:.2f}% with one 200-epoch cosine (T_0 = 200) against {table1[None][0]:.2f}%" in readme
     assert f"{report.PAPER_TABLE2[(16, 3)][0]:.2f}% for an ensemble of 16 runs' last 3 snapshots" in readme
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_scripts_import_modules_never_scripts():
+    """A script is an entry point; what several share belongs in a module they all import."""
+    code = sorted(REPO.glob("*.py")) + [REPO / "docs" / "figures.py"]
+    found = {path.name: sorted(imported_modules(path) & {Path(script).stem for script in SCRIPTS}) for path in code}
+    assert {name: scripts for name, scripts in found.items() if scripts} == {}
+    assert imported_modules(REPO / "report.py") >= {"snapshots", "drawing"}  # the check reads real imports
+
+
+def test_the_layout_table_lists_every_file_of_the_code():
+    table = (REPO / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([^`]+)` \|", table, re.M))
+    code = {p.name for p in REPO.glob("*.py")} | {p.name for p in REPO.glob("*.sh")} | {"docs/figures.py"}
+    assert listed == code
