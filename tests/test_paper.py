@@ -20,16 +20,16 @@ import ensemble
 import models
 import report
 import settings
+import snapshots
 import train
 from schedules import cycle_ends, ends_a_cycle
-from snapshots import TestSet, average_softmax, error_rate, snapshots_in
 
 
 def test_top1_is_counted_exactly():
     scores = torch.tensor([[0.1, 0.7, 0.2], [2.0, 2.0, 1.0], [0.0, 0.0, 3.0], [5.0, -1.0, 0.0], [0.3, 0.3, 0.4]])
     labels = torch.tensor([1, 1, 2, 1, 2])  # right, tie goes to class 0 (wrong), right, wrong, right
     assert models.top1_correct(scores, labels).item() == 3
-    assert error_rate(scores, labels) == pytest.approx(2 / 5)
+    assert snapshots.error_rate(scores, labels) == pytest.approx(2 / 5)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_a_run_saves_a_snapshot_at_each_cycle_end_and_accuracy_per_epoch(cifar_d
     code, log, err = call(train.main, argv)
     assert code == 0, err
     run = tmp_path / "runs" / "wr_s1_m2"
-    assert [p.name for p in snapshots_in(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
+    assert [p.name for p in snapshots.snapshots_in(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
     snapshot = torch.load(run / "snapshots" / "epoch_0007.pt", weights_only=True)
     assert snapshot["epoch"] == 7 and snapshot["num_classes"] == 10 and snapshot["config"]["model"] == "wrn-10-1"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -92,7 +92,7 @@ def test_the_ensemble_averages_probabilities_not_logits():
     # mean of probabilities, would punish B's near-zero and pick class 1.
     a = torch.log(torch.tensor([[0.9, 0.1, 1e-6]]))
     b = torch.log(torch.tensor([[1e-6, 0.3, 0.7]]))
-    probabilities = average_softmax([a, b])
+    probabilities = snapshots.average_softmax([a, b])
     assert torch.allclose(probabilities, torch.tensor([[0.45, 0.2, 0.35]]), atol=1e-5)
     assert probabilities.argmax(1).item() == 0
     assert ((a + b) / 2).argmax(1).item() == 1
@@ -117,13 +117,13 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
         str(tmp_path),
     ]
     assert call(train.main, argv)[0] == 0
-    snapshots = snapshots_in(tmp_path / "runs" / "wr_s1_m1")
-    test = TestSet(cifar_dir, torch.device("cpu"))
-    single = test.logits(snapshots[-1])
-    assert torch.allclose(average_softmax([single] * 3), single.softmax(1))
+    kept = snapshots.snapshots_in(tmp_path / "runs" / "wr_s1_m1")
+    test = snapshots.TestSet(cifar_dir, torch.device("cpu"))
+    single = test.logits(kept[-1])
+    assert torch.allclose(snapshots.average_softmax([single] * 3), single.softmax(1))
     last = json.loads((tmp_path / "runs" / "wr_s1_m1" / "metrics.jsonl").read_text().splitlines()[-1])
     # The final snapshot is the network that was validated after the last epoch.
-    assert error_rate(single, test.labels()) == pytest.approx(last["test_error"])
+    assert snapshots.error_rate(single, test.labels()) == pytest.approx(last["test_error"])
     code, out, err = call(
         ensemble.main,
         [str(tmp_path / "runs" / "wr_s1_m1"), str(tmp_path / "runs" / "wr_s1_m1"), "--data-dir", str(cifar_dir)],
@@ -324,7 +324,7 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     assert f"| T_0 = 10, T_mult = 2 | 1 run, M = 1 | {rows['T_0 = 10, T_mult = 2'][2]} | 4.03 |" in text
     # The same, to the last digit of the loss: the ensemble's logits of a snapshot give its run's test loss.
     run = tiny_grid / "cifar10-wrn-10-1-paper" / "seed1" / "runs" / "wr_s10_m2"
-    test = TestSet(cifar_dir, torch.device("cpu"))
+    test = snapshots.TestSet(cifar_dir, torch.device("cpu"))
     loss = torch.nn.functional.cross_entropy(test.logits(run / "snapshots" / "epoch_0010.pt"), test.labels()).item()
     assert loss == pytest.approx(json.loads((run / "metrics.jsonl").read_text().splitlines()[9])["test_loss"], rel=1e-5)
     for name in ("test_error_cifar10_wrn-10-1_paper.png", "ensembles_cifar10_wrn-10-1_paper.png"):
