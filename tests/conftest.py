@@ -72,10 +72,14 @@ def call(main, argv: list[str]) -> tuple[int, str, str]:
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pages() -> dict[Path, str]:
+    """README.md and every page of docs/, by path."""
+    return {path: path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+
+
 def documentation() -> str:
     """README.md and every page of docs/, one text: what a claim must be true of wherever it moved."""
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-    return "\n\n".join(page.read_text() for page in pages)
+    return "\n\n".join(pages().values())
 
 
 SMALL = ["--model", "wrn-10-1"]

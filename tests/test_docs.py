@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO, documentation
+from conftest import REPO, documentation, pages
 
 import bench
 import cifar
@@ -87,11 +87,6 @@ def test_readme_is_a_front_page_with_the_paper_and_the_figure():
 
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-
-
-def pages() -> dict[Path, str]:
-    """README.md and every page of docs/, by path."""
-    return {path: path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
 
 
 def prose(text: str) -> str:
