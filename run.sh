@@ -16,7 +16,15 @@
 # --output-dir among them replaces outputs/ (or outputs/quick/) everywhere, logs and figure included.
 # PYTHON names the interpreter (default: python).
 set -eu
-invocation="sh $0${*:+ $*}"  # as typed, for the hint after an interruption
+quoted() {  # the words, each single-quoted when the shell would otherwise read it differently
+    for word in "$@"; do
+        case $word in
+            "" | *[!A-Za-z0-9_./:=,+-]*) printf " '%s'" "$(printf '%s' "$word" | sed "s/'/'\\\\''/g")" ;;
+            *) printf ' %s' "$word" ;;
+        esac
+    done
+}
+invocation="sh$(quoted "$0" "$@")"  # the command to type again after an interruption
 here=$(dirname "$0")
 py=${PYTHON:-python}
 quick=0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -268,3 +269,13 @@ def test_ctrl_c_waits_for_the_run_to_stop_then_says_how_to_go_on(tmp_path):
         "run stopped",
         f"run.sh: stopped during multistep. To continue all three, run again: sh {REPO / 'run.sh'} --seed 3",
     ]
+
+
+def test_the_command_to_run_again_keeps_every_argument_as_typed(tmp_path):
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text('case "$*" in *"t0 50"*) exit 143 ;; esac\n')
+    typed = ["--seed", "3", "--data-dir", "my data", "--output-dir", "it's $HOME", "--milestones", "60", "120", "160"]
+    done = run_sh(*typed, python=f"sh {fake}", cwd=tmp_path)
+    assert done.returncode == 143
+    again = done.stderr.strip().split("run again: ", 1)[1]
+    assert shlex.split(again) == ["sh", str(REPO / "run.sh"), *typed]  # as a shell reads it back
