@@ -12,9 +12,19 @@ from collections.abc import Callable
 class UserError(Exception):
     """A problem the user can fix (missing data, bad files): shown as a message, never a traceback."""
 
+    exit_status = 1
+
+
+class RunBusy(UserError):
+    """The run's folder is held by another process that is running it: nothing was done. Its own exit
+    status (EX_TEMPFAIL) lets a job script tell "someone else runs this" from a failure."""
+
+    exit_status = 75
+
 
 def reports_user_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a script's ``main`` so a ``UserError`` prints ``error: ...`` and exits with status 1."""
+    """Wrap a script's ``main`` so a ``UserError`` prints ``error: ...`` and exits with its status (1, or
+    75 for ``RunBusy``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -22,7 +32,7 @@ def reports_user_errors(main: Callable[..., int]) -> Callable[..., int]:
             return main(*args, **kwargs)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 1
+            return error.exit_status
 
     return wrapper
 

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+import socket
 import stat
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from typing import BinaryIO
 
 import joblib
 
-from errors import UserError
+from errors import RunBusy, UserError
 
 COMBINED_FIGURE = "loss_plot_combined.jpg"
 LOCK = ".lock"  # in a run's folder: held (flock) by the process that runs it
@@ -48,6 +49,11 @@ class RunFiles:
     def metrics(self) -> Path:
         """Per-epoch losses and top-1 accuracies, one JSON object a line."""
         return self.run_dir / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        """The run's output as a job of a SLURM array writes it (``grid.sh --submit``), beside its folder."""
+        return self.run_dir.with_name(f"{self.run_dir.name}.log")
 
     def snapshot(self, epoch: int) -> Path:
         """The network at the end of a warm-restart cycle (the paper's snapshot ensembles)."""
@@ -201,7 +207,7 @@ class RunLock:
 
     An exclusive ``flock`` on ``<run folder>/.lock``: the system drops it when the process ends,
     however it ends, so a kill -9 leaves no stale lock behind. The file names the holder (pid and
-    command) for the refusal message. Taking the lock creates the run's folder if needed (and so
+    command, and host) for the refusal message and ``who_runs``. Taking the lock creates the run's folder if needed (and so
     finds an unwritable output folder before any work); letting it go removes the lock file and the
     folders it created if they are still empty, so a refused run leaves nothing behind.
     """
@@ -219,7 +225,8 @@ class RunLock:
             self._remove_created()
             raise
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode())
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}
+        os.write(self.fd, json.dumps(holder).encode())
         return self
 
     def _take(self) -> int:
@@ -233,11 +240,11 @@ class RunLock:
                     "you can write to (--output-dir)."
                 ) from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_soon(fd, fcntl.LOCK_EX)
             except BlockingIOError:
                 holder = _holder(fd)
                 os.close(fd)
-                raise UserError(
+                raise RunBusy(
                     f"{self.run_dir} belongs to a run that is still going: {holder}. Wait for it to "
                     "end or stop it, or use another --output-dir; nothing was changed."
                 ) from None
@@ -262,15 +269,50 @@ class RunLock:
                 return
 
 
+def _flock_soon(fd: int, operation: int, tries: int = 10) -> None:
+    """``flock`` without blocking, tried a few times over half a second: a look at a lock takes it for an
+    instant to look (``who_runs``), and a run starting in that instant must not take it for a running one."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def _holder(fd: int) -> str:
     """Who holds a lock file, as its holder wrote it (which it does right after taking the lock)."""
     for _ in range(20):
         try:
             holder = json.loads(os.pread(fd, 4096, 0))
-            return f"pid {holder['pid']}, {holder['command']}"
+            where = f" on {holder['host']}" if "host" in holder else ""  # locks taken before hosts were named
+            return f"pid {holder['pid']}{where}, {holder['command']}"
         except (ValueError, KeyError, TypeError):
             time.sleep(0.05)
     return "a process that has not said which"
+
+
+def who_runs(run_dir: str | Path) -> str | None:
+    """Who is running the run in ``run_dir`` now (``pid N on HOST, COMMAND``), or None when nobody is.
+
+    Looks without waiting and without creating anything: a lock file that is left (its process was
+    killed) but held by no one means no one. The flock is the truth, the file's text only names.
+    """
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def check_removable(paths: Sequence[Path]) -> None:

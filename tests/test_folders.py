@@ -3,12 +3,14 @@ before it removes anything."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 from conftest import argv, call, files_of, harness, start_until
 
 import cifar
+import runfiles
 import train
 
 
@@ -25,21 +27,24 @@ def test_a_running_run_holds_its_folder_against_every_other_process(cifar_dir, t
     )  # stopped in the middle of epoch 2, its folder held
     try:
         before = everything(out)
-        holder = f"pid {first.pid}, python train.py -e 4"
+        holder = f"pid {first.pid} on {socket.gethostname()}, python train.py -e 4"
         second = subprocess.run(
             harness(cifar_dir, "none", argv("multistep", cifar_dir, out)), capture_output=True, text=True, timeout=300
         )
-        assert second.returncode == 1, second.stderr[-2000:]
+        assert second.returncode == 75, second.stderr[-2000:]  # EX_TEMPFAIL: busy, not failed
         assert second.stderr.startswith(f"error: {run_dir} belongs to a run that is still going: {holder}")
         assert "Traceback" not in second.stderr and "Epoch" not in second.stdout
         for again in ("--resume", "--overwrite"):
             code, log, err = call(train.main, argv("multistep", cifar_dir, out, again))
-            assert code == 1 and holder in err and "nothing was changed" in err, err
+            assert code == 75 and holder in err and "nothing was changed" in err, err
             assert "Epoch" not in log
+        assert everything(out) == before
+        assert runfiles.who_runs(run_dir).startswith(holder)  # what grid.sh --status shows; a look changes nothing
         assert everything(out) == before
     finally:
         first.kill()  # as kill -9: the system lets go of the lock
         first.wait(timeout=60)
+    assert (run_dir / ".lock").exists() and runfiles.who_runs(run_dir) is None  # left behind, held by no one
     code, log, err = call(train.main, argv("multistep", cifar_dir, out, "--resume"))
     assert code == 0, err
     assert "Resuming after epoch 1" in log
