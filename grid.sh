@@ -7,10 +7,17 @@
 #
 #   sh grid.sh [train.py flags...]           train the runs, one after the other
 #   sh grid.sh --print [train.py flags...]   print their train.py commands, one per line, and
-#                                            train nothing (for a job array or GNU parallel)
+#                                            train nothing (for GNU parallel or another launcher)
+#   sh grid.sh --submit [--dry-run] [--sbatch "OPTIONS"] [train.py flags...]
+#                                            submit them to SLURM as one job array, a run per
+#                                            task, requeued after preemption or near its time
+#                                            limit (--dry-run: print the batch script only)
+#   sh grid.sh --status [train.py flags...]  the state of every run, read from its folder
+# (python grid.py does --submit and --status; docs/cluster.md has the details.)
 #
 # Settings, by environment variable (defaults: the paper's):
 #   MODEL=wrn-28-10  DATASET=cifar10  RECIPE=paper  SEEDS="1 2 3 4 5"  EPOCHS=200  GRID_DIR=outputs/grid
+#   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult)
 # --model, --dataset, --recipe and -e/--epochs among the flags work too. Runs go to
 # $GRID_DIR/$DATASET-$MODEL-$RECIPE/seed$SEED/. PYTHON names the interpreter.
 set -eu
@@ -21,11 +28,47 @@ dataset=${DATASET:-cifar10}
 recipe=${RECIPE:-paper}
 epochs=${EPOCHS:-200}
 grid=${GRID_DIR:-outputs/grid}
-print=0
-if [ "${1:-}" = --print ]; then
-    print=1
-    shift
+schedules=${SCHEDULES-default 50:1 100:1 200:1 1:2 10:2}
+seeds=${SEEDS-1 2 3 4 5}
+mode=train
+dry_run=""
+sbatch=""  # sbatch options for grid.py submit, shell-quoted words (it splits them)
+case "${1:-}" in
+    --print) mode=print; shift ;;
+    --status) mode=status; shift ;;
+    --submit)
+        mode=submit
+        shift
+        while [ $# -gt 0 ]; do
+            case "$1" in
+                --dry-run) dry_run=--dry-run; shift ;;
+                --sbatch)
+                    if [ $# -lt 2 ]; then
+                        echo "grid.sh: --sbatch needs the sbatch options, as one quoted word." >&2
+                        exit 2
+                    fi
+                    sbatch="$sbatch $2"
+                    shift 2 ;;
+                *) break ;;
+            esac
+        done ;;
+esac
+if [ -z "$(echo $seeds)" ] || [ -z "$(echo $schedules)" ]; then
+    echo "grid.sh: SEEDS and SCHEDULES must each name at least one (e.g. SEEDS=\"1 2 3\")." >&2
+    exit 2
 fi
+for schedule in $schedules; do
+    case "$schedule" in
+        default) ;;
+        *[!0-9:]* | :* | *: | *:*:* | [!0-9]*) bad=1 ;;
+        *:*) ;;
+        *) bad=1 ;;
+    esac
+    if [ "${bad:-0}" = 1 ]; then
+        echo "grid.sh: SCHEDULES: $schedule is neither default nor T_0:T_mult (e.g. 10:2)." >&2
+        exit 2
+    fi
+done
 
 # The flags that name a run's folder must name it after what train.py is told (its last
 # occurrence wins there too); the seed and the folder are the grid's own.
@@ -45,6 +88,9 @@ for arg in "$@"; do
         --seed|--seed=*|--output-dir|--output-dir=*)
             echo "grid.sh: ${arg%%=*} is the grid's own; set SEEDS=\"...\" or GRID_DIR=... instead." >&2
             exit 2 ;;
+        --print|--status|--submit)
+            echo "grid.sh: $arg must come first (sh grid.sh $arg [train.py flags...])." >&2
+            exit 2 ;;
     esac
     previous=$arg
 done
@@ -58,7 +104,7 @@ quote() {  # one argument as a shell word
 }
 
 train() {  # train ARGS...: run train.py with ARGS, or print the command
-    if [ $print = 1 ]; then
+    if [ $mode != train ]; then
         line=$(quote "$py")
         for word in "$here/train.py" "$@"; do
             line="$line $(quote "$word")"
@@ -69,16 +115,39 @@ train() {  # train ARGS...: run train.py with ARGS, or print the command
     fi
 }
 
-for seed in ${SEEDS:-1 2 3 4 5}; do
-    user=$#
-    set -- -e "$epochs" --model "$model" --dataset "$dataset" --recipe "$recipe" --seed "$seed" \
-        --output-dir "$root/seed$seed" --resume "$@"
-    train "$@"
-    for schedule in 50:1 100:1 200:1 1:2 10:2; do
-        train "$@" --warm-restart -t0 "${schedule%:*}" -tm "${schedule#*:}"
+runs() {  # every run of the grid, seed by seed, schedule by schedule
+    for seed in $seeds; do
+        user=$#
+        set -- -e "$epochs" --model "$model" --dataset "$dataset" --recipe "$recipe" --seed "$seed" \
+            --output-dir "$root/seed$seed" --resume "$@"
+        for schedule in $schedules; do
+            if [ "$schedule" = default ]; then
+                train "$@"
+            else
+                train "$@" --warm-restart -t0 "${schedule%:*}" -tm "${schedule#*:}"
+            fi
+        done
+        shift $(($# - user))  # drop the grid's own words: the user's flags stay for the next seed
     done
-    shift $(($# - user))  # drop the grid's own words: the user's flags stay for the next seed
-done
-if [ $print = 0 ]; then
-    echo "Done. Compare with the paper: python report.py --runs $grid"
-fi
+}
+
+plan() {  # add the grid's commands to $root/grid.txt (report.py lists the planned runs not finished)
+    mkdir -p "$root"
+    was=$mode
+    mode=print
+    { cat "$root/grid.txt" 2>/dev/null || true; runs "$@"; } | awk '!seen[$0]++' > "$root/.grid.txt.$$"
+    mode=$was
+    mv "$root/.grid.txt.$$" "$root/grid.txt"
+}
+
+case $mode in
+    print) runs "$@" ;;
+    status) runs "$@" | $py "$here/grid.py" status ;;
+    submit)
+        [ -n "$dry_run" ] || plan "$@"
+        runs "$@" | $py "$here/grid.py" submit $dry_run --sbatch "$sbatch" ;;
+    train)
+        plan "$@"
+        runs "$@"
+        echo "Done. Compare with the paper: python report.py --runs $grid" ;;
+esac

@@ -24,6 +24,7 @@ from typing import Any
 
 import checkpoint
 import drawing
+import gridruns
 import runfiles
 import snapshots
 from distributed import pick_device
@@ -284,6 +285,23 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def unfinished_plan(plan: Path, finished: set[Path]) -> list[str]:
+    """Report lines naming the runs a grid planned (its grid.txt) that are not among ``finished``, with
+    their state: the medians of such a grid are over fewer seeds than it asked for."""
+    runs = gridruns.read_plan_file(plan)
+    missing = [run for run in runs if run.files.run_dir.resolve() not in finished]
+    if not missing:
+        return []
+    folder = gridruns.grid_folder(runs)
+    states = [(gridruns.short_name(run, folder), gridruns.state(run), run.epochs) for run in missing]
+    said = [f"{name} ({now.state}, {now.epochs_done}/{epochs} epochs)" for name, now, epochs in states]
+    return [
+        f"**Incomplete grid**: {len(missing)} of the {len(runs)} planned runs in {plan.parent} are not finished, so "
+        f"the rows below have fewer runs than planned (`sh grid.sh --status` tells more): {', '.join(said)}.",
+        "",
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=ShowDefaults)
     parser.add_argument(
@@ -324,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not finished:
         raise UserError(f"no finished runs under {args.runs}. sh grid.sh trains the paper's grid there.")
     lines = ["# SGDR reproduction report", "", RECOMMENDED, ""]
-    unfinished = [r for r in runs if not r.finished]
+    planned = set()
+    for plan in sorted(args.runs.rglob(gridruns.PLAN)):
+        lines += unfinished_plan(plan, {r.folder.resolve() for r in finished})
+        planned |= {run.files.run_dir.resolve() for run in gridruns.read_plan_file(plan)}
+    unfinished = [r for r in runs if not r.finished and r.folder.resolve() not in planned]
     if unfinished:
         lines += [
             "Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished),

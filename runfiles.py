@@ -206,8 +206,8 @@ class RunLock:
     """Holds a run's folder for this process, so that no other process writes into a running run.
 
     An exclusive ``flock`` on ``<run folder>/.lock``: the system drops it when the process ends,
-    however it ends, so a kill -9 leaves no stale lock behind. The file names the holder (pid and
-    command, and host) for the refusal message and ``who_runs``. Taking the lock creates the run's folder if needed (and so
+    however it ends, so a kill -9 leaves no stale lock behind. The file names the holder (pid, host and
+    command) for the refusal message and ``who_runs``. Taking the lock creates the run's folder if needed (and so
     finds an unwritable output folder before any work); letting it go removes the lock file and the
     folders it created if they are still empty, so a refused run leaves nothing behind.
     """

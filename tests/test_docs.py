@@ -19,11 +19,12 @@ from conftest import REPO, documentation, pages
 import bench
 import cifar
 import ensemble
+import grid
 import plot
 import report
 import settings
 
-SCRIPT_MODULES = (plot, bench, ensemble, report)
+SCRIPT_MODULES = (plot, bench, ensemble, report, grid)
 
 README = (REPO / "README.md").read_text()
 
@@ -48,26 +49,34 @@ def test_ci_runs_the_readme_test_command():
     assert ci.index("ruff check .") < ci.index("pytest")
 
 
+def parsers(parser) -> list[argparse.ArgumentParser]:
+    """A parser and those of its subcommands (grid.py's status and submit)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [parser, *(p for a in subs for sub in a.choices.values() for p in parsers(sub))]
+
+
 def option_strings(parser) -> set[str]:
-    return {s for action in parser._actions for s in action.option_strings if s not in ("-h", "--help")}
+    return {
+        s for p in parsers(parser) for action in p._actions for s in action.option_strings if s not in ("-h", "--help")
+    }
 
 
 def test_every_flag_is_documented():
     docs = documentation()
-    for module in (settings, plot, bench, ensemble, report):
+    for module in (settings, *SCRIPT_MODULES):
         for name in option_strings(module.build_parser()):
             assert f"`{name}" in docs, f"{name} of {module.__name__}.py is not documented in README.md or docs/"
 
 
 def test_help_shows_every_default():
-    for module in (settings, plot, bench, ensemble, report):
-        parser = module.build_parser()
-        formatter = parser._get_formatter()
-        for action in parser._actions:
-            if action.option_strings and action.default is not argparse.SUPPRESS:
-                shown = formatter._get_help_string(action)
-                assert "(default" in shown, f"{module.__name__}.py {action.option_strings[0]}: {shown!r}"
-        assert "(default: " in parser.format_help()
+    for module in (settings, *SCRIPT_MODULES):
+        for parser in parsers(module.build_parser()):
+            formatter = parser._get_formatter()
+            for action in parser._actions:
+                if action.option_strings and action.default is not argparse.SUPPRESS:
+                    shown = formatter._get_help_string(action)
+                    assert "(default" in shown, f"{module.__name__}.py {action.option_strings[0]}: {shown!r}"
+        assert "(default: " in module.build_parser().format_help()
 
 
 # The front page ------------------------------------------------------------------------------
@@ -162,7 +171,11 @@ def test_heading_anchors_follow_githubs_rules():
 
 SCRIPTS = {"train.py": settings.parse_args, **{f"{m.__name__}.py": m.build_parser().parse_args for m in SCRIPT_MODULES}}
 # run.sh and grid.sh take flags of their own first, and pass every other argument to train.py.
-SHELL_SCRIPTS = {"run.sh": ("--quick", "--parallel"), "grid.sh": ("--print",)}
+# (each with how many words follow it)
+SHELL_SCRIPTS = {
+    "run.sh": {"--quick": 0, "--parallel": 0},
+    "grid.sh": {"--print": 0, "--status": 0, "--submit": 0, "--dry-run": 0, "--sbatch": 1},
+}
 
 
 def commands_in(text: str) -> list[str]:
@@ -172,7 +185,7 @@ def commands_in(text: str) -> list[str]:
     for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
         lines += block.replace("\\\n", " ").splitlines()
     lines += re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
-    return [line for line in lines if re.search(r"\b(python3?|torchrun|sh)\b", line)]
+    return [line for line in lines if re.search(r"\b(python3?|torchrun|sh|sbatch)\b", line)]
 
 
 def simple_commands(line: str) -> list[list[str]]:
@@ -199,20 +212,22 @@ def check_command(words: list[str]) -> str | None:
     runs no script checked here. A synopsis (a word with <...>, [...] or ...) is no command: skipped."""
     if any(re.search(r"<\w|\.\.\.|^\[", word) for word in words):
         return None
-    if words == ["torchrun"]:  # the program's name in a sentence
+    if words in (["torchrun"], ["sbatch"]):  # the program's name in a sentence
         return None
-    if words[0] == "torchrun":
-        script = next((i for i, word in enumerate(words) if word.endswith(".py")), None)
+    if words[0] in ("torchrun", "sbatch"):  # their own options, then the script and its flags
+        script = next((i for i, word in enumerate(words) if word.endswith((".py", ".sbatch"))), None)
     elif words[0] in ("python", "python3", "sh") and len(words) > 1:
         script = 1
     else:
         return None
     if script is None:
-        return "torchrun starts no script"
+        return f"{words[0]} starts no script"
     name, args = Path(words[script]).name, words[script + 1 :]
+    if name == "multinode.sbatch":  # its arguments are train.py's
+        name = "train.py"
     if name in SHELL_SCRIPTS:
         while args and args[0] in SHELL_SCRIPTS[name]:  # as the scripts read them: first, in any order
-            args = args[1:]
+            args = args[1 + SHELL_SCRIPTS[name][args[0]] :]
         name = "train.py"
     if name not in SCRIPTS:
         return None
@@ -241,6 +256,8 @@ def test_every_documented_command_is_accepted_by_its_script():
         "python report.py --runs outputs/grid",
         "sh grid.sh --train-subset 512 --val-subset 512",
         "python bench.py --models resnet34 wrn-28-10",
+        "sh grid.sh --submit --sbatch --gres=gpu:1 --cpus-per-task=8",
+        "sbatch --nodes=2 --ntasks-per-node=4 --gres=gpu:4 multinode.sbatch --recipe paper --model wrn-28-10 --resume",
     ):
         assert example in checked
     assert any(c.startswith("torchrun --nnodes=2") and "--model wrn-28-20" in c for c in checked)
@@ -255,6 +272,8 @@ def test_every_documented_command_is_accepted_by_its_script():
         "sh run.sh --quick --sed 1",
         "torchrun --standalone --nproc_per_node=4 train.py --warm-restart -t0 0",
         "GRID_DIR=x sh grid.sh --print --recipe paper --loader torchvision",
+        "sh grid.sh --submit --sbatch '--gres=gpu:1' --epochs -3",
+        "sbatch --nodes=2 multinode.sbatch --epochs 0",
         "python bench.py --batch-size 0",
         "python ensemble.py",
         "python report.py --ensembles > out.txt",
@@ -357,5 +376,6 @@ def test_scripts_import_modules_never_scripts():
 def test_the_layout_table_lists_every_file_of_the_code():
     table = (REPO / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `([^`]+)` \|", table, re.M))
-    code = {p.name for p in REPO.glob("*.py")} | {p.name for p in REPO.glob("*.sh")} | {"docs/figures.py"}
+    code = {p.name for p in REPO.glob("*.py")}
+    code |= {p.name for p in [*REPO.glob("*.sh"), *REPO.glob("*.sbatch")]} | {"docs/figures.py"}
     assert listed == code

@@ -7,16 +7,19 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from cifar_format import use_checksums_of, write_cifar100
-from conftest import REPO, SMALL, TINY, call
+from conftest import REPO, SMALL, TINY, call, harness
 
 import checkpoint
 import ensemble
+import grid
 import models
 import report
 import settings
@@ -276,6 +279,73 @@ def tiny_grid(tiny_cifar, tmp_path_factory):
             code, _, err = call(train.main, command[2:])
             assert code == 0, err
     return root
+
+
+def test_status_reads_a_grid_started_by_any_launcher(tiny_cifar, tmp_path):
+    """``sh grid.sh --status`` on a grid whose commands ran without SLURM: one finished, one killed
+    in its second epoch, one never started, all read from the folders."""
+    env = {"PYTHON": sys.executable, "MODEL": "wrn-10-1", "EPOCHS": "3", "SEEDS": "1", "SCHEDULES": "default 1:2 10:2"}
+    flags = [*TINY, "--data-dir", str(tiny_cifar)]
+    commands = grid_commands({**env, "GRID_DIR": str(tmp_path)}, *flags)
+    assert len(commands) == 3
+    with pytest.MonkeyPatch.context() as mp:
+        use_checksums_of(tiny_cifar, mp.setattr)
+        assert call(train.main, commands[0][2:])[0] == 0
+    killed = subprocess.run(harness(tiny_cifar, "batch:7", commands[1][2:]), capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    done = subprocess.run(
+        ["sh", str(REPO / "grid.sh"), "--status", *flags],
+        env={**os.environ, **env, "GRID_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{tmp_path / 'cifar10-wrn-10-1-paper'}:",
+        "seed1/multistep  finished           3/3",
+        "seed1/wr_s1_m2   interrupted        1/3  ended without a word (killed?)",
+        "seed1/wr_s10_m2  not started",
+        "3 runs: 1 finished, 1 interrupted, 1 not started",
+    ]
+
+
+def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
+    env = {**os.environ, "PYTHON": "python", "MODEL": "wrn-10-1", "SEEDS": "1 2", "SCHEDULES": "default 10:2"}
+    grid_sh = ["sh", str(REPO / "grid.sh"), "--submit"]
+    done = subprocess.run(
+        [*grid_sh, "--dry-run", "--sbatch", "--gres=gpu:1 -p 'my gpus'", "-b", "64"], **run_in(tmp_path, env)
+    )
+    assert done.returncode == 0, done.stderr
+    script = done.stdout
+    assert script.splitlines()[0] == "# sbatch --parsable --gres=gpu:1 -p 'my gpus' < this script"
+    for line in ("#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@300", f"cd {tmp_path}"):
+        assert line in script.splitlines()
+    tasks = re.findall(r"^    (\d+)\) log=(\S+); set -- (.*) ;;$", script, re.M)
+    commands = grid_commands({k: env[k] for k in ("PYTHON", "MODEL", "SEEDS", "SCHEDULES")}, "-b", "64")
+    assert [shlex.split(command) for _, _, command in tasks] == commands
+    assert [(k, log) for k, log, _ in tasks][1] == ("1", "outputs/grid/cifar10-wrn-10-1-paper/seed1/runs/wr_s10_m2.log")
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    assert not (tmp_path / "outputs").exists()  # a dry run writes nothing, not even the plan
+    # Where sbatch is missing, or refuses: the way out, or sbatch's own words; no traceback.
+    plan = tmp_path / "commands.txt"
+    plan.write_text("\n".join(map(shlex.join, commands)) + "\n")
+    (tmp_path / "bin").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", str(tmp_path / "bin"))
+        code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
+        assert code == 1 and "sbatch is not on this machine's PATH: submit from a SLURM login node" in err
+        sbatch = tmp_path / "bin" / "sbatch"
+        sbatch.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpus' >&2\nexit 1\n")
+        sbatch.chmod(0o755)
+        code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
+        assert (
+            code == 1
+            and err == "error: sbatch refused the job array: sbatch: error: invalid partition specified: gpus\n"
+        )
+
+
+def run_in(folder: Path, env: dict[str, str]) -> dict:
+    return {"cwd": folder, "env": env, "capture_output": True, "text": True}
 
 
 def table1_rows(text: str) -> dict[str, list[str]]:

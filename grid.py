@@ -1,0 +1,167 @@
+"""The grid on a SLURM cluster: submit its runs as one job array, and show the state of every run.
+
+    sh grid.sh --print | python grid.py status          (what sh grid.sh --status runs)
+    sh grid.sh --print | python grid.py submit [--dry-run] [--sbatch "OPTIONS"]   (sh grid.sh --submit)
+
+Both read the grid's train.py commands, one a line, as ``grid.sh --print`` gives them (or from
+--commands FILE), so they work the same for a grid trained by grid.sh, by any launcher, or by SLURM.
+The state comes from the run folders alone (lock, run record, metrics, the task's log), not from
+SLURM's accounting. See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import gridruns
+from errors import ShowDefaults, UserError, reports_user_errors
+
+# Seconds before a task's time limit at which SLURM sends the job script SIGUSR1: the run stops at
+# its next batch boundary, the checkpoint holds every complete epoch, and the task requeues itself.
+SIGNAL_SECONDS = 300
+
+# The part of the job script that is the same for every task: log the start, run the command with
+# its output appended to the run's log, pass SIGTERM (requeue, preemption, scancel) and SIGUSR1 (the
+# time limit is near) on to it as SIGTERM, log how it ended, and requeue the task after a time-limit
+# stop. A run that finished does nothing when its task runs again (train.py --resume).
+TASK_BODY = r"""
+mkdir -p "$(dirname "$log")"
+say() { echo "== grid: $* at $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$log"; }
+say "task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID} (job ${SLURM_JOB_ID:-?}) starts on $(hostname)," \
+    "start $((${SLURM_RESTART_COUNT:-0} + 1))"
+limit=0
+child=""
+trap 'limit=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' USR1
+trap '[ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
+"$@" >> "$log" 2>&1 < /dev/null &
+child=$!
+while :; do  # a trapped signal interrupts wait: wait again until the run has really ended
+    wait "$child"
+    status=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+case $status in
+    0) say "exit status 0" ;;
+    75) say "exit status 75: another job is running this run (see its lock); this task did nothing"; exit 0 ;;
+    *) say "exit status $status" ;;
+esac
+if [ $limit = 1 ] && [ $status != 0 ]; then
+    say "the time limit is near: requeued to continue from the checkpoint"
+    scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"  # this task alone, not the array
+fi
+exit $status
+"""
+
+
+def batch_script(runs: Sequence[gridruns.PlannedRun], workdir: Path, slurm_dir: Path, signal_seconds: int) -> str:
+    """The job array: task k runs the k-th command, in ``workdir``, with its output in the run's log."""
+    cases = "".join(
+        f"    {k}) log={shlex.quote(str(run.files.log))}; set -- {shlex.join(run.command)} ;;\n"
+        for k, run in enumerate(runs)
+    )
+    header = [
+        "#!/bin/sh",
+        f"# The grid's {len(runs)} runs as one SLURM job array, a run per task (written by grid.sh --submit).",
+        "#SBATCH --job-name=sgdr-grid",
+        f"#SBATCH --array=0-{len(runs) - 1}",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --signal=B:USR1@{signal_seconds}",
+        f"#SBATCH --output={slurm_dir}/%A_%a.out",
+        "set -u",
+        f"cd {shlex.quote(str(workdir))}",
+        'case "${SLURM_ARRAY_TASK_ID:-}" in',
+    ]
+    refuse = f'    *) echo "run this script with sbatch: it is a job array of {len(runs)} tasks" >&2; exit 2 ;;\n'
+    return "\n".join(header) + "\n" + cases + refuse + "esac" + TASK_BODY
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=ShowDefaults
+    )
+    parser.add_argument(
+        "--commands", default="-", help="file with the grid's train.py commands, one a line; - reads stdin (default: -)"
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{status,submit}")
+    verbs.add_parser(
+        "status",
+        help="one line for every run: finished, running, interrupted, failed, not started",
+        formatter_class=ShowDefaults,
+    )
+    submit = verbs.add_parser(
+        "submit", help="submit the runs as one SLURM job array (sbatch)", formatter_class=ShowDefaults
+    )
+    submit.add_argument("--dry-run", action="store_true", help="print the batch script and the sbatch command only")
+    submit.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help='sbatch options for every task, as one shell-quoted string, e.g. "--gres=gpu:1 --time=24:00:00" '
+        "(SBATCH_* variables work too)",
+    )
+    submit.add_argument(
+        "--signal-seconds",
+        type=int,
+        default=SIGNAL_SECONDS,
+        help="how long before a task's time limit it stops and requeues itself",
+    )
+    return parser
+
+
+def read_commands(source: str) -> list[gridruns.PlannedRun]:
+    if source == "-":
+        runs = gridruns.read_plan(sys.stdin.read().splitlines(), "standard input")
+    else:
+        runs = gridruns.read_plan_file(Path(source))
+    if not runs:
+        raise UserError(f"no train.py commands in {'standard input' if source == '-' else source}.")
+    return runs
+
+
+def status(runs: list[gridruns.PlannedRun]) -> int:
+    lines, counts = gridruns.table(runs)
+    print(f"{gridruns.grid_folder(runs)}:")
+    print("\n".join(lines))
+    print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return 0
+
+
+def submit(runs: list[gridruns.PlannedRun], args: argparse.Namespace) -> int:
+    options = [word for text in args.sbatch for word in shlex.split(text)]
+    slurm_dir = (gridruns.grid_folder(runs) / "slurm").resolve()
+    script = batch_script(runs, Path.cwd(), slurm_dir, args.signal_seconds)
+    command = ["sbatch", "--parsable", *options]
+    if args.dry_run:
+        print(f"# {shlex.join(command)} < this script\n{script}", end="")
+        return 0
+    if shutil.which("sbatch") is None:
+        raise UserError("sbatch is not on this machine's PATH: submit from a SLURM login node (or --dry-run).")
+    slurm_dir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(command, input=script, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"sbatch refused the job array: {done.stderr.strip() or done.stdout.strip()}")
+    job = done.stdout.strip().split(";")[0]
+    print(f"Submitted {len(runs)} runs as job array {job} (tasks 0-{len(runs) - 1}).")
+    print(f"  follow it:  squeue -j {job}")
+    print("  its runs:   sh grid.sh --status   (with the same settings and flags as --submit)")
+    print(f"  a run's log, beside its folder: {runs[0].files.log}")
+    return 0
+
+
+@reports_user_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runs = read_commands(args.commands)
+    return status(runs) if args.verb == "status" else submit(runs, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The runs of a grid, read from its train.py command lines, and what each run's folder says of it:
+finished, running, interrupted, failed or not started."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from argparse import Namespace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import runfiles
+from errors import UserError
+from settings import parse_args
+
+PLAN = "grid.txt"  # in a grid's folder: its train.py commands, one a line, as grid.sh --print gives them
+# The lines a job script writes into a run's log around each start (see grid.py's batch script).
+LOG_MARK = "== grid: "
+EXIT_LINE = re.compile(re.escape(LOG_MARK) + r"exit status (\d+)")
+BUSY = 75  # train.py's exit status when another process holds the run (errors.RunBusy)
+STATES = ("finished", "running", "interrupted", "failed", "not started")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One train.py command of a grid, and the files it writes."""
+
+    command: list[str]  # the whole command line, interpreter first
+    args: Namespace  # as train.py parses it
+    files: runfiles.RunFiles
+
+    @property
+    def epochs(self) -> int:
+        return self.args.epochs
+
+    @property
+    def name(self) -> str:
+        """The run as its folders name it: ``<output dir>/runs/<schedule>``."""
+        return str(self.files.run_dir)
+
+
+@dataclass(frozen=True)
+class RunState:
+    state: str  # one of STATES
+    epochs_done: int
+    detail: str = ""  # who runs it, why it stopped, the error
+
+
+def read_plan(lines: Iterable[str], source: str = "the commands") -> list[PlannedRun]:
+    """The runs of ``lines`` (blank lines and ``#`` comments skipped); a ``UserError`` naming a line that
+    is not a train.py command train.py accepts."""
+    runs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError as error:
+            raise UserError(f"{source}, line {number}: {error}: {line.strip()}") from None
+        script = next((i for i, word in enumerate(words) if word.endswith("train.py")), None)
+        if script is None:
+            raise UserError(f"{source}, line {number} is not a train.py command: {line.strip()}")
+        try:
+            args = parse_args(words[script + 1 :])
+        except SystemExit:  # argparse said why on stderr
+            raise UserError(f"{source}, line {number}: train.py refuses these flags: {line.strip()}") from None
+        files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
+        runs.append(PlannedRun(words, args, files))
+    return runs
+
+
+def read_plan_file(path: Path) -> list[PlannedRun]:
+    """The runs of a grid's ``grid.txt``, found from the file's own folder: grid.sh wrote their output
+    folders (``<grid>/seed<N>``) relative to where it ran, and the grid may have moved since."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path} ({error})") from None
+    runs = read_plan(text.splitlines(), str(path))
+    if len({Path(run.args.output_dir).parent for run in runs}) != 1:
+        return runs  # not grid.sh's layout: the paths as written
+    moved = []
+    for run in runs:
+        output = path.parent / Path(run.args.output_dir).name
+        a = run.args
+        moved.append(PlannedRun(run.command, a, runfiles.run_files(output, a.warm_restart, a.t_zero, a.t_mult)))
+    return moved
+
+
+def _record(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _epochs_in(metrics: Path) -> int:
+    """Complete epochs on disk: metrics.jsonl has one line for each (written after the checkpoint)."""
+    try:
+        return sum(1 for line in metrics.read_text().splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError):
+        return 0
+
+
+def last_exit(log: Path) -> tuple[int, str] | None:
+    """The exit status of the last task that ran the run (as its job script logged it) and the last line
+    the run printed before it; None without such a line. Tasks that found the run busy are passed over."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for k in range(len(lines) - 1, -1, -1):
+        match = EXIT_LINE.match(lines[k])
+        if match and int(match[1]) != BUSY:
+            said = [line.strip() for line in lines[:k] if line.strip() and not line.startswith(LOG_MARK)]
+            return int(match[1]), said[-1] if said else ""
+    return None
+
+
+def state(run: PlannedRun) -> RunState:
+    """What the run's folder says: its lock (running), its record and metrics, and its log's last exit."""
+    files = run.files
+    done = _epochs_in(files.metrics)
+    if who := runfiles.who_runs(files.run_dir):
+        return RunState("running", done, who)
+    record = _record(files.record)
+    sessions = record.get("sessions") if isinstance(record.get("sessions"), list) else []
+    outcome = sessions[-1].get("outcome", "") if sessions and isinstance(sessions[-1], dict) else ""
+    if record.get("finished") and done >= run.epochs:
+        return RunState("finished", done)
+    exited = last_exit(files.log)
+    if exited is not None and exited[0] != 0 and exited[0] <= 128:  # above 128: stopped by a signal
+        return RunState("failed", done, f"exit status {exited[0]}: {exited[1]}; log {files.log}")
+    if outcome == "aborted" or outcome.startswith("stopped"):
+        where = f"; log {files.log}" if files.log.exists() else ""
+        return RunState("failed", done, f"{outcome}{where}")
+    if record or files.checkpoint.exists():
+        why = outcome if outcome and outcome != "running" else "ended without a word (killed?)"
+        return RunState("interrupted", done, why)
+    return RunState("not started", 0)
+
+
+def grid_folder(runs: Sequence[PlannedRun]) -> Path:
+    """The folder that holds the runs' output folders (grid.sh's $GRID_DIR/<dataset>-<model>-<recipe>)."""
+    outputs = {str(run.files.run_dir.parent.parent) for run in runs}
+    return Path(os.path.commonpath(outputs)) if len(outputs) > 1 else Path(outputs.pop()).parent
+
+
+def short_name(run: PlannedRun, folder: Path) -> str:
+    """``seed1/wr_s10_m2``: the run's output folder under ``folder``, then its schedule."""
+    output = run.files.run_dir.parent.parent
+    return os.path.join(os.path.relpath(output, folder), run.files.run_dir.name)
+
+
+def table(runs: list[PlannedRun]) -> tuple[list[str], dict[str, int]]:
+    """One line for each run (its name, state, epochs and detail), and the count of each state."""
+    states = [state(run) for run in runs]
+    folder = grid_folder(runs)
+    names = [short_name(run, folder) for run in runs]
+    width = max(map(len, names), default=0)
+    lines = []
+    for run, name, now in zip(runs, names, states):
+        epochs = f"{now.epochs_done}/{run.epochs}" if now.state != "not started" else ""
+        lines.append(f"{name:<{width}}  {now.state:<11}  {epochs:>9}  {now.detail}".rstrip())
+    counts = {s: sum(now.state == s for now in states) for s in STATES}
+    return lines, counts
