@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 import torch.hub
 from cifar_format import use_checksums_of, write_cifar10
 
@@ -28,6 +29,22 @@ def cifar_dir(tiny_cifar: Path, monkeypatch) -> Path:
     """``tiny_cifar``, accepted by torchvision's checksum check for this test only."""
     use_checksums_of(tiny_cifar, monkeypatch.setattr)
     return tiny_cifar
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node SLURM cluster started for the session (tests/slurm_cluster.py), stopped at its end.
+    Skipped, saying why, where SLURM is not installed; under CI (which installs it) a failure instead."""
+    why = slurm_cluster.missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the SLURM tests, but {why}")
+        pytest.skip(why)
+    cluster = slurm_cluster.Cluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
