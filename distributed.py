@@ -47,6 +47,14 @@ class Team:
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX, group=self.control)
         return agreed.tolist()
 
+    def from_main(self, value: int) -> int:
+        """Rank 0's ``value`` in every process (a seed drawn once for the whole run)."""
+        if self.world == 1:
+            return value
+        shared = torch.tensor([value], dtype=torch.long)
+        dist.broadcast(shared, src=0, group=self.control)
+        return int(shared.item())
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier(group=self.control)

@@ -422,6 +422,9 @@ def setup(
     synthetic ones); ``args.train_subset`` and ``args.val_subset`` do not apply to them.
     """
     team = team or Team()
+    # A seed drawn here is rank 0's in every process: each draws from the same permutation its share
+    # of every batch, and the seed printed repeats the run. (Before the refusals: a collective.)
+    drawn = team.from_main(secrets.randbelow(2**31)) if args.seed is None else None
     # Every process checks its own request and data; a refusal by any of them reaches all before the
     # first collective (DDP's), so no process waits for one that has gone.
     with team.refusals():
@@ -431,7 +434,7 @@ def setup(
         if args.seed is not None:
             seed = args.seed
         else:
-            seed = saved["config"]["seed"] if saved is not None else secrets.randbelow(2**31)
+            seed = saved["config"]["seed"] if saved is not None else drawn
         config = trajectory(args, seed, team.world)
         if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
             raise UserError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +74,18 @@ def test_two_processes_take_the_same_steps_and_write_the_same_files_once(runs):
     # One voice: rank 0 alone prints.
     log = runs["log"]
     assert log.count("Epoch 1 of 3") == 1 and log.count("Finished Training") == 1
+
+
+def test_without_a_seed_every_process_takes_rank_0s_and_the_printed_seed_repeats_the_run(tiny_cifar, tmp_path):
+    # Each process drawing its own seed would shuffle with its own permutation and take its share of
+    # that: some images twice in an epoch, some never, and a run that the printed seed cannot repeat.
+    unseeded = [*RUN[: RUN.index("--seed")], "--data-dir", str(tiny_cifar)]
+    done = run_torchrun(tiny_cifar, "none", [*unseeded, "--output-dir", str(tmp_path / "drawn")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    seed = re.search(r"--seed (\d+) repeats this run", done.stdout)[1]
+    again = run_torchrun(tiny_cifar, "none", [*unseeded, "--seed", seed, "--output-dir", str(tmp_path / "given")])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert_same_run(tmp_path / "drawn", tmp_path / "given")
 
 
 @pytest.mark.parametrize("recipe", ["tutorial", "paper"])
