@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = runfiles.train_command(warm_restart, t0, 1, out) + " (sh run.sh runs the reference runs)"
         curves.append((load_losses(path, command), color, label))
     target = runfiles.combined_figure(out)
-    line_figure(curves, "Epochs", "Validation loss", target)
+    line_figure(curves, "Epochs", "Validation loss", target, clip=True)
     print(f"Saved {target}")
     return 0
 

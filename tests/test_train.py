@@ -12,6 +12,7 @@ from cifar_format import use_checksums_of
 from conftest import MULTISTEP, SMALL, TINY, call, wr_files
 from PIL import Image
 
+import drawing
 import plot
 import settings
 import train
@@ -124,6 +125,52 @@ def test_plot_merges_the_validation_losses(finished):
     assert code == 0, err
     with Image.open(out / "loss_plot_combined.jpg") as image:
         assert image.size == (1000, 700)
+
+
+# Validation losses shaped like the quick mode's on the real CIFAR-10 at its first scale: 10^4 in
+# the second epoch (eval-mode BatchNorm with statistics still far from the data's), then about 2.
+SPIKED = [
+    [2.9, 34_000, 2_100, 40, 6.2, 2.6, 2.45, 2.4, 2.33, 2.3, 2.28, 2.25, 2.24, 2.22, 2.21, 2.2, 2.2, 2.19, 2.18, 2.18],
+    [2.8, 13_000, 900, 12, 3.1, 2.5, 2.6, 2.55, 2.4, 2.35, 2.3, 2.4, 2.45, 2.5, 2.3, 2.25, 2.22, 2.2, 2.17, 2.15],
+]
+
+
+def later_share_of_the_axis(fig) -> float:
+    """How much of the y axis the losses after epoch 5 span (0 when any of them is off the axis)."""
+    low, high = fig.axes[0].get_ylim()
+    later = [v for values in SPIKED for v in values[5:]]
+    return (max(later) - min(later)) / (high - low) if low <= min(later) and max(later) <= high else 0.0
+
+
+def test_a_spike_is_cut_off_the_axis_so_the_later_epochs_can_be_told_apart():
+    curves = [(SPIKED[0], "red", "Multistep (default)"), (SPIKED[1], "green", "Warm restarts, T_0 = 5")]
+    as_drawn = drawing.draw(curves, "Epochs", "Validation loss")  # the axis matplotlib chooses
+    assert later_share_of_the_axis(as_drawn) < 1e-4  # a flat line at the bottom
+    fig = drawing.draw(curves, "Epochs", "Validation loss", clip=True)
+    assert later_share_of_the_axis(fig) > 0.03  # 0.45 of a loss over about 13: tens of pixels
+    # From 2.15 to 12 (not a spike: under 10 x the upper quartile, 2.8), with 5% margins.
+    assert fig.axes[0].get_ylim() == pytest.approx((2.15 - 0.4925, 12 + 0.4925))
+    assert (
+        fig.axes[0].get_title()
+        == "Validation loss axis cut at 12.5: 5 points above it (triangles; the largest 3.4e+04)"
+    )
+    triangles = [line for line in fig.axes[0].get_lines() if line.get_marker() == "^"]
+    assert [list(line.get_xdata()) for line in triangles] == [[2, 3, 4], [2, 3]]
+
+
+def test_ordinary_losses_are_drawn_as_ever(tmp_path):
+    # A 200-epoch run's shape: training loss from 1.8 down to 0.002, validation loss from 1.6 to 0.3.
+    train_loss = [1.8 * math.exp(-epoch / 29) + 0.002 for epoch in range(200)]
+    val_loss = [1.3 * math.exp(-epoch / 20) + 0.3 + 0.02 * math.sin(epoch) for epoch in range(200)]
+    assert drawing.clipped_limits(train_loss + val_loss) is None
+    drawing.save_loss_figure(train_loss, val_loss, tmp_path / "clipped.jpg")  # clips where it must
+    drawing.line_figure(
+        [(train_loss, "orange", "train loss"), (val_loss, "red", "validation loss")],
+        "Epochs",
+        "Loss",
+        tmp_path / "plain.jpg",
+    )
+    assert (tmp_path / "clipped.jpg").read_bytes() == (tmp_path / "plain.jpg").read_bytes()
 
 
 def test_plot_defaults_name_the_reference_files(tmp_path, monkeypatch):
