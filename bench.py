@@ -212,16 +212,10 @@ def variant(model_name: str, device: torch.device, batch_size: int, channels_las
 def run_setup(model_name: str, device: torch.device, data, folder: str, *flags: str) -> experiment.Experiment:
     """A run built by ``experiment.setup``, as train.py builds it, from train.py's flags (its defaults,
     the reference run's, unless ``flags`` say otherwise), on ``data`` (training and test sets), with its
-    folder in ``folder``.
-
-    ``setup`` turns on cuDNN's autotuning on CUDA for the rest of the process; every row of the table
-    is timed with cuDNN's default choice instead, so it is set back."""
+    folder in ``folder``. Every row is timed as train.py runs: ``setup`` sets its precision (TF32
+    convolutions by default) and, on CUDA, cuDNN's autotuning."""
     args = settings.parse_args(["--model", model_name, "--seed", "0", "--output-dir", folder, *flags])
-    autotune = torch.backends.cudnn.benchmark
-    try:
-        return experiment.setup(args, device=device, data=data)
-    finally:
-        torch.backends.cudnn.benchmark = autotune
+    return experiment.setup(args, device=device, data=data)
 
 
 def epoch_seconds(
@@ -356,6 +350,13 @@ def checkpoint_cost(model_name: str, device: torch.device, batch: int, repeats: 
         return run.files.checkpoint.stat().st_size, statistics.median(writes), statistics.median(reads)
 
 
+PRECISION = {
+    "cuda": "train.py's default (--tf32 conv, PyTorch's own): cuDNN convolutions in TF32 on Ampere and newer "
+    "GPUs, matrix products in fp32; cuDNN autotuning on",
+    "cpu": "fp32 (train.py's default; TF32 does not exist on the CPU)",
+}
+
+
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -365,9 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
-    # train.py's default: on Ampere and newer GPUs, PyTorch's own would be TF32 convolutions.
-    distributed.set_precision("off")
-    print("Precision: fp32 throughout, TF32 off for convolutions and matrix products (train.py --tf32 off)")
+    # As train.py runs by default, from the first row on: PyTorch's precision and, on CUDA, autotuning.
+    distributed.set_precision("conv")
+    experiment.set_determinism(False, device)
+    print(f"Precision: {PRECISION[device.type]}")
     if args.models:
         print(f"Work: batch {batch}, {steps} steps each after warm-up, synthetic data\n")
         compare_models(args.models, device, batch, steps, 3 if quick else 7)

@@ -25,6 +25,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     # Before --tf32, runs left PyTorch's default: on Ampere and newer GPUs TF32 convolutions, fp32
     # matrix products. "conv" is that; on the CPU all three choices compute the same fp32 numbers.
     "tf32": "conv",
+    "deterministic": False,
 }
 
 
@@ -117,9 +118,14 @@ def _read(path: Path, what: str, advice: str, *required: str) -> dict[str, Any]:
     raise UserError(f"the {what} {path} cannot be read ({reason.splitlines()[0]}).{advice}")
 
 
+def with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's settings, with those it predates at the values it was trained under."""
+    return {**ADDED_SETTINGS, **saved}
+
+
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``."""
-    saved = {**ADDED_SETTINGS, **saved}
+    saved = with_added_settings(saved)
     return [
         f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
         for key in sorted(set(saved) | set(current))

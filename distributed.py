@@ -129,6 +129,11 @@ def join(device_name: str) -> tuple[Team, torch.device | None]:
             f"torchrun started {processes} processes on this machine, one per GPU, but there are "
             f"{visible_gpus(count)}: use --nproc_per_node={count} or fewer (or --device cpu)."
         )
+    if use_cuda and device_name.startswith("cuda:") and (processes > 1 or device_name != f"cuda:{local}"):
+        raise UserError(
+            f"--device {device_name}: under torchrun each process takes the GPU of its local rank "
+            f"(this one cuda:{local}). Use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs."
+        )
     device = None
     if use_cuda:
         device = torch.device("cuda", local)
@@ -159,6 +164,10 @@ def pick_device(name: str) -> torch.device:
             f"--device {name}: there is no such GPU here: {visible_gpus(count)}. "
             f"Use --device cuda:N with N below {count}, or --device cuda."
         )
+    if device.type == "cuda" and device.index is not None:
+        # The current GPU is where pinned memory and the first CUDA calls open their context: on a
+        # shared machine, the chosen GPU and not GPU 0.
+        torch.cuda.set_device(device)
     return device
 
 

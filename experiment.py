@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import random
 import secrets
 import shlex
@@ -30,7 +31,7 @@ import drawing
 import runfiles
 from distributed import Team, pick_device, set_precision
 from errors import UserError
-from models import build_network, top1_correct, trains_on_single_images
+from models import build_network, deterministic_pooling, top1_correct, trains_on_single_images
 from recipes import RECIPES
 from schedules import Schedule, build_schedule, ends_a_cycle
 from settings import trajectory
@@ -410,6 +411,18 @@ def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
         )
 
 
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """Without ``--deterministic``, cuDNN on CUDA picks its convolution algorithms by timing: faster,
+    but the pick (and so the rounding) can differ from run to run. With it: no autotuning, only
+    deterministic algorithms (an error names any operation that has none), and the cuBLAS workspace
+    setting PyTorch requires for that, set before the first cuBLAS call. Process-wide, so set both ways."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+
+
 def setup(
     args: argparse.Namespace,
     team: Team | None = None,
@@ -435,6 +448,8 @@ def setup(
             seed = args.seed
         else:
             seed = saved["config"]["seed"] if saved is not None else drawn
+        if args.tf32 is None:  # PyTorch's default for a new run; a resumed one keeps how it trained
+            args.tf32 = checkpoint.with_added_settings(saved["config"])["tf32"] if saved is not None else "conv"
         config = trajectory(args, seed, team.world)
         if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
             raise UserError(
@@ -445,10 +460,7 @@ def setup(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         set_precision(args.tf32)
-        if device.type == "cuda":
-            # Convolution algorithms picked by timing: faster, but the pick (and so the rounding) can differ
-            # from run to run, so CUDA runs are not bit-for-bit repeatable.
-            torch.backends.cudnn.benchmark = True
+        set_determinism(args.deterministic, device)
         recipe = RECIPES[args.recipe]
         if data is None:
             data = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
@@ -482,6 +494,8 @@ def setup(
         if remainder == team.world and not trains_on_single_images(args.model, classes):
             train_loader = cifar.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
+    if args.deterministic:
+        deterministic_pooling(model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = recipe.optimizer(model)

@@ -123,6 +123,7 @@ class WideResNet(nn.Module):
                 channels = width
         self.blocks = nn.Sequential(*layers)
         self.bn = _batch_norm(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
@@ -136,7 +137,28 @@ class WideResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(F.relu(self.stem_bn(self.conv(x))))
         x = F.relu(self.bn(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class SpatialMean(nn.Module):
+    """Global average pooling as a mean over height and width. Adaptive average pooling's CUDA
+    backward adds with atomics, so ``torch.use_deterministic_algorithms`` refuses it; a mean's
+    backward is a broadcast. The same values, up to the order of the additions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+def deterministic_pooling(model: nn.Module) -> int:
+    """Every global average pooling of ``model`` (``AdaptiveAvgPool2d(1)``) made a ``SpatialMean``,
+    for ``--deterministic``; how many. No parameter or buffer changes."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size in (1, (1, 1)):
+                setattr(parent, name, SpatialMean())
+                swapped += 1
+    return swapped
 
 
 MODEL_NAMES = (

@@ -137,9 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument(
         "--tf32",
         choices=["off", "conv", "on"],
-        default="off",
+        default=None,
         help="TensorFloat-32 on Ampere and newer GPUs: off (true fp32), conv (cuDNN convolutions only, "
-        "PyTorch's own default), on (convolutions and matrix products); no effect on the CPU (default: off)",
+        "PyTorch's own default), on (convolutions and matrix products); no effect on the CPU "
+        "(default: conv for a new run; a resumed run keeps its checkpoint's)",
+    )
+    fast.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="on CUDA, the same numbers every time, so that resume is bit-exact there too: no cuDNN "
+        "autotuning, deterministic algorithms only (slower); the CPU is deterministic anyway (default: off)",
     )
     fast.add_argument("--compile", action="store_true", help="torch.compile the network (default: off)")
     fast.add_argument(

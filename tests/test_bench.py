@@ -68,12 +68,15 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
     assert state["config"]["model"] == "wrn-10-1" and state["config"]["recipe"] == "tutorial"
-    assert state["config"] == settings.trajectory(settings.parse_args(["--model", "wrn-10-1", "--seed", "0"]), 0, 1)
+    args = settings.parse_args(["--model", "wrn-10-1", "--seed", "0"])
+    # setup settles --tf32's default: PyTorch's own (conv) for a new run.
+    assert state["config"] == {**settings.trajectory(args, 0, 1), "tf32": "conv"}
     assert list(tmp_path.iterdir()) == []  # the run's folder is removed
 
 
-def test_a_run_set_up_for_timing_leaves_cudnn_autotuning_as_it_was(monkeypatch):
-    """setup() turns on cuDNN's autotuning on CUDA; the rows bench.py times after it must not inherit it."""
+def test_every_row_is_timed_with_the_autotuning_train_py_uses(monkeypatch):
+    """setup() turns on cuDNN's autotuning on CUDA, as train.py runs; a row timed after it keeps it
+    (bench.py turns it on before its first row too, so that no row is timed otherwise)."""
     seen = []
 
     def setup_on_cuda(args, device=None, data=None):  # what experiment.setup does to the flag on CUDA
@@ -84,7 +87,7 @@ def test_a_run_set_up_for_timing_leaves_cudnn_autotuning_as_it_was(monkeypatch):
     monkeypatch.setattr(bench.experiment, "setup", setup_on_cuda)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     assert bench.run_setup("wrn-10-1", torch.device("cpu"), None, "folder") == "run" and seen == ["wrn-10-1"]
-    assert torch.backends.cudnn.benchmark is False
+    assert torch.backends.cudnn.benchmark is True
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ they live on a GPU, and the precision flags, which can be set and read without o
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from conftest import call, documentation
@@ -11,6 +13,8 @@ import checkpoint
 import experiment
 import settings
 import train
+from distributed import pick_device
+from models import build_network, deterministic_pooling
 
 TINY_RUN = [
     "--train-subset",
@@ -111,7 +115,7 @@ def tf32_flags() -> tuple[bool, bool]:
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
-@pytest.mark.parametrize(("choice", "flags"), [(None, (False, False)), ("conv", (True, False)), ("on", (True, True))])
+@pytest.mark.parametrize(("choice", "flags"), [(None, (True, False)), ("off", (False, False)), ("on", (True, True))])
 def test_the_precision_is_set_from_tf32(choice, flags, cifar_dir, tmp_path, precision):
     torch.backends.cudnn.allow_tf32 = not flags[0]  # PyTorch's default is (True, False)
     torch.backends.cuda.matmul.allow_tf32 = not flags[1]
@@ -122,23 +126,107 @@ def test_the_precision_is_set_from_tf32(choice, flags, cifar_dir, tmp_path, prec
     assert code == 0, err
     assert tf32_flags() == flags
     config = torch.load(tmp_path / "runs" / "multistep" / "checkpoint.pt", weights_only=True)["config"]
-    assert config["tf32"] == (choice or "off")
+    assert config["tf32"] == (choice or "conv")  # PyTorch's own default unless told
 
 
 def test_resuming_refuses_another_precision_and_older_runs_resume_as_they_trained(cifar_dir, tmp_path, precision):
     args = [*TINY_RUN, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
-    assert call(train.main, ["-e", "1", *args])[0] == 0
+    assert call(train.main, ["-e", "1", "--tf32", "off", *args])[0] == 0
     code, _, err = call(train.main, ["-e", "2", "--resume", "--tf32", "on", *args])
     assert code == 1 and "tf32: 'off' in the checkpoint, 'on' now" in err
+    # Without --tf32 a resumed run keeps its own, whatever the default for new runs.
+    code, log, err = call(train.main, ["-e", "2", "--resume", *args])
+    assert code == 0 and "Resuming after epoch 1" in log, err
+    assert tf32_flags() == (False, False)
     path = tmp_path / "runs" / "multistep" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
     del state["config"]["tf32"]  # a checkpoint from before --tf32: PyTorch's default, TF32 convolutions
     torch.save(state, path)
-    code, _, err = call(train.main, ["-e", "2", "--resume", *args])
+    code, _, err = call(train.main, ["-e", "3", "--resume", "--tf32", "off", *args])
     assert code == 1 and "tf32: 'conv' in the checkpoint, 'off' now" in err
-    code, log, err = call(train.main, ["-e", "2", "--resume", "--tf32", "conv", *args])
-    assert code == 0 and "Resuming after epoch 1" in log, err
+    code, log, err = call(train.main, ["-e", "3", "--resume", *args])
+    assert code == 0 and "Resuming after epoch 2" in log, err
     assert tf32_flags() == (True, False)
+
+
+@pytest.fixture
+def determinism():
+    """The process-wide determinism settings as they were before the test, restored after it."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic)
+    before += (torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+    if before[3] is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def determinism_flags() -> tuple[bool, bool, bool]:
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+
+
+def test_deterministic_mode_is_set_recorded_and_undone(cifar_dir, tmp_path, monkeypatch, determinism):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    args = settings.parse_args(
+        [*TINY_RUN, "--deterministic", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    )
+    exp = experiment.setup(args, device=torch.device("cpu"))
+    assert determinism_flags() == (True, True, False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # what cuBLAS needs for repeatable results
+    assert exp.config["deterministic"] is True
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in exp.model.modules())
+    # A run without it, in the same process, gets the defaults back (on CUDA: autotuning).
+    experiment.set_determinism(False, torch.device("cuda"))
+    assert determinism_flags() == (False, False, True)
+    experiment.set_determinism(False, torch.device("cpu"))
+    assert determinism_flags() == (False, False, False)
+    # A checkpoint from before --deterministic was not made deterministically.
+    assert checkpoint.with_added_settings({})["deterministic"] is False
+
+
+@pytest.mark.parametrize("name", ["resnet34", "wrn-10-2"])
+def test_deterministic_pooling_gives_the_networks_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    model = build_network(name, 10)
+    images = torch.randn(4, 3, 32, 32)
+    plain = model(images)
+    plain.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert deterministic_pooling(model) == 1
+    assert model.state_dict().keys() == state.keys()
+    # BatchNorm updated its running statistics in the first pass: put them back, then again.
+    model.load_state_dict(state)
+    swapped = model(images)
+    swapped.sum().backward()
+    torch.testing.assert_close(swapped, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip([p.grad for p in model.parameters()], grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_chosen_gpu_becomes_the_current_one(monkeypatch):
+    fake_gpus(monkeypatch, 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    assert pick_device("cuda") == torch.device("cuda")  # the current GPU, whichever it is
+    assert chosen == [torch.device("cuda", 1)]
+
+
+def test_under_torchrun_a_gpu_other_than_the_local_ranks_is_refused(monkeypatch, tmp_path):
+    fake_gpus(monkeypatch, 2)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    # cuda:1 would put rank 0 on rank 1's GPU (and even cuda:0 would leave rank 1 none of its own).
+    code, _, err = call(train.main, ["--device", "cuda:1", "--output-dir", str(tmp_path)])
+    assert code == 1
+    assert "--device cuda:1: under torchrun each process takes the GPU of its local rank (this one cuda:0)" in err
+    assert "Use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs." in err
 
 
 def test_compile_gets_the_module_and_ddp_wraps_the_compiled_module(cifar_dir, tmp_path, monkeypatch):
@@ -195,15 +283,16 @@ def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_pat
     assert call(train.main, ["--output-dir", str(tmp_path)]) == (1, "", "")  # local rank 0 has said it
 
 
-def test_bench_measures_true_fp32_and_says_so(capsys, tmp_path, monkeypatch, precision):
+def test_bench_times_in_train_pys_precision_and_says_which(capsys, tmp_path, monkeypatch, precision):
     import bench
 
     monkeypatch.chdir(tmp_path)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
     assert bench.main(["--quick", "--batch-size", "4", "--models", "wrn-10-1"]) == 0
-    assert tf32_flags() == (False, False)
+    assert tf32_flags() == (True, False) and torch.backends.cudnn.benchmark is False  # train.py's, on the CPU
     out = capsys.readouterr().out.splitlines()
-    assert out[1] == "Precision: fp32 throughout, TF32 off for convolutions and matrix products (train.py --tf32 off)"
+    assert out[1] == "Precision: fp32 (train.py's default; TF32 does not exist on the CPU)"
 
 
 def test_the_docs_give_the_multi_node_interface_and_the_cuda_limit_of_seed():
