@@ -32,6 +32,7 @@ import distributed
 import experiment
 import recipes
 import settings
+import stopping
 from errors import ShowDefaults, reports_user_errors
 from models import build_network, count_parameters
 from schedules import build_schedule
@@ -238,8 +239,8 @@ def epoch_seconds(
         data_only = timed(device, lambda: [None for loader in (run.train_loader, run.val_loader) for _ in loader])
 
         def epoch():
-            run.train_epoch(0, experiment.Guard())
-            run.validate(experiment.Guard())
+            run.train_epoch(0, stopping.Guard())
+            run.validate(stopping.Guard())
 
         return timed(device, epoch), data_only
 
@@ -270,7 +271,54 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="instead: time train.py's training step and checkpoint for each network and estimate an epoch",
     )
+    parser.add_argument(
+        "--stop-agreement",
+        action="store_true",
+        help="instead: what the stop check costs a batch with 2 processes over Gloo on this machine, agreeing "
+        f"at every batch against every {stopping.AGREE_EVERY} (train.py's)",
+    )
     return parser
+
+
+def _agreeing_process(rank: int, port: int, batches: int, every: int, results) -> None:
+    """One of two processes: ``batches`` batch boundaries of a Guard that agrees every ``every``."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        guard = stopping.Guard(team=distributed.Team(rank, 2, rank), every=every)
+        guard.check()  # both ready
+        start = time.perf_counter()
+        for batch in range(batches):
+            guard.after_batch(batch)
+        guard.check()
+        if rank == 0:
+            results.put((time.perf_counter() - start) / batches)
+    finally:
+        dist.destroy_process_group()
+
+
+def stop_agreement(batches: int) -> None:
+    """Microseconds a batch that two processes (Gloo, this machine) spend agreeing on stopping."""
+    import multiprocessing
+    import socket
+
+    context = multiprocessing.get_context("spawn")
+    print(f"| agreement | per batch, 2 processes over Gloo ({batches} batches) |\n| --- | --- |")
+    for every in (1, stopping.AGREE_EVERY):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        results = context.Queue()
+        processes = [
+            context.Process(target=_agreeing_process, args=(rank, port, batches, every, results)) for rank in (0, 1)
+        ]
+        for process in processes:
+            process.start()
+        seconds = results.get(timeout=300)
+        for process in processes:
+            process.join()
+        print(row([f"every {every} batch{'es' * (every > 1)}", f"{seconds * 1e6:,.1f} us"]))
 
 
 def compare_models(names: Sequence[str], device: torch.device, batch: int, steps: int, repeats: int) -> None:
@@ -370,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     distributed.set_precision("conv")
     experiment.set_determinism(False, device)
     print(f"Precision: {PRECISION[device.type]}")
+    if args.stop_agreement:
+        stop_agreement(200 if quick else 5000)
+        return 0
     if args.models:
         print(f"Work: batch {batch}, {steps} steps each after warm-up, synthetic data\n")
         compare_models(args.models, device, batch, steps, 3 if quick else 7)

@@ -1,6 +1,6 @@
 """A run, built from its settings: the network, data, optimiser and schedule (``setup``), one
-epoch of training and of validation, the checks made at each batch boundary, and the files
-written after each epoch. train.py's loop puts these together."""
+epoch of training and of validation, and the files written after each epoch. train.py's loop
+puts these together; how a run stops early is stopping.py's."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import os
 import random
 import secrets
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -35,98 +33,11 @@ from models import build_network, deterministic_pooling, top1_correct, trains_on
 from recipes import RECIPES
 from schedules import Schedule, build_schedule, ends_a_cycle
 from settings import trajectory
+from stopping import Guard, NonFiniteWatch
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
-
-
-class Interrupted(Exception):
-    """Raised at the first batch boundary after SIGINT or SIGTERM; SIGPIPE stands for a closed output."""
-
-    def __init__(self, signum: int, why: str = ""):
-        super().__init__(why or signal.Signals(signum).name)
-        self.signum = signum
-
-
-class StopRequest:
-    """Set by a signal handler; ``Guard.check`` stops every process at the next batch boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
-    """While inside, SIGINT and SIGTERM ask the run to stop at the next batch boundary.
-
-    After the first, a second Ctrl-C raises KeyboardInterrupt at once. Previous handlers
-    come back on exit (signals can only be handled from the main thread).
-    """
-    stop = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handle(signum: int, frame: Any) -> None:
-        stop.signum = signum
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(
-            f"\n{signal.Signals(signum).name}: stopping at the next batch boundary (Ctrl-C again aborts at once).",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, epoch: int, batch: int):
-        super().__init__(f"epoch {epoch + 1}, batch {batch + 1}")
-        self.epoch, self.batch = epoch, batch
-
-
-class NonFiniteWatch:
-    """Notes the first batch whose loss is not finite, without making the host wait.
-
-    The index is kept on the device; on CUDA a non-blocking copy to pinned memory lets
-    the loop look at it every batch (a batch or two late) without a sync. On the CPU the
-    look is immediate.
-    """
-
-    def __init__(self, device: torch.device):
-        self.first = torch.full((), -1, dtype=torch.long, device=device)
-        self.host = self.first if device.type == "cpu" else torch.full((), -1, dtype=torch.long).pin_memory()
-
-    def update(self, loss: torch.Tensor, batch: int) -> None:
-        self.first.masked_fill_((self.first < 0) & ~torch.isfinite(loss), batch)
-        if self.host is not self.first:
-            self.host.copy_(self.first, non_blocking=True)
-
-    def first_seen(self) -> int | None:
-        first = int(self.host)
-        return first if first >= 0 else None
-
-
-class Guard:
-    """Decides at each batch boundary whether the run goes on, the same way in every process:
-    a stop request (a signal) or a non-finite loss in any process stops all of them there."""
-
-    def __init__(self, stop: StopRequest | None = None, team: Team | None = None):
-        self.stop = stop or StopRequest()
-        self.team = team or Team()
-
-    def check(self, epoch: int = 0, bad_batch: int | None = None) -> None:
-        signum, bad = self.team.agree([self.stop.signum or 0, -1 if bad_batch is None else bad_batch])
-        if bad >= 0:
-            raise NonFiniteLoss(epoch, bad)
-        if signum:
-            raise Interrupted(signum)
 
 
 def train_epoch(
@@ -168,7 +79,7 @@ def train_epoch(
         correct += top1_correct(logits.detach(), labels)
         samples += labels.size(0)
         watch.update(loss.detach(), i)
-        guard.check(epoch, watch.first_seen())
+        guard.after_batch(i, epoch, watch.first_seen())
     guard.team.sum(loss_sum, correct, samples)
     mean = (loss_sum / samples).item()
     guard.check(epoch, watch.first_seen())  # exact now: the device has caught up
@@ -190,13 +101,14 @@ def validate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     samples = torch.zeros((), dtype=torch.long, device=device)
-    for images, labels in tqdm(loader, desc="Validation", total=len(loader), disable=None, file=sys.stdout):
+    batches = tqdm(loader, desc="Validation", total=len(loader), disable=None, file=sys.stdout)
+    for i, (images, labels) in enumerate(batches):
         with autocast():
             logits = model(images)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         correct += top1_correct(logits, labels)
         samples += labels.size(0)
-        guard.check()
+        guard.after_batch(i)
     guard.team.sum(loss_sum, correct, samples)
     return (loss_sum / samples).item(), correct.item() / samples.item()
 

@@ -28,9 +28,6 @@ from distributed import Team
 from errors import UserError, reports_user_errors
 from experiment import (
     Experiment,
-    Guard,
-    Interrupted,
-    NonFiniteLoss,
     check_batch_size,
     check_team,
     current_lr,
@@ -38,11 +35,11 @@ from experiment import (
     hold_run_folder,
     resume_command,
     setup,
-    stop_on_signals,
 )
 from models import count_parameters
 from recipes import RECIPES
 from settings import parse_args
+from stopping import Guard, Interrupted, NonFiniteLoss, stop_on_signals
 
 # Drawing the figures takes ~0.3 s; pickles are written every epoch, figures at most this
 # often (in seconds) and after the last epoch.

@@ -104,3 +104,10 @@ def test_impossible_values_are_a_message_not_a_traceback(argv, code, message):
     status, out, err = call(bench.main, ["--quick", *argv])
     assert status == code and message in err and "Traceback" not in err
     assert "| measurement" not in out  # refused before any work
+
+
+def test_the_stop_agreement_is_timed_both_ways():
+    code, out, err = call(bench.main, ["--stop-agreement", "--quick"])
+    assert code == 0, err
+    rows = re.findall(r"^\| every (\d+) batch(?:es)? \| ([\d,.]+) us \|$", out, re.M)
+    assert [every for every, _ in rows] == ["1", "16"] and all(float(us.replace(",", "")) > 0 for _, us in rows)

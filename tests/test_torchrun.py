@@ -21,7 +21,9 @@ from conftest import REPO, assert_same_run, call, files_of, start_until
 
 import cifar
 import experiment
+import stopping
 import train
+from distributed import Team
 from models import build_network
 
 # 40 training images, 3 batches of 16 (the last of 8): each of 2 processes takes 8, 8, 4.
@@ -86,6 +88,40 @@ def test_without_a_seed_every_process_takes_rank_0s_and_the_printed_seed_repeats
     again = run_torchrun(tiny_cifar, "none", [*unseeded, "--seed", seed, "--output-dir", str(tmp_path / "given")])
     assert again.returncode == 0, again.stderr[-3000:]
     assert_same_run(tmp_path / "drawn", tmp_path / "given")
+
+
+def test_processes_agree_on_stopping_every_few_batches_not_after_each():
+    agreements = []
+
+    def agree(values):  # what the all-reduce gives with this process's values the largest
+        agreements.append(list(values))
+        return values
+
+    team = Team(rank=0, world=2)
+    team.agree = agree
+    guard = stopping.Guard(team=team)
+    for batch in range(40):
+        guard.after_batch(batch)
+    assert len(agreements) == 40 // stopping.AGREE_EVERY == 2
+    # A signal after batch 3 stops the processes together at the next agreement, after batch 16.
+    guard.stop.signum = signal.SIGTERM
+    with pytest.raises(stopping.Interrupted):
+        for batch in range(4, 40):
+            guard.after_batch(batch)
+    assert batch == stopping.AGREE_EVERY - 1
+    # The batch a non-finite loss is reported at is the first any process saw: here rank 1's, batch 1
+    # (rank 0 sees it a batch later, once DDP has averaged rank 1's NaN gradients into its own).
+    with pytest.raises(stopping.NonFiniteLoss):
+        stopping.Guard(team=team).check(0, 1)  # what rank 1 sends
+    team.agree = lambda values: [max(mine, theirs) for mine, theirs in zip(values, agreements[-1])]
+    with pytest.raises(stopping.NonFiniteLoss) as diverged:
+        stopping.Guard(team=team).check(0, 2)
+    assert diverged.value.batch == 1
+    # A process alone stops at the next batch boundary, as always.
+    alone = stopping.Guard()
+    alone.stop.signum = signal.SIGINT
+    with pytest.raises(stopping.Interrupted):
+        alone.after_batch(0)
 
 
 @pytest.mark.parametrize("recipe", ["tutorial", "paper"])
