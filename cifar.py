@@ -323,6 +323,17 @@ class ToDevice:
             )
 
 
+def batch_sizes(loader) -> list[int]:
+    """The sizes of an epoch's batches of ``loader``, largest first: the full batch and, unless it is
+    dropped, the last partial one; under torchrun rank 0's share of them."""
+    inner = getattr(loader, "loader", loader)  # a WithoutLastBatch's own loader
+    samples = inner.samples if hasattr(inner, "samples") else len(inner.dataset)
+    full = inner.batch_size
+    counts = [full] * (samples // full) + ([samples % full] if samples % full and not inner.drop_last else [])
+    world = getattr(inner, "world", 1)
+    return sorted({-(-count // world) for count in counts[: len(loader)]}, reverse=True)
+
+
 class WithoutLastBatch:
     """A training loader without its last batch, for a last batch BatchNorm cannot train on (one image).
 

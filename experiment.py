@@ -417,7 +417,9 @@ def setup(
         optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples
     )
     # Compile the module, then wrap it in DDP: PyTorch's documented order (compiling the wrapper traces DDP's hooks).
-    compiled = torch.compile(model) if args.compile else model
+    # Static shapes: one graph for each batch shape the network meets (train.py's header counts them),
+    # each as fast as a graph for one shape can be, rather than one graph made dynamic on the way.
+    compiled = torch.compile(model, dynamic=False) if args.compile else model
     net = compiled
     if team.world > 1:
         if args.sync_bn:

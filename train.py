@@ -191,6 +191,15 @@ def print_header(exp: Experiment) -> None:
         f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
         f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches."
     )
+    if exp.config["compile"]:
+        train, val = cifar.batch_sizes(exp.train_loader), cifar.batch_sizes(exp.val_loader)
+        sizes = (
+            f"training batches of {' and '.join(map(str, train))}, validation batches of {' and '.join(map(str, val))}"
+        )
+        print(
+            f"torch.compile: {len(train) + len(val)} compilations in the first epoch, one for each batch shape: "
+            f"{sizes} images{' per process' if exp.team.world > 1 else ''}."
+        )
     if isinstance(exp.train_loader, cifar.WithoutLastBatch):
         print(
             f"The last training batch, of one image{' per process' if exp.team.world > 1 else ''}, is left out of "

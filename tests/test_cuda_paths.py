@@ -248,6 +248,33 @@ def test_compile_gets_the_module_and_ddp_wraps_the_compiled_module(cifar_dir, tm
     assert isinstance(exp.net, DistributedDataParallel) and exp.net.module is exp.model and exp.eval_net is exp.model
 
 
+def test_the_header_counts_the_compilations_a_static_compiler_makes(cifar_dir, tmp_path, monkeypatch):
+    """A compiler that makes one graph per (mode, batch shape), as torch.compile(dynamic=False) does:
+    the header's count and sizes are the graphs the run really asked for."""
+    graphs, options = set(), []
+
+    class StaticGraphs(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, images):
+            graphs.add(("training" if self.training else "validation", images.shape[0]))
+            return self.module(images)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **k: options.append(k) or StaticGraphs(module))
+    # 40 training images in batches of 16 (16, 16 and 8), 16 validation images (one batch).
+    args = ["-e", "2", *TINY_RUN, "--train-subset", "40", "--compile", "--data-dir", str(cifar_dir)]
+    code, log, err = call(train.main, [*args, "--output-dir", str(tmp_path)])
+    assert code == 0, err
+    assert options == [{"dynamic": False}]
+    assert graphs == {("training", 16), ("training", 8), ("validation", 16)}
+    assert (
+        "torch.compile: 3 compilations in the first epoch, one for each batch shape: "
+        "training batches of 16 and 8, validation batches of 16 images." in log
+    )
+
+
 def test_compile_with_sync_bn_is_refused_with_the_reason(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
