@@ -67,9 +67,59 @@ def save(path: Path, state: dict[str, Any]) -> None:
         torch.save(on_cpu({"format": FORMAT, **state}), f)
 
 
+RESTORE = " Restore it from a backup to resume, or start the run over with --overwrite."
+# A checkpoint's parts and their types; the history's lists, one value an epoch but for the rates.
+PARTS = {
+    "config": dict,
+    "epoch": int,
+    "history": dict,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "rng": dict,
+}
+PER_EPOCH = ("train_loss", "val_loss", "train_acc", "val_acc")
+RANDOM_STATES = ("python", "torch", "cuda", "loader")
+
+
 def load(path: Path) -> dict[str, Any]:
-    """A checkpoint written by ``save``, read with ``weights_only=True``; a clear error otherwise."""
-    return _read(path, "checkpoint", " Restore it from a backup to resume, or start the run over with --overwrite.")
+    """A checkpoint written by ``save``, read with ``weights_only=True`` and checked whole (every part,
+    its type, the history against the epoch count) before any of it is used; a clear error otherwise."""
+    state = _read(path, "checkpoint", RESTORE)
+    if (wrong := damage(state)) is not None:
+        raise UserError(f"the checkpoint {path} is damaged: {wrong}.{RESTORE}")
+    return state
+
+
+def damage(state: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's structure, or None. (Shapes are checked against the network
+    when it is restored: ``load_state_dict`` names them.)"""
+    for key, kind in PARTS.items():
+        if key not in state:
+            return f"it has no {key!r}"
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            return f"its {key!r} is a {type(state[key]).__name__}, not a {kind.__name__}"
+    if not isinstance(state["config"].get("seed"), int):
+        return "its settings have no seed"
+    epoch, history = state["epoch"], state["history"]
+    if epoch < 0:
+        return f"its epoch is {epoch}"
+    for key in (*PER_EPOCH, "lr"):
+        values = history.get(key)
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            return f"its history has no list of numbers {key!r}"
+    if lengths := {key: len(history[key]) for key in PER_EPOCH if len(history[key]) != epoch}:
+        said = ", ".join(f"{n} {key}" for key, n in lengths.items())
+        return f"it says {epoch} epochs are done, but its history holds {said}"
+    if epoch and (not history["lr"] or len(history["lr"]) % epoch):
+        return f"its {len(history['lr'])} learning rates do not split into {epoch} epochs"
+    if missing := [key for key in RANDOM_STATES if key not in state["rng"]]:
+        return f"its random states lack {', '.join(missing)}"
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        return "its network holds something other than tensors"
+    if not {"state", "param_groups"} <= state["optimizer"].keys():
+        return "its optimiser state lacks 'state' or 'param_groups'"
+    return None
 
 
 def save_snapshot(

@@ -225,8 +225,21 @@ class Experiment:
                 f"structure than this version builds ({str(error).splitlines()[0]}). Start the run over "
                 "with --overwrite, or resume it with the version of this project that started it."
             ) from None
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        per_epoch = len(saved["history"]["lr"]) // saved["epoch"] if saved["epoch"] else len(self.train_loader)
+        if per_epoch != len(self.train_loader):
+            raise UserError(
+                f"the checkpoint {self.files.checkpoint} is damaged: it holds {per_epoch} learning rates an epoch, "
+                f"but an epoch of this run is {len(self.train_loader)} batches.{checkpoint.RESTORE}"
+            )
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.schedule.scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, ValueError, TypeError, IndexError) as error:
+            why = f"{type(error).__name__}: {(str(error) or '-').splitlines()[0]}"
+            raise UserError(
+                f"the checkpoint {self.files.checkpoint} is damaged: its optimiser or schedule state does not fit "
+                f"this run ({why}).{checkpoint.RESTORE}"
+            ) from None
         self.history, self.epochs_done = saved["history"], saved["epoch"]
         self.saved_epochs = saved["epoch"]
         checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them

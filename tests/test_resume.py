@@ -244,6 +244,38 @@ def test_a_truncated_checkpoint_is_named_and_nothing_changes(finished_copy, cifa
     )
 
 
+def without(state: dict, key: str) -> dict:
+    return {k: v for k, v in state.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda s: {"format": s["format"]}, "it has no 'config'"),
+        (lambda s: without(s, "rng"), "it has no 'rng'"),
+        (lambda s: {**s, "config": "multistep"}, "its 'config' is a str, not a dict"),
+        (lambda s: {**s, "rng": without(s["rng"], "loader")}, "its random states lack loader"),
+        # A checkpoint that says more epochs than its history holds would "finish" a run it never trained.
+        (lambda s: {**s, "epoch": 99}, "it says 99 epochs are done, but its history holds 4 train_loss, 4 val_loss"),
+        (lambda s: {**s, "history": {**s["history"], "lr": s["history"]["lr"][:-1]}}, "learning rates do not split"),
+        (
+            lambda s: {**s, "history": {**s["history"], "lr": s["history"]["lr"] * 2}},
+            "6 learning rates an epoch, but an epoch of this run is 3 batches",
+        ),
+        (
+            lambda s: {**s, "optimizer": {**s["optimizer"], "param_groups": []}},
+            "its optimiser or schedule state does not fit",
+        ),
+    ],
+)
+def test_a_checkpoint_with_the_wrong_content_is_refused_by_name(finished_copy, cifar_dir, damage, said):
+    path = finished_copy / "runs" / "multistep" / "checkpoint.pt"
+    torch.save(damage(torch.load(path, weights_only=True)), path)
+    refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"), said)
+    code, _, err = call(train.main, argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"))
+    assert code == 1 and f"error: the checkpoint {path} is damaged: " in err and "--overwrite" in err
+
+
 def test_resuming_with_other_settings_names_the_difference(finished_copy, cifar_dir):
     refuses_and_changes_nothing(
         finished_copy,
