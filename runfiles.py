@@ -68,6 +68,20 @@ class RunFiles:
         return [*self.reference(), self.checkpoint, self.record, self.metrics, *snapshots_in(self.run_dir)[0]]
 
 
+def in_the_way(files: RunFiles) -> list[str]:
+    """What stands where the run writes: a folder (or other non-file) where a file of it goes, a
+    file where its snapshots' folder goes. Each as ``PATH is ..., where ...``."""
+    wrong = [
+        f"{path} is a {'folder' if path.is_dir() else 'special file'}, where this run writes a file"
+        for path in [*files.reference(), files.checkpoint, files.record, files.metrics]
+        if path.exists() and not path.is_file()
+    ]
+    snapshots = files.run_dir / "snapshots"
+    if snapshots.exists() and not snapshots.is_dir():
+        wrong.append(f"{snapshots} is a file, where this run keeps its snapshots (a folder)")
+    return wrong
+
+
 def snapshots_in(run_dir: str | Path) -> tuple[list[Path], list[Path]]:
     """(the snapshots in ``run_dir``/snapshots, oldest first; the other entries there, which this project neither
     reads nor removes: a user's own ``epoch_best.pt``, a folder ...). Hidden files (temporaries) are in neither."""

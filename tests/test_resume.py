@@ -219,12 +219,12 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(cifar_dir
 
 
 def refuses_and_changes_nothing(out: Path, args: list[str], message: str) -> None:
-    before = {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json")}}
+    before = {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json") if p.is_file()}}
     code, log, err = call(train.main, args)
     assert code == 1, err
     assert message in err and "Traceback" not in err
     assert "Epoch 1" not in log
-    assert {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json")}} == before
+    assert {**files_of(out), **{str(p): p.read_bytes() for p in out.rglob("run.json") if p.is_file()}} == before
 
 
 @pytest.fixture
@@ -274,6 +274,28 @@ def test_a_checkpoint_with_the_wrong_content_is_refused_by_name(finished_copy, c
     refuses_and_changes_nothing(finished_copy, argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"), said)
     code, _, err = call(train.main, argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"))
     assert code == 1 and f"error: the checkpoint {path} is damaged: " in err and "--overwrite" in err
+
+
+@pytest.mark.parametrize("name", ["val_loss.pkl", "runs/multistep/run.json", "runs/multistep/metrics.jsonl"])
+def test_a_folder_where_a_file_of_the_run_goes_is_named(finished_copy, cifar_dir, name):
+    (finished_copy / name).unlink()
+    (finished_copy / name).mkdir()
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"),
+        f"error: {finished_copy / name} is a folder, where this run writes a file. Move or remove it, then run again.",
+    )
+
+
+def test_a_file_where_the_snapshots_go_is_named(finished_copy, cifar_dir):
+    snapshots = finished_copy / "runs" / "multistep" / "snapshots"
+    shutil.rmtree(snapshots, ignore_errors=True)
+    snapshots.write_bytes(b"")
+    refuses_and_changes_nothing(
+        finished_copy,
+        argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"),
+        f"error: {snapshots} is a file, where this run keeps its snapshots (a folder). Move or remove it",
+    )
 
 
 def test_resuming_with_other_settings_names_the_difference(finished_copy, cifar_dir):
