@@ -7,6 +7,7 @@ import json
 import platform
 import random
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,12 @@ def save_snapshot(
             ),
             f,
         )
+
+
+def looks_whole(path: Path) -> bool:
+    """Whether ``path`` is a file that ends as torch.save's archives do (a zip's directory, read from its
+    end): what a resume can check of its snapshots without reading them."""
+    return path.is_file() and zipfile.is_zipfile(path)
 
 
 def load_snapshot(path: Path) -> dict[str, Any]:

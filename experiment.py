@@ -286,11 +286,21 @@ class Experiment:
 
     def catch_up(self, figures: bool) -> None:
         """On resume, the outputs as of the checkpoint: pickles and metrics (figures if asked), and the snapshot
-        if one is due and missing, in case the last session stopped between writing the checkpoint and them."""
-        if self.epochs_done:
+        if one is due and missing or damaged (the last session may have stopped between writing the checkpoint
+        and it). Earlier snapshots cannot be made again: a damaged one is named in a warning."""
+        if self.epochs_done and self.team.is_main:
             self.write_outputs(figures)
-            if self.team.is_main and not self.files.snapshot(self.epochs_done).exists():
+            due = self.files.snapshot(self.epochs_done)
+            if not checkpoint.looks_whole(due):
                 self.snapshot_if_cycle_ends()
+            damaged = [str(p) for p in runfiles.snapshots_in(self.files.run_dir)[0] if not checkpoint.looks_whole(p)]
+            if damaged:
+                print(
+                    f"warning: {', '.join(damaged)} cannot be read and cannot be made again (the networks they held "
+                    "are gone): the snapshot ensembles of this run will lack them. Restore them from a backup if "
+                    "there is one.",
+                    file=sys.stderr,
+                )
 
     def snapshot_if_cycle_ends(self) -> None:
         """With warm restarts, keep the network as it is at the end of each cycle, just before the

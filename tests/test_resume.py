@@ -23,6 +23,7 @@ from conftest import (
     STEPS_PER_EPOCH,
     TINY,
     argv,
+    assert_equal,
     assert_same_run,
     call,
     files_of,
@@ -296,6 +297,27 @@ def test_a_file_where_the_snapshots_go_is_named(finished_copy, cifar_dir):
         argv("multistep", cifar_dir, finished_copy, "--resume", "-e", "5"),
         f"error: {snapshots} is a file, where this run keeps its snapshots (a folder). Move or remove it",
     )
+
+
+def test_resume_remakes_a_damaged_snapshot_it_can_and_names_those_it_cannot(cifar_dir, tmp_path, uninterrupted):
+    # T_0 = 1, T_mult = 2 ends cycles after epochs 1 and 3: three epochs leave both snapshots.
+    out = tmp_path / "out"
+    three = [a if a != "4" else "3" for a in argv("warm", cifar_dir, out)]
+    assert call(train.main, three)[0] == 0
+    snapshots = out / "runs" / "wr_s1_m2" / "snapshots"
+    (snapshots / "epoch_0001.pt").write_bytes(b"")
+    (snapshots / "epoch_0003.pt").write_bytes((snapshots / "epoch_0003.pt").read_bytes()[:1000])
+    code, log, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
+    assert code == 0, err
+    # Epoch 3's network is the checkpoint's: its snapshot is made again, equal to the uninterrupted run's.
+    want = uninterrupted["warm"] / "runs" / "wr_s1_m2" / "snapshots"
+    assert_equal(
+        torch.load(snapshots / "epoch_0003.pt", weights_only=True),
+        torch.load(want / "epoch_0003.pt", weights_only=True),
+        "3",
+    )
+    assert f"warning: {snapshots / 'epoch_0001.pt'} cannot be read and cannot be made again" in err
+    assert "epoch_0003" not in err
 
 
 def test_resuming_with_other_settings_names_the_difference(finished_copy, cifar_dir):
