@@ -4,7 +4,11 @@ reported, and help that shows every default."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import functools
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -22,17 +26,50 @@ class RunBusy(UserError):
     exit_status = 75
 
 
+# What to do when a file cannot be written, by errno: the part of the message after the path.
+WAY_OUT = {
+    errno.EISDIR: "is a folder, where a file is written: move or remove it, then run again",
+    errno.ENOTDIR: "has a file where a folder is needed on its path: move or remove it, then run again",
+    errno.EACCES: "is not open to this user (permission denied): choose a folder you can write, or fix its permissions",
+    errno.EPERM: "is not open to this user (operation not permitted): choose another folder",
+    errno.EROFS: "is on a read-only file system: choose a folder on a writable one",
+    errno.ENOSPC: "cannot be written: the disk is full. Free some space, then run again",
+    errno.EDQUOT: "cannot be written: the disk quota is used up. Free some space, then run again",
+}
+
+
+def drop_stdout() -> None:
+    """Send what is left of stdout to /dev/null, once its pipe is closed: Python's last flush at exit would
+    otherwise fail on it again and print a warning."""
+    with contextlib.suppress(OSError, ValueError):  # not a real file (tests): nothing to do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def reports_user_errors(main: Callable[..., int]) -> Callable[..., int]:
     """Wrap a script's ``main`` so a ``UserError`` prints ``error: ...`` and exits with its status (1, or
-    75 for ``RunBusy``)."""
+    75 for ``RunBusy``); a file that cannot be written (a folder in its place, a read-only or full disk)
+    is named with the way out, exit 1; a closed output (``| head``) ends the script quietly, exit 141
+    as for SIGPIPE. One mechanism for every script, so none of them shows a traceback for these."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here at the latest, not in Python's flush at exit
+            return status
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return error.exit_status
+        except BrokenPipeError:
+            drop_stdout()
+            return 128 + signal.SIGPIPE
+        except OSError as error:
+            if error.errno not in WAY_OUT or not error.filename:
+                raise
+            # os.replace names the temporary first and the target second: the target is the user's file.
+            path = error.filename2 or error.filename
+            print(f"error: {path} {WAY_OUT[error.errno]}.", file=sys.stderr)
+            return 1
 
     return wrapper
 

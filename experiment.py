@@ -150,11 +150,11 @@ def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[
 
     Runs before anything is written, so a refusal changes no file.
     """
-    if wrong := runfiles.in_the_way(files):
-        raise UserError(f"{'; '.join(wrong)}. Move or remove {'it' if len(wrong) == 1 else 'them'}, then run again.")
     if args.overwrite:
         runfiles.check_removable(files.all())
         return None
+    if wrong := runfiles.in_the_way(files):
+        raise UserError(f"{'; '.join(wrong)}. Move or remove {'it' if len(wrong) == 1 else 'them'}, then run again.")
     if args.resume and files.checkpoint.exists():
         return checkpoint.load(files.checkpoint)
     existing = [str(p) for p in files.all() if p.exists()]

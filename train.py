@@ -25,7 +25,7 @@ import checkpoint
 import cifar
 import distributed
 from distributed import Team
-from errors import UserError, reports_user_errors
+from errors import UserError, drop_stdout, reports_user_errors
 from experiment import (
     Experiment,
     check_batch_size,
@@ -205,13 +205,6 @@ def print_header(exp: Experiment) -> None:
             f"The last training batch, of one image{' per process' if exp.team.world > 1 else ''}, is left out of "
             f"every epoch: one of {exp.config['model']}'s BatchNorm layers would see a single value per channel."
         )
-
-
-def drop_stdout() -> None:
-    """Send what is left of stdout to /dev/null, once its pipe is closed: Python's last flush at exit would
-    otherwise fail on it again and print a warning."""
-    with suppress(OSError, ValueError):  # not a real file (tests): nothing to do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @reports_user_errors

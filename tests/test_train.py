@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
 import pytest
 from cifar_format import use_checksums_of
-from conftest import MULTISTEP, SMALL, TINY, call, wr_files
+from conftest import MULTISTEP, REPO, SMALL, TINY, call, wr_files
 from PIL import Image
 
 import drawing
@@ -125,6 +128,30 @@ def test_plot_merges_the_validation_losses(finished):
     assert code == 0, err
     with Image.open(out / "loss_plot_combined.jpg") as image:
         assert image.size == (1000, 700)
+
+
+def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_output(finished, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished[0], out)
+    (out / "loss_plot_combined.jpg").unlink(missing_ok=True)
+    (out / "loss_plot_combined.jpg").mkdir()
+    code, _, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
+    assert code == 1
+    way_out = "is a folder, where a file is written: move or remove it, then run again."
+    assert err == f"error: {out / 'loss_plot_combined.jpg'} {way_out}\n"
+    (out / "loss_plot_combined.jpg").rmdir()
+    # stdout closed before plot.py says what it saved (as by | head -0): no traceback, SIGPIPE's status.
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "plot.py"), "--output-dir", str(out), "--t-zeros", "1"],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write)
+    assert done.returncode == 141 and done.stderr == "", done.stderr
+    assert (out / "loss_plot_combined.jpg").is_file()
 
 
 # Validation losses shaped like the quick mode's on the real CIFAR-10 at its first scale: 10^4 in
