@@ -18,6 +18,8 @@ from errors import ShowDefaults, UserError, reports_user_errors
 def load_losses(path: Path, command: str) -> list[float]:
     """A ``*.pkl`` list of per-epoch losses, read without running code from it; a message naming the file
     and its producer if unusable."""
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is a folder, not a pickle of losses. Move or remove it; it is written by: {command}")
     if not path.is_file():
         raise UserError(f"{path} is missing. It is written by: {command}")
     try:

@@ -127,6 +127,23 @@ def _order(schedule: tuple | None) -> tuple:
     return (known.index(schedule), "") if schedule in known else (len(known), str(schedule))
 
 
+def _schedule_problem(config: dict[str, Any]) -> str | None:
+    """What makes a record's schedule settings unusable (how the report groups and reads the run), or None."""
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if not isinstance(config.get("warm_restart"), bool):
+        return f"warm_restart is {config.get('warm_restart')!r}, not true or false"
+    if config["warm_restart"]:
+        for key in ("t_zero", "t_mult"):
+            if not whole(config.get(key)):
+                return f"a warm-restart run with {key} {config.get(key, 'missing')!r}"
+    elif not isinstance(config.get("milestones"), list) or not all(whole(m) for m in config["milestones"]):
+        return f"a multistep run with milestones {config.get('milestones', 'missing')!r}"
+    return None
+
+
 def _read_run(record_path: Path) -> Run:
     """The run whose record is ``record_path``; ValueError saying which file is damaged and how."""
     try:
@@ -134,6 +151,8 @@ def _read_run(record_path: Path) -> Run:
         config, epochs = {**checkpoint.ADDED_SETTINGS, **record["config"]}, int(record["epochs"])
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{record_path} is not a complete run record ({type(error).__name__}: {error})") from None
+    if (wrong := _schedule_problem(config)) is not None:
+        raise ValueError(f"{record_path} has an inconsistent schedule: {wrong}")
     metrics_path = record_path.parent / "metrics.jsonl"
     metrics = []
     for number, line in enumerate(metrics_path.read_text().splitlines(), 1):

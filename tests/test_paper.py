@@ -489,10 +489,16 @@ def test_damaged_run_files_are_named_and_the_rest_reported(tmp_path):
     metrics.write_text(metrics.read_text()[:-7])  # the last line cut short
     record = fake_run(tmp_path, "truncated", 200, **multistep, seed=3) / "run.json"
     record.write_text(record.read_text()[:40])
+    odd = fake_run(tmp_path, "odd", 200, **multistep, seed=4) / "run.json"
+    odd.write_text(odd.read_text().replace('"warm_restart": false', '"warm_restart": "yes"'))
+    no_t0 = fake_run(tmp_path, "no-t0", 200, warm_restart=True, t_zero=50, t_mult=1, seed=5) / "run.json"
+    no_t0.write_text(no_t0.read_text().replace('"t_zero": 50', '"t_zero_": 50'))
     code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
     assert code == 0, err
     assert f"warning: left out {metrics.parent}: {metrics} line 200 is damaged" in err
     assert f"warning: left out {record.parent}: {record} is not a complete run record" in err
+    assert f"warning: left out {odd.parent}: {odd} has an inconsistent schedule: warm_restart is 'yes'" in err
+    assert f"{no_t0} has an inconsistent schedule: a warm-restart run with t_zero 'missing'" in err
     assert "Traceback" not in err
     text = (tmp_path / "report" / "report.md").read_text()
     assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][0] == "1 (1)" and "Left out, damaged" in text

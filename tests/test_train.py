@@ -140,6 +140,12 @@ def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_
     way_out = "is a folder, where a file is written: move or remove it, then run again."
     assert err == f"error: {out / 'loss_plot_combined.jpg'} {way_out}\n"
     (out / "loss_plot_combined.jpg").rmdir()
+    (out / "val_loss.pkl").rename(out / "saved.pkl")
+    (out / "val_loss.pkl").mkdir()
+    code, _, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
+    assert code == 1 and f"error: {out / 'val_loss.pkl'} is a folder, not a pickle of losses. Move or remove it" in err
+    (out / "val_loss.pkl").rmdir()
+    (out / "saved.pkl").rename(out / "val_loss.pkl")
     # stdout closed before plot.py says what it saved (as by | head -0): no traceback, SIGPIPE's status.
     read, write = os.pipe()
     os.close(read)
