@@ -157,8 +157,19 @@ def looks_whole(path: Path) -> bool:
 
 
 def load_snapshot(path: Path) -> dict[str, Any]:
-    """A snapshot written by ``save_snapshot``; a clear error otherwise."""
-    return _read(path, "snapshot", "", "model")
+    """A snapshot written by ``save_snapshot``, its parts checked; a clear error otherwise."""
+    snapshot = _read(path, "snapshot", "", "model")
+    config = snapshot.get("config")
+    wrong = None
+    if not isinstance(config, dict):
+        wrong = "it has no settings ('config')"
+    elif not all(isinstance(config.get(key), str) for key in ("model", "dataset")):
+        wrong = "its settings name no network or data set"
+    elif not isinstance(snapshot.get("num_classes"), int) or not isinstance(snapshot["model"], dict):
+        wrong = "it has no class count or no network"
+    if wrong:
+        raise UserError(f"the snapshot {path} is damaged: {wrong}. Leave it out, or restore it from a backup.")
+    return snapshot
 
 
 def _read(path: Path, what: str, advice: str, *required: str) -> dict[str, Any]:

@@ -65,8 +65,14 @@ class TestSet:
             self.loader.mean, self.loader.std = (
                 inputs[k].to(self.device) if k in inputs else self.stats[k] for k in ("mean", "std")
             )
-            model = build_network(config["model"], snapshot["num_classes"])
-            model.load_state_dict(snapshot["model"])
+            try:
+                model = build_network(config["model"], snapshot["num_classes"])
+                model.load_state_dict(snapshot["model"])
+            except (ValueError, RuntimeError) as error:  # a network this version does not build as saved
+                raise UserError(
+                    f"the snapshot {path} does not hold the {config['model']} its settings name "
+                    f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
+                ) from None
             model.to(self.device).eval()
             with torch.inference_mode():
                 self.cache[path] = torch.cat([model(images).float().cpu() for images, _ in self.loader])

@@ -135,6 +135,21 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
     assert re.search(r"\| 2 \| 1, 2; 1, 2 \| [\d.]+% \|", out)
 
 
+def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_path):
+    args = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY]
+    assert call(train.main, [*args, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])[0] == 0
+    run = tmp_path / "runs" / "wr_s1_m1"
+    path = snapshots.snapshots_in(run)[0]
+    saved = torch.load(path, weights_only=True)
+    for damaged, said in [
+        ({k: v for k, v in saved.items() if k != "config"}, "is damaged: it has no settings ('config')"),
+        ({**saved, "config": {**saved["config"], "model": "wrn-16-2"}}, "does not hold the wrn-16-2 its settings name"),
+    ]:
+        torch.save(damaged, path)
+        code, _, err = call(ensemble.main, [str(run), "--data-dir", str(cifar_dir)])
+        assert code == 1 and f"error: the snapshot {path} {said}" in err and "Traceback" not in err
+
+
 def test_ensemble_without_snapshots_says_where_they_come_from(tmp_path):
     code, _, err = call(ensemble.main, [str(tmp_path)])
     assert code == 1 and "has no snapshots" in err and "--warm-restart" in err
