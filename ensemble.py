@@ -37,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in args.runs:
         if not run.is_dir():
             raise UserError(f"{run} is not a folder: give run folders such as outputs/runs/wr_s10_m2.")
+    folders = [run.resolve() for run in args.runs]
+    if len(set(folders)) < len(folders):
+        twice = sorted({str(run) for run, folder in zip(args.runs, folders) if folders.count(folder) > 1})
+        print(f"warning: {', '.join(twice)} given more than once: each run counted once", file=sys.stderr)
+        args.runs = [run for k, run in enumerate(args.runs) if folders.index(folders[k]) == k]
     runs = [snapshots_in(run) for run in args.runs]
     for run, snapshots in zip(args.runs, runs):
         if not snapshots:

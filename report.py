@@ -180,6 +180,23 @@ def find_runs(root: Path) -> tuple[list[Run], list[str]]:
     return runs, warnings
 
 
+def counted_once(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """``runs`` with each run once: a copy of a run folder (the same settings, seed and epochs) is the
+    same run, and would count twice in a median; a warning names each copy left out."""
+    seen: dict[tuple, Run] = {}
+    kept, warnings = [], []
+    for run in runs:
+        key = (json.dumps(run.config, sort_keys=True, default=str), run.epochs)
+        if key in seen:
+            warnings.append(
+                f"{run.folder} is the same run as {seen[key].folder} (same settings and seed): counted once"
+            )
+        else:
+            seen[key] = run
+            kept.append(run)
+    return kept, warnings
+
+
 def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
     groups: dict = defaultdict(list)
     for run in runs:
@@ -355,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or args.runs / "report"
     runs, warnings = find_runs(args.runs)
-    for warning in warnings:
+    runs, copies = counted_once(runs)
+    for warning in [*warnings, *copies]:
         print(f"warning: {warning}", file=sys.stderr)
     finished = [r for r in runs if r.finished]
     if not finished:
@@ -373,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     if warnings:
         lines += ["Left out, damaged: " + "; ".join(w.removeprefix("left out ") for w in warnings), ""]
+    if copies:
+        lines += ["Left out, copies: " + "; ".join(copies), ""]
     groups: dict = defaultdict(list)
     for run in finished:
         groups[run.settings].append(run)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,7 +133,10 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
         [str(tmp_path / "runs" / "wr_s1_m1"), str(tmp_path / "runs" / "wr_s1_m1"), "--data-dir", str(cifar_dir)],
     )
     assert code == 0, err
-    assert re.search(r"\| 2 \| 1, 2; 1, 2 \| [\d.]+% \|", out)
+    # The same run given twice is one run: its members are not counted twice.
+    assert f"warning: {tmp_path / 'runs' / 'wr_s1_m1'} given more than once: each run counted once" in err
+    assert out.splitlines()[0] == "1 run(s); snapshots per run: 2"
+    assert re.search(r"\| 2 \| 1, 2 \| [\d.]+% \|", out)
 
 
 def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_path):
@@ -495,6 +499,19 @@ def test_the_report_never_pools_runs_of_other_settings(tmp_path):
     assert "BatchNorm over each of 2 processes' share of a batch (no --sync-bn)" in text
     # Settings that tell groups apart but are not in the title are named in the headings.
     assert any("batch_size 64" in h for h in headings) and any("train_subset 5000" in h for h in headings)
+
+
+def test_a_copied_run_folder_is_counted_once(tmp_path):
+    multistep = {"warm_restart": False, "milestones": [60, 120, 160]}
+    first = fake_run(tmp_path, "a", 200, **multistep)
+    fake_run(tmp_path, "b", 200, **multistep, seed=2)
+    copy = tmp_path / "a-copy" / "runs" / first.name
+    shutil.copytree(first, copy)
+    code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    assert f"warning: {copy} is the same run as {first} (same settings and seed): counted once" in err
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][0] == "2 (1, 2)" and "Left out, copies" in text
 
 
 def test_damaged_run_files_are_named_and_the_rest_reported(tmp_path):
