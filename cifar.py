@@ -65,12 +65,20 @@ def val_transform(dataset: str = "cifar10") -> transforms.Compose:
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
 
 
-def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10") -> CIFAR10:
-    """torchvision's CIFAR10 or CIFAR100 under ``root``, downloaded when absent; a clear error when it can't be."""
+def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10", download: bool = True) -> CIFAR10:
+    """torchvision's CIFAR10 or CIFAR100 under ``root``, downloaded when absent (unless ``download`` is
+    False: the read-only tools create nothing); a clear error when it can't be had."""
     spec = DATASETS[dataset]
     try:
         return spec.source(str(root), train=train)  # checks every file's md5; writes nothing (root may be read-only)
     except (OSError, RuntimeError):  # absent, incomplete or corrupt
+        if not download:
+            folder = os.path.join(root, spec.source.base_folder)
+            raise UserError(
+                f"{spec.title} is not in {folder} (or is incomplete or corrupt). This tool reads the test set "
+                f"and downloads nothing: point --data-dir at the folder that holds it, or fetch it with "
+                f"python cifar.py --data-dir {root}."
+            ) from None
         fetch(root, dataset)
     try:
         return spec.source(str(root), train=train)
@@ -134,6 +142,12 @@ def load_splits(
     train_set = _first(load_cifar(data_dir, True, dataset), train_subset, "--train-subset", data_dir)
     val_set = _first(load_cifar(data_dir, False, dataset), val_subset, "--val-subset", data_dir)
     return train_set, val_set
+
+
+def load_test_set(data_dir: str | Path, val_subset: int | None = None, dataset: str = "cifar10") -> Dataset:
+    """The test set as ``load_splits`` gives it, for the tools that only read: nothing is downloaded or
+    created (no folder, no lock) when it is not there."""
+    return _first(load_cifar(data_dir, False, dataset, download=False), val_subset, "--val-subset", data_dir)
 
 
 class InMemoryCIFAR(Dataset):

@@ -52,7 +52,7 @@ class TestSet:
             key = (config["dataset"], config["val_subset"])
             if self.key is None:
                 self.key = key
-                _, val_set = cifar.load_splits(self.data_dir, None, config["val_subset"], config["dataset"])
+                val_set = cifar.load_test_set(self.data_dir, config["val_subset"], config["dataset"])
                 self.loader = cifar.DeviceLoader(val_set, self.batch_size, self.device, stats=config["dataset"])
                 self.stats = {"mean": self.loader.mean, "std": self.loader.std}
             elif key != self.key:

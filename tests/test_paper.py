@@ -554,6 +554,16 @@ def test_the_report_without_the_data_set_names_the_way_out(tiny_grid, tmp_path, 
     assert code == 1 and "is not in" in err and "--skip-ensembles" in err and "Traceback" not in err
 
 
+def test_ensemble_without_the_data_set_creates_nothing_and_says_it_downloads_nothing(cifar_dir, tmp_path, offline):
+    args = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY]
+    assert call(train.main, [*args, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path / "o")])[0] == 0
+    nope = tmp_path / "nope"
+    code, _, err = call(ensemble.main, [str(tmp_path / "o" / "runs" / "wr_s1_m1"), "--data-dir", str(nope)])
+    assert code == 1 and f"CIFAR-10 is not in {nope / 'cifar-10-batches-py'}" in err
+    assert "downloads nothing" in err and "could not be downloaded" not in err
+    assert not nope.exists()
+
+
 def test_ensemble_names_a_folder_that_does_not_exist(tmp_path):
     code, _, err = call(ensemble.main, [str(tmp_path / "nothere")])
     assert code == 1 and "is not a folder" in err
