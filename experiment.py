@@ -388,7 +388,8 @@ def setup(
         if args.tf32 is None:  # PyTorch's default for a new run; a resumed one keeps how it trained
             args.tf32 = checkpoint.with_added_settings(saved["config"])["tf32"] if saved is not None else "conv"
         config = trajectory(args, seed, team.world)
-        if saved is not None and (differences := checkpoint.differences(saved["config"], config)):
+        known = {k: v for k, v in saved["config"].items() if k != "data"} if saved is not None else {}
+        if saved is not None and (differences := checkpoint.differences(known, config)):
             raise UserError(
                 f"this run's checkpoint {files.checkpoint} was made with other settings: "
                 f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite."
@@ -402,6 +403,16 @@ def setup(
         if data is None:
             data = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
         train_set, val_set = data
+        # What identifies the images (not their folder): runs on other data are other experiments.
+        digest = cifar.data_digest(train_set, val_set)
+        if saved is not None and saved["config"].get("data", digest) != digest:
+            raise UserError(
+                f"this run's checkpoint {files.checkpoint} was trained on other images than those in "
+                f"{args.data_dir} (data {saved['config']['data']}, here {digest}). Resume with the data it "
+                "trained on, or start over with --overwrite."
+            )
+        # A run from before the digest keeps none: nothing says which images it had.
+        config["data"] = digest if saved is None or "data" in saved["config"] else None
         remainder = 0 if recipe.drop_last else len(train_set) % args.batch_size  # images in a last partial batch
         if remainder % team.world:
             raise UserError(

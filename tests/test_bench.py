@@ -69,8 +69,9 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
     assert state["config"]["model"] == "wrn-10-1" and state["config"]["recipe"] == "tutorial"
     args = settings.parse_args(["--model", "wrn-10-1", "--seed", "0"])
-    # setup settles --tf32's default: PyTorch's own (conv) for a new run.
-    assert state["config"] == {**settings.trajectory(args, 0, 1), "tf32": "conv"}
+    # setup settles --tf32's default (PyTorch's own, conv, for a new run) and records the data's digest.
+    assert state["config"] == {**settings.trajectory(args, 0, 1), "tf32": "conv", "data": state["config"]["data"]}
+    assert re.fullmatch(r"[0-9a-f]{16}", state["config"]["data"])
     assert list(tmp_path.iterdir()) == []  # the run's folder is removed
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_format import use_checksums_of, write_cifar100
+from cifar_format import use_checksums_of, write_cifar10, write_cifar100
 from conftest import REPO, SMALL, TINY, call, harness
 
 import checkpoint
@@ -512,6 +512,30 @@ def test_a_copied_run_folder_is_counted_once(tmp_path):
     assert f"warning: {copy} is the same run as {first} (same settings and seed): counted once" in err
     text = (tmp_path / "report" / "report.md").read_text()
     assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][0] == "2 (1, 2)" and "Left out, copies" in text
+
+
+def test_runs_on_other_images_are_kept_apart_and_a_moved_data_set_still_resumes(tiny_cifar, tmp_path):
+    other = write_cifar10(tmp_path / "other-data", seed=7)  # the same format and size, other images
+    moved = tmp_path / "moved-data"
+    shutil.copytree(tiny_cifar, moved)
+    args = ["-e", "1", "--seed", "1", *SMALL, *TINY]
+    with pytest.MonkeyPatch.context() as mp:
+        for data, out, epochs in [(tiny_cifar, "runs-a/seed1", "1"), (other, "runs-b/seed1", "2")]:
+            use_checksums_of(data, mp.setattr)
+            flags = ["-e", epochs, *args[2:], "--data-dir", str(data), "--output-dir", str(tmp_path / out)]
+            assert call(train.main, flags)[0] == 0
+        use_checksums_of(moved, mp.setattr)
+        resumed = [*args[:1], "2", *args[2:], "--resume", "--data-dir", str(moved)]
+        code, log, err = call(train.main, [*resumed, "--output-dir", str(tmp_path / "runs-a/seed1")])
+        assert code == 0 and "Resuming after epoch 1" in log, err
+        use_checksums_of(other, mp.setattr)
+        code, _, err = call(train.main, [*resumed[:-1], str(other), "--output-dir", str(tmp_path / "runs-a/seed1")])
+        assert code == 1 and "was trained on other images than those in" in err
+    digests = {json.loads(p.read_text())["config"]["data"] for p in tmp_path.rglob("run.json")}
+    assert len(digests) == 2
+    code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    assert "in 2 group(s)" in out  # not one group of two seeds
 
 
 def test_damaged_run_files_are_named_and_the_rest_reported(tmp_path):

@@ -32,6 +32,7 @@ from conftest import (
 )
 
 import checkpoint
+import cifar
 import experiment
 import settings
 import train
@@ -142,7 +143,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_leaves_complete_files(cifar_dir, tmp
     assert record(out, "wr_s1_m2")["sessions"][0]["outcome"] in ("aborted", "interrupted by SIGINT")
 
 
-def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
+def test_checkpoint_holds_everything_as_plain_data(uninterrupted, cifar_dir):
     state = torch.load(uninterrupted["warm"] / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)
     assert sorted(state) == ["config", "epoch", "format", "history", "model", "optimizer", "rng", "scheduler"]
     assert state["epoch"] == 4
@@ -167,6 +168,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted):
         "compile": False,
         "processes": 1,
         "sync_bn": False,
+        "data": cifar.data_digest(*cifar.load_splits(cifar_dir)),  # the images, wherever they are
     }
 
 
