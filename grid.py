@@ -12,6 +12,7 @@ SLURM's accounting. See docs/cluster.md.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gridruns
+import runfiles
 from errors import ShowDefaults, UserError, reports_user_errors
 
 # Seconds before a task's time limit at which SLURM sends the job script SIGUSR1: the run stops at
@@ -73,7 +75,8 @@ def batch_script(runs: Sequence[gridruns.PlannedRun], workdir: Path, slurm_dir: 
         "#SBATCH --requeue",
         "#SBATCH --open-mode=append",
         f"#SBATCH --signal=B:USR1@{signal_seconds}",
-        f"#SBATCH --output={slurm_dir}/%A_%a.out",
+        # (also given on sbatch's command line, which takes any path; a directive ends at a space)
+        *([f"#SBATCH --output={slurm_dir}/%A_%a.out"] if not any(c.isspace() for c in str(slurm_dir)) else []),
         "set -u",
         f"cd {shlex.quote(str(workdir))}",
         'case "${SLURM_ARRAY_TASK_ID:-}" in',
@@ -123,6 +126,12 @@ def read_commands(source: str) -> list[gridruns.PlannedRun]:
         runs = gridruns.read_plan_file(Path(source))
     if not runs:
         raise UserError(f"no train.py commands in {'standard input' if source == '-' else source}.")
+    folders = [run.files.run_dir.resolve() for run in runs]
+    if twice := sorted({str(run.files.run_dir) for run, f in zip(runs, folders) if folders.count(f) > 1}):
+        raise UserError(
+            f"the grid names a run more than once ({', '.join(twice)}): give each seed and schedule once "
+            "in SEEDS and SCHEDULES."
+        )
     return runs
 
 
@@ -134,13 +143,59 @@ def status(runs: list[gridruns.PlannedRun]) -> int:
     return 0
 
 
+def time_limit(options: Sequence[str]) -> int | None:
+    """Seconds of the time limit the sbatch options (or SBATCH_TIMELIMIT) ask for; None if none or unreadable.
+    SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    value = os.environ.get("SBATCH_TIMELIMIT")
+    for k, word in enumerate(options):
+        if word in ("-t", "--time") and k + 1 < len(options):
+            value = options[k + 1]
+        elif word.startswith("--time="):
+            value = word.split("=", 1)[1]
+    if not value or not all(part.isdigit() for part in value.replace("-", ":", 1).split(":")):
+        return None  # "infinite", "UNLIMITED" or a typo: sbatch says
+    days, hours, minutes, seconds = 0, 0, 0, 0
+    if "-" in value:
+        day, rest = value.split("-", 1)
+        days, (hours, minutes, seconds) = int(day), ([int(p) for p in rest.split(":")] + [0, 0])[:3]
+    else:
+        parts = [int(p) for p in value.split(":")]
+        if len(parts) == 3:
+            hours, minutes, seconds = parts
+        else:
+            minutes, seconds = (parts + [0])[:2]
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def record_plan(runs: list[gridruns.PlannedRun]) -> None:
+    """Add the runs' commands to the grid's grid.txt (once each), which report.py reads to name the
+    planned runs that did not finish. Written only once sbatch has taken them."""
+    plan = gridruns.grid_folder(runs) / gridruns.PLAN
+    before = plan.read_text().splitlines() if plan.is_file() else []
+    lines = list(dict.fromkeys([*before, *(shlex.join(run.command) for run in runs)]))
+    with runfiles.atomic_write(plan) as f:
+        f.write(("\n".join(lines) + "\n").encode())
+
+
 def submit(runs: list[gridruns.PlannedRun], args: argparse.Namespace) -> int:
-    options = [word for text in args.sbatch for word in shlex.split(text)]
+    try:
+        options = [word for text in args.sbatch for word in shlex.split(text)]
+    except ValueError as error:
+        raise UserError(
+            f"--sbatch {' '.join(args.sbatch)!r}: {error}; give sbatch's options as one quoted string."
+        ) from None
+    limit = time_limit(options)
+    if limit is not None and limit <= 2 * args.signal_seconds:
+        raise UserError(
+            f"a time limit of {limit} s leaves no time to train: each task stops {args.signal_seconds} s before "
+            f"its limit and requeues itself. Ask for more time, or for a shorter warning "
+            f"(SIGNAL_SECONDS=N sh grid.sh --submit, or python grid.py submit --signal-seconds N)."
+        )
     slurm_dir = (gridruns.grid_folder(runs) / "slurm").resolve()
     script = batch_script(runs, Path.cwd(), slurm_dir, args.signal_seconds)
-    command = ["sbatch", "--parsable", *options]
+    command = ["sbatch", "--parsable", f"--output={slurm_dir}/%A_%a.out", *options]
     if args.dry_run:
-        print(f"# {shlex.join(command)} < this script\n{script}", end="")
+        print(f"{script}# submitted as: {shlex.join(command)} < this script")
         return 0
     if shutil.which("sbatch") is None:
         raise UserError("sbatch is not on this machine's PATH: submit from a SLURM login node (or --dry-run).")
@@ -149,7 +204,10 @@ def submit(runs: list[gridruns.PlannedRun], args: argparse.Namespace) -> int:
     if done.returncode != 0:
         raise UserError(f"sbatch refused the job array: {done.stderr.strip() or done.stdout.strip()}")
     job = done.stdout.strip().split(";")[0]
-    print(f"Submitted {len(runs)} runs as job array {job} (tasks 0-{len(runs) - 1}).")
+    record_plan(runs)
+    own_array = any(word == "-a" or word.startswith("--array") for word in options)
+    tasks = "the tasks your --array names" if own_array else f"tasks 0-{len(runs) - 1}"
+    print(f"Submitted {len(runs)} runs as job array {job} ({tasks}).")
     print(f"  follow it:  squeue -j {job}")
     print("  its runs:   sh grid.sh --status   (with the same settings and flags as --submit)")
     print(f"  a run's log, beside its folder: {runs[0].files.log}")

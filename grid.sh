@@ -18,9 +18,11 @@
 # Settings, by environment variable (defaults: the paper's):
 #   MODEL=wrn-28-10  DATASET=cifar10  RECIPE=paper  SEEDS="1 2 3 4 5"  EPOCHS=200  GRID_DIR=outputs/grid
 #   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult)
+#   SIGNAL_SECONDS=300   (--submit: how long before its time limit a task stops and requeues itself)
 # --model, --dataset, --recipe and -e/--epochs among the flags work too. Runs go to
 # $GRID_DIR/$DATASET-$MODEL-$RECIPE/seed$SEED/. PYTHON names the interpreter.
 set -eu
+set -f  # SEEDS and SCHEDULES are words, never file-name patterns
 here=$(dirname "$0")
 py=${PYTHON:-python}
 model=${MODEL:-wrn-28-10}
@@ -47,7 +49,7 @@ case "${1:-}" in
                         echo "grid.sh: --sbatch needs the sbatch options, as one quoted word." >&2
                         exit 2
                     fi
-                    sbatch="$sbatch $2"
+                    sbatch="${sbatch:+$sbatch }$2"
                     shift 2 ;;
                 *) break ;;
             esac
@@ -57,6 +59,16 @@ if [ -z "$(echo $seeds)" ] || [ -z "$(echo $schedules)" ]; then
     echo "grid.sh: SEEDS and SCHEDULES must each name at least one (e.g. SEEDS=\"1 2 3\")." >&2
     exit 2
 fi
+for seed in $seeds; do
+    case "$seed" in
+        0 | [1-9] | [1-9]*[0-9]) case "$seed" in *[!0-9]*) bad=1 ;; esac ;;
+        *) bad=1 ;;
+    esac
+    if [ "${bad:-0}" = 1 ]; then
+        echo "grid.sh: SEEDS: $seed is not a whole number without leading zeros (e.g. SEEDS=\"1 2 3\")." >&2
+        exit 2
+    fi
+done
 for schedule in $schedules; do
     case "$schedule" in
         default) ;;
@@ -105,9 +117,9 @@ quote() {  # one argument as a shell word
 
 train() {  # train ARGS...: run train.py with ARGS, or print the command
     if [ $mode != train ]; then
-        line=$(quote "$py")
-        for word in "$here/train.py" "$@"; do
-            line="$line $(quote "$word")"
+        line=""
+        for word in $py "$here/train.py" "$@"; do  # PYTHON split into words, as when it runs
+            line="$line${line:+ }$(quote "$word")"
         done
         echo "$line"
     else
@@ -143,9 +155,9 @@ plan() {  # add the grid's commands to $root/grid.txt (report.py lists the plann
 case $mode in
     print) runs "$@" ;;
     status) runs "$@" | $py "$here/grid.py" status ;;
-    submit)
-        [ -n "$dry_run" ] || plan "$@"
-        runs "$@" | $py "$here/grid.py" submit $dry_run --sbatch "$sbatch" ;;
+    submit)  # grid.py adds the commands to grid.txt once sbatch has taken the array
+        runs "$@" | $py "$here/grid.py" submit $dry_run --sbatch="$sbatch" \
+            ${SIGNAL_SECONDS:+--signal-seconds "$SIGNAL_SECONDS"} ;;
     train)
         plan "$@"
         runs "$@"

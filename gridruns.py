@@ -66,22 +66,27 @@ def read_plan(lines: Iterable[str], source: str = "the commands") -> list[Planne
         try:
             args = parse_args(words[script + 1 :])
         except SystemExit:  # argparse said why on stderr
-            raise UserError(f"{source}, line {number}: train.py refuses these flags: {line.strip()}") from None
+            misplaced = [w for w in ("--sbatch", "--dry-run", "--print", "--status", "--submit") if w in words]
+            hint = f" ({' and '.join(misplaced)} must come first: sh grid.sh --submit [--dry-run] [--sbatch ...] FLAGS)"
+            raise UserError(
+                f"{source}, line {number}: train.py refuses these flags{hint if misplaced else ''}: {line.strip()}"
+            ) from None
         files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
         runs.append(PlannedRun(words, args, files))
     return runs
 
 
 def read_plan_file(path: Path) -> list[PlannedRun]:
-    """The runs of a grid's ``grid.txt``, found from the file's own folder: grid.sh wrote their output
-    folders (``<grid>/seed<N>``) relative to where it ran, and the grid may have moved since."""
+    """The runs of a file of train.py commands. Those of a grid's own ``grid.txt`` are found from the
+    file's folder: grid.sh wrote their output folders (``<grid>/seed<N>``) relative to where it ran,
+    and the grid may have moved since; any other file's, as written."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path} ({error})") from None
     runs = read_plan(text.splitlines(), str(path))
-    if len({Path(run.args.output_dir).parent for run in runs}) != 1:
-        return runs  # not grid.sh's layout: the paths as written
+    if path.name != PLAN or len({Path(run.args.output_dir).parent for run in runs}) != 1:
+        return runs  # a list of the user's, or not grid.sh's layout: the paths as written
     moved = []
     for run in runs:
         output = path.parent / Path(run.args.output_dir).name
@@ -127,11 +132,25 @@ def state(run: PlannedRun) -> RunState:
     done = _epochs_in(files.metrics)
     if who := runfiles.who_runs(files.run_dir):
         return RunState("running", done, who)
+    if files.log.exists() and not files.log.is_file():
+        return RunState(
+            "failed", done, f"its log {files.log} is a folder, where the job writes the run's output: move it"
+        )
     record = _record(files.record)
+    if files.record.exists() and not record:
+        return RunState(
+            "failed",
+            done,
+            f"its record {files.record} cannot be read: restore it, or start the run over with --overwrite",
+        )
     sessions = record.get("sessions") if isinstance(record.get("sessions"), list) else []
     outcome = sessions[-1].get("outcome", "") if sessions and isinstance(sessions[-1], dict) else ""
-    if record.get("finished") and done >= run.epochs:
+    if record.get("finished") and done == run.epochs:
         return RunState("finished", done)
+    if record.get("finished") and done > run.epochs:
+        return RunState("finished", done, f"trained {done} epochs, more than the {run.epochs} asked for here")
+    if record.get("finished"):  # the grid now asks for more epochs than the run was given
+        return RunState("interrupted", done, f"finished its {done} epochs; submit again to extend it to {run.epochs}")
     exited = last_exit(files.log)
     if exited is not None and exited[0] != 0 and exited[0] <= 128:  # above 128: stopped by a signal
         return RunState("failed", done, f"exit status {exited[0]}: {exited[1]}; log {files.log}")

@@ -18,6 +18,7 @@ import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,10 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
 def unfinished_plan(plan: Path, finished: set[Path]) -> list[str]:
     """Report lines naming the runs a grid planned (its grid.txt) that are not among ``finished``, with
     their state: the medians of such a grid are over fewer seeds than it asked for."""
-    runs = gridruns.read_plan_file(plan)
+    try:
+        runs = gridruns.read_plan_file(plan)
+    except UserError as error:  # a line a user added or a refused submission left: said, not fatal
+        return [f"**Grid plan not read**: {error}", ""]
     missing = [run for run in runs if run.files.run_dir.resolve() not in finished]
     if not missing:
         return []
@@ -382,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     planned = set()
     for plan in sorted(args.runs.rglob(gridruns.PLAN)):
         lines += unfinished_plan(plan, {r.folder.resolve() for r in finished})
-        planned |= {run.files.run_dir.resolve() for run in gridruns.read_plan_file(plan)}
+        with suppress(UserError):
+            planned |= {run.files.run_dir.resolve() for run in gridruns.read_plan_file(plan)}
     unfinished = [r for r in runs if not r.finished and r.folder.resolve() not in planned]
     if unfinished:
         lines += [

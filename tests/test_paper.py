@@ -326,6 +326,23 @@ def test_status_reads_a_grid_started_by_any_launcher(tiny_cifar, tmp_path):
         "seed1/wr_s10_m2  not started",
         "3 runs: 1 finished, 1 interrupted, 1 not started",
     ]
+    # The grid asking for more epochs than a finished run had; a record that cannot be read.
+    grid = tmp_path / "cifar10-wrn-10-1-paper"
+    (grid / "seed1" / "runs" / "wr_s1_m2" / "run.json").write_text("{garbage")
+    more = subprocess.run(
+        ["sh", str(REPO / "grid.sh"), "--status", *flags],
+        env={**os.environ, **env, "EPOCHS": "4", "GRID_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    lines = more.stdout.splitlines()
+    assert lines[1] == "seed1/multistep  interrupted        3/4  finished its 3 epochs; submit again to extend it to 4"
+    assert lines[2].startswith("seed1/wr_s1_m2   failed             1/4  its record ") and "cannot be read" in lines[2]
+    # A plan with a line train.py refuses (left by hand, or by an older version): the report says so and goes on.
+    (grid / "grid.txt").write_text("python train.py --bogus\n")
+    code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    assert "**Grid plan not read**: " in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
@@ -336,7 +353,13 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     script = done.stdout
-    assert script.splitlines()[0] == "# sbatch --parsable --gres=gpu:1 -p 'my gpus' < this script"
+    # A script sbatch takes as it is (#! first), and the command it was shown with, last.
+    slurm_out = f"--output={tmp_path}/outputs/grid/cifar10-wrn-10-1-paper/slurm/%A_%a.out"
+    assert script.splitlines()[0] == "#!/bin/sh"
+    assert (
+        script.splitlines()[-1]
+        == f"# submitted as: sbatch --parsable {slurm_out} --gres=gpu:1 -p 'my gpus' < this script"
+    )
     for line in ("#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@300", f"cd {tmp_path}"):
         assert line in script.splitlines()
     tasks = re.findall(r"^    (\d+)\) log=(\S+); set -- (.*) ;;$", script, re.M)
@@ -351,6 +374,7 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
     (tmp_path / "bin").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", str(tmp_path / "bin"))
+        mp.chdir(tmp_path)  # the commands' folders are relative, as grid.sh writes them
         code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
         assert code == 1 and "sbatch is not on this machine's PATH: submit from a SLURM login node" in err
         sbatch = tmp_path / "bin" / "sbatch"
@@ -361,6 +385,48 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
             code == 1
             and err == "error: sbatch refused the job array: sbatch: error: invalid partition specified: gpus\n"
         )
+        assert not (tmp_path / "outputs" / "grid" / "cifar10-wrn-10-1-paper" / "grid.txt").exists()  # nothing planned
+        # Accepted: the commands join the grid's plan, once each however often they are submitted.
+        sbatch.write_text("#!/bin/sh\ncat > /dev/null\necho 4242\n")
+        for _ in range(2):
+            code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
+            assert code == 0 and "Submitted 4 runs as job array 4242 (tasks 0-3)." in out, err
+        written = (tmp_path / "outputs" / "grid" / "cifar10-wrn-10-1-paper" / "grid.txt").read_text().splitlines()
+        assert [shlex.split(line) for line in written] == commands
+
+
+def test_submit_refuses_what_would_fail_on_the_cluster(tmp_path):
+    env = {**os.environ, "PYTHON": "python -X utf8", "MODEL": "wrn-10-1", "SEEDS": "1", "SCHEDULES": "default"}
+
+    def submit(*words: str, **more: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["sh", str(REPO / "grid.sh"), "--submit", "--dry-run", *words], **run_in(tmp_path, {**env, **more})
+        )
+
+    # PYTHON of several words is split, in the job script as when grid.sh trains.
+    assert "set -- python -X utf8 " in submit().stdout
+    cases = [
+        (["--sbatch", "'x"], {}, "--sbatch \"'x\": No closing quotation; give sbatch's options as one quoted string."),
+        (["--sbatch", "--time=4"], {}, "a time limit of 240 s leaves no time to train: each task stops 300 s before"),
+        ([], {"SBATCH_TIMELIMIT": "9:00"}, "a time limit of 540 s leaves no time"),
+        ([], {"SEEDS": "01 1"}, "SEEDS: 01 is not a whole number without leading zeros"),
+        ([], {"SEEDS": "1 1"}, "the grid names a run more than once"),
+        (
+            ["-b", "64", "--sbatch", "-p x"],
+            {},
+            "--sbatch must come first: sh grid.sh --submit [--dry-run] [--sbatch ...]",
+        ),
+    ]
+    for words, more, said in cases:
+        done = submit(*words, **more)
+        assert done.returncode != 0 and said in done.stderr and "Traceback" not in done.stderr, (
+            words,
+            more,
+            done.stderr,
+        )
+    # A time limit that leaves time, with a shorter warning: accepted.
+    done = submit("--sbatch", "--time=4", SIGNAL_SECONDS="60")
+    assert done.returncode == 0 and "#SBATCH --signal=B:USR1@60" in done.stdout, done.stderr
 
 
 def run_in(folder: Path, env: dict[str, str]) -> dict:
