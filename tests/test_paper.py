@@ -281,6 +281,13 @@ def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards(
     ]
     refused = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", "--seed", "9"], capture_output=True, text=True)
     assert refused.returncode == 2 and "SEEDS" in refused.stderr and not refused.stdout
+    # A mode given twice would reach train.py as a flag; a grid of no seeds would print nothing, exit 0.
+    twice = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", "--print"], capture_output=True, text=True)
+    assert twice.returncode == 2 and "--print must come first" in twice.stderr and not twice.stdout
+    empty = subprocess.run(
+        ["sh", str(REPO / "grid.sh"), "--print"], env={**os.environ, "SEEDS": ""}, capture_output=True, text=True
+    )
+    assert empty.returncode == 2 and "SEEDS and SCHEDULES must each name at least one" in empty.stderr
 
 
 @pytest.fixture(scope="module")
