@@ -30,6 +30,7 @@ class RunBusy(UserError):
 WAY_OUT = {
     errno.EISDIR: "is a folder, where a file is written: move or remove it, then run again",
     errno.ENOTDIR: "has a file where a folder is needed on its path: move or remove it, then run again",
+    errno.EEXIST: "is a file, where a folder is needed: move or remove it, then run again",
     errno.EACCES: "is not open to this user (permission denied): choose a folder you can write, or fix its permissions",
     errno.EPERM: "is not open to this user (operation not permitted): choose another folder",
     errno.EROFS: "is on a read-only file system: choose a folder on a writable one",

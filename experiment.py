@@ -244,7 +244,13 @@ class Experiment:
             ) from None
         self.history, self.epochs_done = saved["history"], saved["epoch"]
         self.saved_epochs = saved["epoch"]
-        checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them
+        try:
+            checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise UserError(
+                f"the checkpoint {self.files.checkpoint} is damaged: its random states cannot be restored "
+                f"({type(error).__name__}: {(str(error) or '-').splitlines()[0]}).{checkpoint.RESTORE}"
+            ) from None
         self.resumed = True
 
     def save(self) -> None:

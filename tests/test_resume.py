@@ -269,6 +269,7 @@ def without(state: dict, key: str) -> dict:
             lambda s: {**s, "optimizer": {**s["optimizer"], "param_groups": []}},
             "its optimiser or schedule state does not fit",
         ),
+        (lambda s: {**s, "rng": {**s["rng"], "torch": torch.zeros(3)}}, "its random states cannot be restored"),
     ],
 )
 def test_a_checkpoint_with_the_wrong_content_is_refused_by_name(finished_copy, cifar_dir, damage, said):

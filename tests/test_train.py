@@ -17,6 +17,7 @@ from PIL import Image
 
 import drawing
 import plot
+import report
 import settings
 import train
 
@@ -140,6 +141,9 @@ def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_
     way_out = "is a folder, where a file is written: move or remove it, then run again."
     assert err == f"error: {out / 'loss_plot_combined.jpg'} {way_out}\n"
     (out / "loss_plot_combined.jpg").rmdir()
+    code, _, err = call(report.main, ["--runs", str(out), "--skip-ensembles", "--out", str(out / "val_loss.pkl")])
+    way_out = "is a file, where a folder is needed: move or remove it, then run again."
+    assert code == 1 and err == f"error: {out / 'val_loss.pkl'} {way_out}\n"
     (out / "val_loss.pkl").rename(out / "saved.pkl")
     (out / "val_loss.pkl").mkdir()
     code, _, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
