@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -18,6 +19,7 @@ from PIL import Image
 import drawing
 import plot
 import report
+import runfiles
 import settings
 import train
 
@@ -144,6 +146,16 @@ def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_
     code, _, err = call(report.main, ["--runs", str(out), "--skip-ensembles", "--out", str(out / "val_loss.pkl")])
     way_out = "is a file, where a folder is needed: move or remove it, then run again."
     assert code == 1 and err == f"error: {out / 'val_loss.pkl'} {way_out}\n"
+
+    # A read-only file system (which root's tests cannot make): what the write raises there.
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runfiles, "atomic_write", read_only)
+        code, _, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
+    target = out / "loss_plot_combined.jpg"
+    assert code == 1 and err == f"error: {target} is on a read-only file system: choose a folder on a writable one.\n"
     (out / "val_loss.pkl").rename(out / "saved.pkl")
     (out / "val_loss.pkl").mkdir()
     code, _, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
