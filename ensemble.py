@@ -10,6 +10,7 @@ snapshots". The members are each run's last M snapshots (just before the last M 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,17 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def same_run_key(run: Path) -> str:
+    """What makes two run folders the same run: its settings and seed (from run.json, with the data's
+    digest), or the folder itself when there is no readable record."""
+    try:
+        return json.dumps(json.loads((run / "run.json").read_text())["config"], sort_keys=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(run.resolve())
+
+
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for run in args.runs:
         if not run.is_dir():
             raise UserError(f"{run} is not a folder: give run folders such as outputs/runs/wr_s10_m2.")
-    folders = [run.resolve() for run in args.runs]
-    if len(set(folders)) < len(folders):
-        twice = sorted({str(run) for run, folder in zip(args.runs, folders) if folders.count(folder) > 1})
-        print(f"warning: {', '.join(twice)} given more than once: each run counted once", file=sys.stderr)
-        args.runs = [run for k, run in enumerate(args.runs) if folders.index(folders[k]) == k]
+    # The same run given twice, or a copy of it (the same settings and seed): counted once.
+    seen: dict[str, Path] = {}
+    kept = []
+    for run in args.runs:
+        key = same_run_key(run)
+        if key in seen:
+            print(f"warning: {run} is the same run as {seen[key]}: counted once", file=sys.stderr)
+        else:
+            seen[key] = run
+            kept.append(run)
+    args.runs = kept
     runs = [snapshots_in(run) for run in args.runs]
     for run, snapshots in zip(args.runs, runs):
         if not snapshots:

@@ -134,9 +134,15 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
     )
     assert code == 0, err
     # The same run given twice is one run: its members are not counted twice.
-    assert f"warning: {tmp_path / 'runs' / 'wr_s1_m1'} given more than once: each run counted once" in err
+    run = tmp_path / "runs" / "wr_s1_m1"
+    assert f"warning: {run} is the same run as {run}: counted once" in err
     assert out.splitlines()[0] == "1 run(s); snapshots per run: 2"
     assert re.search(r"\| 2 \| 1, 2 \| [\d.]+% \|", out)
+    copy = tmp_path / "copy" / "wr_s1_m1"
+    shutil.copytree(run, copy)
+    code, out, err = call(ensemble.main, [str(run), str(copy), "--data-dir", str(cifar_dir)])
+    assert code == 0 and f"warning: {copy} is the same run as {run}: counted once" in err
+    assert out.splitlines()[0] == "1 run(s); snapshots per run: 2"
 
 
 def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_path):
