@@ -127,13 +127,18 @@ def stopping_cleanly(exp: Experiment, record: checkpoint.RunRecord, command: Seq
             # Printing to a closed pipe (`python train.py | head`) stops the run as a signal does.
             closed = Interrupted(signal.SIGPIPE, "SIGPIPE (output closed)")
             stopped = error if isinstance(error, Interrupted) else closed
-            record.end(f"interrupted by {stopped}")
-            if not exp.team.is_main:
-                raise stopped from None
-            if exp.saved_epochs != exp.epochs_done:  # the pipe closed between an epoch's end and its checkpoint
-                exp.save()
-            if exp.epochs_done:
-                exp.write_outputs(figures=True)
+            try:
+                record.end(f"interrupted by {stopped}")
+                if not exp.team.is_main:
+                    raise stopped from None
+                if exp.saved_epochs != exp.epochs_done:  # the pipe closed between an epoch's end and its checkpoint
+                    exp.save()
+                if exp.epochs_done:
+                    exp.write_outputs(figures=True)
+            except KeyboardInterrupt:  # a second Ctrl-C while this one closes the run down (even the record)
+                with suppress(OSError):
+                    record.end("aborted")
+                raise
             print(
                 f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
                 f"the rest is redone on resume. Resume with:\n  {resume_command(command)}",
