@@ -229,29 +229,27 @@ class Experiment:
             ) from None
         per_epoch = len(saved["history"]["lr"]) // saved["epoch"] if saved["epoch"] else len(self.train_loader)
         if per_epoch != len(self.train_loader):
-            raise UserError(
-                f"the checkpoint {self.files.checkpoint} is damaged: it holds {per_epoch} learning rates an epoch, "
-                f"but an epoch of this run is {len(self.train_loader)} batches.{checkpoint.RESTORE}"
+            raise self._damaged(
+                f"it holds {per_epoch} learning rates an epoch, but an epoch of this run is "
+                f"{len(self.train_loader)} batches"
             )
         try:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.schedule.scheduler.load_state_dict(saved["scheduler"])
         except (KeyError, ValueError, TypeError, IndexError) as error:
-            why = f"{type(error).__name__}: {(str(error) or '-').splitlines()[0]}"
-            raise UserError(
-                f"the checkpoint {self.files.checkpoint} is damaged: its optimiser or schedule state does not fit "
-                f"this run ({why}).{checkpoint.RESTORE}"
-            ) from None
+            raise self._damaged("its optimiser or schedule state does not fit this run", error) from None
         self.history, self.epochs_done = saved["history"], saved["epoch"]
         self.saved_epochs = saved["epoch"]
         try:
             checkpoint.restore_rng(saved["rng"], self.generator)  # last: building the model drew from them
         except (TypeError, ValueError, RuntimeError) as error:
-            raise UserError(
-                f"the checkpoint {self.files.checkpoint} is damaged: its random states cannot be restored "
-                f"({type(error).__name__}: {(str(error) or '-').splitlines()[0]}).{checkpoint.RESTORE}"
-            ) from None
+            raise self._damaged("its random states cannot be restored", error) from None
         self.resumed = True
+
+    def _damaged(self, what: str, error: Exception | None = None) -> UserError:
+        """The refusal of a checkpoint whose ``what`` is wrong (with the error that showed it)."""
+        why = f" ({type(error).__name__}: {(str(error) or '-').splitlines()[0]})" if error is not None else ""
+        return UserError(f"the checkpoint {self.files.checkpoint} is damaged: {what}{why}.{checkpoint.RESTORE}")
 
     def save(self) -> None:
         if self.team.is_main:
