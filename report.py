@@ -18,7 +18,6 @@ import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +148,7 @@ def _read_run(record_path: Path) -> Run:
     """The run whose record is ``record_path``; ValueError saying which file is damaged and how."""
     try:
         record = json.loads(record_path.read_text())
-        config, epochs = {**checkpoint.ADDED_SETTINGS, **record["config"]}, int(record["epochs"])
+        config, epochs = checkpoint.with_added_settings(record["config"]), int(record["epochs"])
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{record_path} is not a complete run record ({type(error).__name__}: {error})") from None
     if (wrong := _schedule_problem(config)) is not None:
@@ -322,13 +321,9 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def unfinished_plan(plan: Path, finished: set[Path]) -> list[str]:
-    """Report lines naming the runs a grid planned (its grid.txt) that are not among ``finished``, with
-    their state: the medians of such a grid are over fewer seeds than it asked for."""
-    try:
-        runs = gridruns.read_plan_file(plan)
-    except UserError as error:  # a line a user added or a refused submission left: said, not fatal
-        return [f"**Grid plan not read**: {error}", ""]
+def unfinished_plan(plan: Path, runs: list[gridruns.PlannedRun], finished: set[Path]) -> list[str]:
+    """Report lines naming the runs a grid planned (``runs``, from its grid.txt ``plan``) that are not among
+    ``finished``, with their state: the medians of such a grid are over fewer seeds than it asked for."""
     missing = [run for run in runs if run.files.run_dir.resolve() not in finished]
     if not missing:
         return []
@@ -383,11 +378,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not finished:
         raise UserError(f"no finished runs under {args.runs}. sh grid.sh trains the paper's grid there.")
     lines = ["# SGDR reproduction report", "", RECOMMENDED, ""]
-    planned = set()
+    planned: set[Path] = set()
+    finished_folders = {r.folder.resolve() for r in finished}
     for plan in sorted(args.runs.rglob(gridruns.PLAN)):
-        lines += unfinished_plan(plan, {r.folder.resolve() for r in finished})
-        with suppress(UserError):
-            planned |= {run.files.run_dir.resolve() for run in gridruns.read_plan_file(plan)}
+        try:
+            plan_runs = gridruns.read_plan_file(plan)
+        except UserError as error:  # a line a user added or an older version left: said, not fatal
+            lines += [f"**Grid plan not read**: {error}", ""]
+            continue
+        lines += unfinished_plan(plan, plan_runs, finished_folders)
+        planned |= {run.files.run_dir.resolve() for run in plan_runs}
     unfinished = [r for r in runs if not r.finished and r.folder.resolve() not in planned]
     if unfinished:
         lines += [
