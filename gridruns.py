@@ -145,11 +145,12 @@ def state(run: PlannedRun) -> RunState:
         )
     sessions = record.get("sessions") if isinstance(record.get("sessions"), list) else []
     outcome = sessions[-1].get("outcome", "") if sessions and isinstance(sessions[-1], dict) else ""
-    if record.get("finished") and done == run.epochs:
-        return RunState("finished", done)
-    if record.get("finished") and done > run.epochs:
-        return RunState("finished", done, f"trained {done} epochs, more than the {run.epochs} asked for here")
-    if record.get("finished"):  # the grid now asks for more epochs than the run was given
+    if record.get("finished"):
+        if done == run.epochs:
+            return RunState("finished", done)
+        if done > run.epochs:
+            return RunState("finished", done, f"trained {done} epochs, more than the {run.epochs} asked for here")
+        # The grid now asks for more epochs than the run was given.
         return RunState("interrupted", done, f"finished its {done} epochs; submit again to extend it to {run.epochs}")
     exited = last_exit(files.log)
     if exited is not None and exited[0] != 0 and exited[0] <= 128:  # above 128: stopped by a signal
