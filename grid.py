@@ -172,9 +172,15 @@ def record_plan(runs: list[gridruns.PlannedRun]) -> None:
     planned runs that did not finish. Written only once sbatch has taken them."""
     plan = gridruns.grid_folder(runs) / gridruns.PLAN
     before = plan.read_text().splitlines() if plan.is_file() else []
-    lines = list(dict.fromkeys([*before, *(shlex.join(run.command) for run in runs)]))
+    # Once each by its words, not its text: grid.sh's train mode quotes its lines in its own way.
+    lines = {}
+    for line in [*before, *(shlex.join(run.command) for run in runs)]:
+        try:
+            lines.setdefault(tuple(shlex.split(line)), line)
+        except ValueError:  # a line the report will name as unreadable: kept as it is
+            lines.setdefault((line,), line)
     with runfiles.atomic_write(plan) as f:
-        f.write(("\n".join(lines) + "\n").encode())
+        f.write(("\n".join(lines.values()) + "\n").encode())
 
 
 def submit(runs: list[gridruns.PlannedRun], args: argparse.Namespace) -> int:

@@ -399,8 +399,12 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
             and err == "error: sbatch refused the job array: sbatch: error: invalid partition specified: gpus\n"
         )
         assert not (tmp_path / "outputs" / "grid" / "cifar10-wrn-10-1-paper" / "grid.txt").exists()  # nothing planned
-        # Accepted: the commands join the grid's plan, once each however often they are submitted.
+        # Accepted: the commands join the grid's plan, once each however often they are submitted, and
+        # however an earlier line was quoted (grid.sh's train mode quotes in its own way).
         sbatch.write_text("#!/bin/sh\ncat > /dev/null\necho 4242\n")
+        grid_txt = tmp_path / "outputs" / "grid" / "cifar10-wrn-10-1-paper" / "grid.txt"
+        grid_txt.parent.mkdir(parents=True, exist_ok=True)
+        grid_txt.write_text(" ".join(f"'{word}'" for word in commands[0]) + "\n")
         for _ in range(2):
             code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
             assert code == 0 and "Submitted 4 runs as job array 4242 (tasks 0-3)." in out, err
