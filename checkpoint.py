@@ -27,6 +27,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     # matrix products. "conv" is that; on the CPU all three choices compute the same fp32 numbers.
     "tf32": "conv",
     "deterministic": False,
+    "lr": 0.05,  # before --lr every run started at 0.05
 }
 
 

@@ -450,7 +450,7 @@ def setup(
         deterministic_pooling(model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = recipe.optimizer(model)
+    optimizer = recipe.optimizer(model, args.lr)
     # The script's SGDR counts samples: T_cur grows by batch / samples per epoch after each batch.
     by_samples = (len(train_loader), args.batch_size / train_loader.samples) if recipe.sgdr_by_samples else None
     schedule = build_schedule(

@@ -19,9 +19,9 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 SCRIPT_PENALTY = 5e-4
 
 
-def reference_optimizer(model: nn.Module) -> torch.optim.SGD:
+def reference_optimizer(model: nn.Module, lr: float = LR) -> torch.optim.SGD:
     """The tutorial's optimiser over ``model``'s parameters."""
-    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
 class ClassicalMomentum(torch.optim.Optimizer):
@@ -75,11 +75,11 @@ def penalised(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]
     return covered, free
 
 
-def script_optimizer(model: nn.Module) -> ClassicalMomentum:
+def script_optimizer(model: nn.Module, lr: float = LR) -> ClassicalMomentum:
     """Eq. (3)-(4), with the gradient of 5e-4 * sum(w^2) (1e-3 * w) on the penalised parameters."""
     covered, free = penalised(model)
     groups = [{"params": covered, "weight_decay": 2 * SCRIPT_PENALTY}, {"params": free, "weight_decay": 0.0}]
-    return ClassicalMomentum(groups, lr=LR, momentum=MOMENTUM)
+    return ClassicalMomentum(groups, lr=lr, momentum=MOMENTUM)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Recipe:
     mean_image: bool  # subtract the training images' per-pixel mean only, not normalise per channel
     drop_last: bool  # drop the last partial training batch
     val_batch_size: int | None  # None: the training batch size
-    optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    optimizer: Callable[[nn.Module, float], torch.optim.Optimizer]  # (network, initial rate)
     sgdr_by_samples: bool  # T_cur += batch / samples-per-epoch, reset at cycle ends; else epoch + i / iters
     header: str  # the line a run prints about it ("" for the tutorial: its output is the reference's)
 

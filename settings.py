@@ -10,7 +10,7 @@ from typing import Any
 import cifar
 from errors import ShowDefaults
 from models import check_model_name
-from recipes import RECIPES
+from recipes import LR, RECIPES
 
 DESCRIPTION = "Train ResNet34 on CIFAR-10 with the multistep schedule or SGDR's cosine annealing with warm restarts."
 # torch's generators take seeds of 64 bits.
@@ -42,6 +42,16 @@ def subset_of(total: int, what: str):
         return value
 
     return parse
+
+
+def positive_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
+    return value
 
 
 def model_name(text: str) -> str:
@@ -86,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[60, 120, 160],
         metavar="EPOCH",
         help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)",
+    )
+    extra.add_argument(
+        "--lr",
+        type=positive_rate,
+        default=LR,
+        help="the initial learning rate: the multistep schedule's eta_0, SGDR's eta_max (the paper's Table 1 "
+        f"also reports the default schedule with 0.1) (default: {LR:g})",
     )
     extra.add_argument(
         "--dataset",

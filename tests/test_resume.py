@@ -156,6 +156,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted, cifar_dir):
         "warm_restart": True,
         "t_zero": 1,
         "t_mult": 2,
+        "lr": 0.05,
         "batch_size": 16,
         "train_subset": None,
         "val_subset": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import shutil
@@ -313,6 +314,17 @@ def run_losses(cifar_dir: Path, out: Path, seed: int) -> tuple[list[float], list
     return joblib.load(out / "wr_train_loss_s1_m1.pkl"), joblib.load(out / "wr_val_loss_s1_m1.pkl")
 
 
+@pytest.mark.parametrize("recipe", ["tutorial", "paper"])
+def test_lr_sets_the_first_rate_and_the_multistep_schedule_scales_it(recipe, cifar_dir, tmp_path):
+    argv = ["-e", "3", "--milestones", "2", "--lr", "0.1", "--recipe", recipe, "--train-subset", "32"]
+    argv += ["--val-subset", "16", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path), *SMALL, *TINY]
+    code, log, err = call(train.main, argv)
+    assert code == 0, err
+    rates = [float(line.split(": ")[1]) for line in log.splitlines() if line.startswith("LR at beginning")]
+    assert rates == [0.1, 0.1, 0.1 * 0.2]
+    assert json.loads((tmp_path / "runs" / "multistep" / "run.json").read_text())["config"]["lr"] == 0.1
+
+
 def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
     first = run_losses(cifar_dir, tmp_path / "a", 7)
     assert run_losses(cifar_dir, tmp_path / "b", 7) == first
@@ -332,6 +344,9 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
         (["--val-subset", "0"], "argument --val-subset: must be at least 1, got 0"),
         (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
         (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
+        (["--lr", "0"], "argument --lr: must be a positive, finite number, got 0"),
+        (["--lr", "nan"], "argument --lr: must be a positive, finite number, got nan"),
+        (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
         (["--warmrestart"], "unrecognized arguments: --warmrestart"),
         (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
         (
