@@ -90,15 +90,22 @@ def _block_by_hand(block, x: torch.Tensor) -> torch.Tensor:
     return y + shortcut
 
 
-def test_wide_resnet_blocks_compute_the_scripts_block():
+def _scrambled_wide_resnet(name: str) -> WideResNet:
+    """``name`` in inference mode with BatchNorm statistics and shifts far from 0 and 1, so that a
+    BN-ReLU'd shortcut, or a ReLU left out, shows in the output."""
     torch.manual_seed(0)
-    model = build_network("wrn-16-2", 10).eval()
-    for module in model.modules():  # statistics and shifts far from 0 and 1, so a BN-ReLU'd shortcut shows
+    model = build_network(name, 10).eval()
+    for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1)
             module.running_var.uniform_(0.5, 2)
             module.bias.data.uniform_(-1, 1)
             module.weight.data.uniform_(0.5, 2)
+    return model
+
+
+def test_wide_resnet_blocks_compute_the_scripts_block():
+    model = _scrambled_wide_resnet("wrn-16-2")
     x = torch.randn(2, 16, 32, 32)
     with torch.no_grad():
         for block in model.blocks:
@@ -107,11 +114,37 @@ def test_wide_resnet_blocks_compute_the_scripts_block():
             torch.testing.assert_close(x, expected)
 
 
+def test_the_whole_wide_resnet_computes_the_scripts_network():
+    """Stem conv-BN-ReLU, the blocks, head BN-ReLU, global average pooling, the classifier: written out,
+    so that a ReLU left out of the stem or the head (or a pooling other than the mean) fails."""
+    F = torch.nn.functional
+    model = _scrambled_wide_resnet("wrn-10-2")
+
+    def bn(module, x):
+        return F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias, eps=1e-4)
+
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        y = F.relu(bn(model.stem_bn, F.conv2d(x, model.conv.weight, padding=1)))
+        assert (bn(model.stem_bn, F.conv2d(x, model.conv.weight, padding=1)) < 0).any()  # the ReLU acts
+        for block in model.blocks:
+            y = _block_by_hand(block, y)
+        assert (bn(model.bn, y) < 0).any()
+        y = F.relu(bn(model.bn, y)).mean((2, 3))
+        torch.testing.assert_close(model(x), F.linear(y, model.fc.weight, model.fc.bias))
+
+
 def test_wide_resnet_is_initialised_as_the_script_does():
     torch.manual_seed(0)
     model = build_network("wrn-16-8", 10)
     conv3 = model.blocks[1].conv2  # 128 -> 128, 3x3: He-normal, std sqrt(2 / (128 * 9))
     assert conv3.weight.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.01)
+    # Fan-in, not fan-out: 128 -> 256 (std 0.042; by fan-out it would be 0.029), and the stem's 3 -> 16
+    # (0.27 against 0.12).
+    widening = model.blocks[2].conv1
+    assert widening.weight.shape == (256, 128, 3, 3)
+    assert widening.weight.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.01)
+    assert model.conv.weight.std().item() == pytest.approx((2 / (3 * 9)) ** 0.5, rel=0.1)
     projection = model.blocks[2].shortcut  # 128 -> 256, 1x1: Glorot-uniform, limit sqrt(6 / (128 + 256))
     limit = (6 / (128 + 256)) ** 0.5
     assert projection.weight.abs().max().item() <= limit
