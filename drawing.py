@@ -45,11 +45,12 @@ def clipped_limits(values: Sequence[float]) -> tuple[float, float] | None:
     return kept[0] - margin, kept[-1] + margin
 
 
-def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False) -> Figure:
+def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False, marks: Sequence[tuple] = ()) -> Figure:
     """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ...,
     or of (values, colour, label, x) curves against x, drawn with a marker at each point. With
     ``clip``, spikes (see ``clipped_limits``) are cut off the axis, drawn as triangles on its top
-    edge, and the title says so with the largest value."""
+    edge, and the title says so with the largest value. ``marks``: (x, y, colour, label) points
+    drawn as stars, without a line."""
     with matplotlib.style.context(STYLE):
         fig = Figure(figsize=FIGSIZE)
         ax = fig.subplots()
@@ -63,6 +64,8 @@ def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False) 
                 spikes = [(at, v) for at, v in zip(xs, values) if v > top]
                 ax.plot([at for at, _ in spikes], [top] * len(spikes), "^", color=color, clip_on=False)
                 above += [v for _, v in spikes]
+        for at, value, color, label in marks:
+            ax.plot([at], [value], "*", color=color, label=label, markersize=14, markeredgecolor="black")
         if limits is not None:
             ax.set_ylim(*limits)
             ax.set_title(
@@ -72,15 +75,20 @@ def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False) 
             )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if any(curve[2] for curve in curves):
+        if any(curve[2] for curve in curves) or any(mark[3] for mark in marks):
             ax.legend()
     return fig
 
 
+def save_figure(fig: Figure, path: Path) -> None:
+    """``fig`` saved to ``path`` (its type from the suffix) in the figures' style."""
+    with matplotlib.style.context(STYLE):
+        _save(fig, path)
+
+
 def line_figure(curves: Sequence[tuple], xlabel: str, ylabel: str, path: Path, clip: bool = False) -> None:
     """``draw``'s figure, saved to ``path`` (its type from the suffix) in the same style."""
-    with matplotlib.style.context(STYLE):
-        _save(draw(curves, xlabel, ylabel, clip), path)
+    save_figure(draw(curves, xlabel, ylabel, clip), path)
 
 
 def save_loss_figure(train_losses: Sequence[float], val_losses: Sequence[float], path: Path) -> None:

@@ -383,7 +383,7 @@ def setup(
     # first collective (DDP's), so no process waits for one that has gone.
     with team.refusals():
         device = device or pick_device(args.device)
-        files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
+        files = runfiles.files_of(args)
         saved = open_checkpoint(args, files)
         if args.seed is not None:
             seed = args.seed
@@ -499,6 +499,6 @@ def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]
     with ExitStack() as held:
         with team.refusals():
             if team.is_main:
-                run_dir = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult).run_dir
+                run_dir = runfiles.files_of(args).run_dir
                 held.enter_context(runfiles.RunLock(run_dir, shlex.join(["python", *command])))
         yield

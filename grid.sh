@@ -17,7 +17,10 @@
 #
 # Settings, by environment variable (defaults: the paper's):
 #   MODEL=wrn-28-10  DATASET=cifar10  RECIPE=paper  SEEDS="1 2 3 4 5"  EPOCHS=200  GRID_DIR=outputs/grid
-#   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult)
+#   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult;
+#                                                    default@0.1 or T_0:T_mult@0.1: another initial lr)
+#   TABLE2_SEEDS=""   (seeds T_0 = 10, T_mult = 2 is also trained with, for Table 2's ensembles of 16
+#                      runs: TABLE2_SEEDS="$(seq 1 16)"; off by default, 11 more runs)
 #   SIGNAL_SECONDS=300   (--submit: how long before its time limit a task stops and requeues itself)
 # --model, --dataset, --recipe and -e/--epochs among the flags work too. Runs go to
 # $GRID_DIR/$DATASET-$MODEL-$RECIPE/seed$SEED/. PYTHON names the interpreter.
@@ -32,6 +35,7 @@ epochs=${EPOCHS:-200}
 grid=${GRID_DIR:-outputs/grid}
 schedules=${SCHEDULES-default 50:1 100:1 200:1 1:2 10:2}
 seeds=${SEEDS-1 2 3 4 5}
+table2_seeds=${TABLE2_SEEDS-}
 mode=train
 dry_run=""
 sbatch=""  # sbatch options for grid.py submit, shell-quoted words (it splits them)
@@ -59,27 +63,38 @@ if [ -z "$(echo $seeds)" ] || [ -z "$(echo $schedules)" ]; then
     echo "grid.sh: SEEDS and SCHEDULES must each name at least one (e.g. SEEDS=\"1 2 3\")." >&2
     exit 2
 fi
-for seed in $seeds; do
+for seed in $seeds $table2_seeds; do
     case "$seed" in
         0 | [1-9] | [1-9]*[0-9]) case "$seed" in *[!0-9]*) bad=1 ;; esac ;;
         *) bad=1 ;;
     esac
     if [ "${bad:-0}" = 1 ]; then
-        echo "grid.sh: SEEDS: $seed is not a whole number without leading zeros (e.g. SEEDS=\"1 2 3\")." >&2
+        echo "grid.sh: SEEDS or TABLE2_SEEDS: $seed is not a whole number without leading zeros (e.g. SEEDS=\"1 2 3\")." >&2
         exit 2
     fi
 done
 for schedule in $schedules; do
-    case "$schedule" in
+    shape=${schedule%%@*}
+    case "$shape" in
         default) ;;
         *[!0-9:]* | :* | *: | *:*:* | [!0-9]*) bad=1 ;;
         *:*) ;;
         *) bad=1 ;;
     esac
+    case "$schedule" in
+        *@*@* | *@) bad=1 ;;
+        *@*) case "${schedule#*@}" in *[!0-9.]* | .* | *.*.* | *.) bad=1 ;; esac ;;
+    esac
     if [ "${bad:-0}" = 1 ]; then
-        echo "grid.sh: SCHEDULES: $schedule is neither default nor T_0:T_mult (e.g. 10:2)." >&2
+        echo "grid.sh: SCHEDULES: $schedule is neither default nor T_0:T_mult, with @LR for another initial lr" \
+            "(e.g. 10:2 or default@0.1)." >&2
         exit 2
     fi
+done
+# The seeds in order: SEEDS, then those of TABLE2_SEEDS not among them.
+all_seeds=$seeds
+for seed in $table2_seeds; do
+    case " $(echo $all_seeds) " in *" $seed "*) ;; *) all_seeds="$all_seeds $seed" ;; esac
 done
 
 # The flags that name a run's folder must name it after what train.py is told (its last
@@ -127,18 +142,37 @@ train() {  # train ARGS...: run train.py with ARGS, or print the command
     fi
 }
 
+among() {  # among WORD LIST: whether WORD is one of LIST's words
+    case " $(echo $2) " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+}
+
+schedule_run() {  # schedule_run SCHEDULE ARGS...: train the run of one SCHEDULES word
+    schedule=$1
+    shift
+    case "$schedule" in
+        *@*) set -- "$@" --lr "${schedule#*@}" ;;
+    esac
+    shape=${schedule%%@*}
+    if [ "$shape" = default ]; then
+        train "$@"
+    else
+        train "$@" --warm-restart -t0 "${shape%:*}" -tm "${shape#*:}"
+    fi
+}
+
 runs() {  # every run of the grid, seed by seed, schedule by schedule
-    for seed in $seeds; do
+    for seed in $all_seeds; do
         user=$#
         set -- -e "$epochs" --model "$model" --dataset "$dataset" --recipe "$recipe" --seed "$seed" \
             --output-dir "$root/seed$seed" --resume "$@"
-        for schedule in $schedules; do
-            if [ "$schedule" = default ]; then
-                train "$@"
-            else
-                train "$@" --warm-restart -t0 "${schedule%:*}" -tm "${schedule#*:}"
-            fi
-        done
+        if among "$seed" "$seeds"; then
+            for schedule in $schedules; do
+                schedule_run "$schedule" "$@"
+            done
+        fi
+        if among "$seed" "$table2_seeds" && ! { among "$seed" "$seeds" && among 10:2 "$schedules"; }; then
+            schedule_run 10:2 "$@"
+        fi
         shift $(($# - user))  # drop the grid's own words: the user's flags stay for the next seed
     done
 }

@@ -71,7 +71,7 @@ def read_plan(lines: Iterable[str], source: str = "the commands") -> list[Planne
             raise UserError(
                 f"{source}, line {number}: train.py refuses these flags{hint if misplaced else ''}: {line.strip()}"
             ) from None
-        files = runfiles.run_files(args.output_dir, args.warm_restart, args.t_zero, args.t_mult)
+        files = runfiles.files_of(args)
         runs.append(PlannedRun(words, args, files))
     return runs
 
@@ -91,7 +91,7 @@ def read_plan_file(path: Path) -> list[PlannedRun]:
     for run in runs:
         output = path.parent / Path(run.args.output_dir).name
         a = run.args
-        moved.append(PlannedRun(run.command, a, runfiles.run_files(output, a.warm_restart, a.t_zero, a.t_mult)))
+        moved.append(PlannedRun(run.command, a, runfiles.files_of(a, output)))
     return moved
 
 

@@ -31,33 +31,54 @@ from distributed import pick_device
 from errors import ShowDefaults, UserError, reports_user_errors
 from schedules import cycle_ends
 
-# Test error %, median of 5 runs, WRN-28-10: (CIFAR-10, CIFAR-100). None: the multistep default.
+# The paper's Table 1, its own rows ("WRN (ours)"): test error %, (CIFAR-10, CIFAR-100), the median of 5
+# runs of WRN-28-10 and of 2 of WRN-28-20. A schedule is (eta_0, None) for the multistep default (x 0.2 after
+# epochs 60, 120 and 160) or (eta_max, (T_0, T_mult)) for SGDR; both 200 epochs.
 PAPER_TABLE1 = {
-    None: (4.13, 20.21),
-    (50, 1): (4.17, 19.99),
-    (100, 1): (4.07, 19.87),
-    (200, 1): (3.86, 19.98),
-    (1, 2): (4.09, 19.74),
-    (10, 2): (4.03, 19.58),
+    "wrn-28-10": {
+        (0.1, None): (4.24, 20.33),
+        (0.05, None): (4.13, 20.21),
+        (0.05, (50, 1)): (4.17, 19.99),
+        (0.05, (100, 1)): (4.07, 19.87),
+        (0.05, (200, 1)): (3.86, 19.98),
+        (0.05, (1, 2)): (4.09, 19.74),
+        (0.05, (10, 2)): (4.03, 19.58),
+    },
+    "wrn-28-20": {
+        (0.1, None): (4.08, 19.53),
+        (0.05, None): (3.96, 19.67),
+        (0.05, (50, 1)): (4.01, 19.28),
+        (0.05, (100, 1)): (3.77, 19.24),
+        (0.05, (200, 1)): (3.66, 19.69),
+        (0.05, (1, 2)): (3.91, 18.90),
+        (0.05, (10, 2)): (3.74, 18.70),
+    },
 }
-# Snapshot ensembles of WRN-28-10 with T_0 = 10, T_mult = 2: (runs, M) -> (CIFAR-10, CIFAR-100).
-# One run, one snapshot is the epoch-150 network: Table 1's entry.
-PAPER_TABLE2 = {(1, 1): PAPER_TABLE1[(10, 2)], (1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
+PAPER_RUNS = {"wrn-28-10": 5, "wrn-28-20": 2}
+PAPER_EPOCHS = 200
+# Table 2: snapshot ensembles of WRN-28-10 runs with T_0 = 10, T_mult = 2 (eta_max 0.05): (N runs, M snapshots
+# per run) -> (CIFAR-10, CIFAR-100). N = 1, M = 1 is the epoch-150 network, the median of 16 runs (19.57, where
+# Table 1's median of 5 is 19.58).
+PAPER_TABLE2 = {(1, 1): (4.03, 19.57), (1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
+TABLE2_SCHEDULE, TABLE2_MODEL, TABLE2_RUNS = (0.05, (10, 2)), "wrn-28-10", 16
+TABLE2_NS = (1, 3, 16)  # the paper's numbers of runs per ensemble
+# The abstract's claim, in its introduction's words and Section 4.2's: SGDR needs 2x to 4x fewer epochs than the
+# default schedule for comparable results (about 4% on CIFAR-10, 20% on CIFAR-100).
+PAPER_CLAIM = (2, 4)
 COLUMN = {"cifar10": 0, "cifar100": 1}
 COLORS = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
 DEFAULT_MILESTONES = [60, 120, 160]
-# The settings (besides the data set, which has its own column) under which the paper's numbers
-# were measured; "epochs" is the run's planned length.
+DEFAULT_LR = 0.05
+# The settings (besides the data set, which has its own column, and the network, which picks the column) under
+# which the paper's numbers were measured; "epochs" is the run's planned length.
 PAPER_SETUP = {
     "recipe": "paper",
-    "model": "wrn-28-10",
-    "epochs": 200,
+    "epochs": PAPER_EPOCHS,
     "batch_size": 128,
     "train_subset": None,
     "val_subset": None,
-    "amp": "off",
 }
-SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones")  # vary inside a group
+SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones", "lr")  # vary inside a group
 RECOMMENDED = """Each run is read where the paper reads it (Section 3): with warm restarts, the recommended
 solution is the network at the end of the last completed cycle (where the rate has reached
 eta_min; before the first restart, the current network); with the default schedule, the last
@@ -79,15 +100,18 @@ class Run:
     epochs: int  # planned
     metrics: list[dict]
     finished: bool
+    devices: frozenset[str] = frozenset()  # where its sessions trained, as run.json says
 
     @property
     def schedule(self) -> tuple:
-        """(T_0, T_mult) for warm restarts, None for the default multistep schedule, ("multistep",
-        milestones) for another."""
+        """(rate, shape): the initial rate (eta_0, or SGDR's eta_max) and (T_0, T_mult) for warm restarts,
+        None for the default multistep schedule, ("multistep", milestones) for another."""
         c = self.config
         if c["warm_restart"]:
-            return c["t_zero"], c["t_mult"]
-        return None if c["milestones"] == DEFAULT_MILESTONES else ("multistep", tuple(c["milestones"]))
+            shape = (c["t_zero"], c["t_mult"])
+        else:
+            shape = None if c["milestones"] == DEFAULT_MILESTONES else ("multistep", tuple(c["milestones"]))
+        return c.get("lr", DEFAULT_LR), shape
 
     @property
     def settings(self) -> tuple:
@@ -113,17 +137,19 @@ class Run:
         return self.error_at(self.read_epoch)
 
 
-def schedule_name(schedule: tuple | None) -> str:
-    if schedule is None:
-        return "default (lr x 0.2 at 60, 120, 160)"
-    if schedule[0] == "multistep":
-        return f"multistep (lr x 0.2 at {', '.join(map(str, schedule[1]))})"
-    return f"T_0 = {schedule[0]}, T_mult = {schedule[1]}"
+def schedule_name(schedule: tuple) -> str:
+    lr, shape = schedule
+    if shape is None:
+        return f"default{'' if lr == DEFAULT_LR else f' with eta_0 = {lr:g}'} (lr x 0.2 at 60, 120, 160)"
+    rate = "" if lr == DEFAULT_LR else f", eta_{'0' if shape[0] == 'multistep' else 'max'} = {lr:g}"
+    if shape[0] == "multistep":
+        return f"multistep (lr x 0.2 at {', '.join(map(str, shape[1]))}){rate}"
+    return f"T_0 = {shape[0]}, T_mult = {shape[1]}{rate}"
 
 
-def _order(schedule: tuple | None) -> tuple:
+def _order(schedule: tuple) -> tuple:
     """The paper's rows first, in its order, then the others."""
-    known = list(PAPER_TABLE1)
+    known = list(PAPER_TABLE1[TABLE2_MODEL])
     return (known.index(schedule), "") if schedule in known else (len(known), str(schedule))
 
 
@@ -133,6 +159,9 @@ def _schedule_problem(config: dict[str, Any]) -> str | None:
     def whole(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
+    lr = config.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        return f"lr is {lr!r}, not a positive number"
     if not isinstance(config.get("warm_restart"), bool):
         return f"warm_restart is {config.get('warm_restart')!r}, not true or false"
     if config["warm_restart"]:
@@ -163,7 +192,9 @@ def _read_run(record_path: Path) -> Run:
             raise ValueError(f"{metrics_path} line {number} is damaged ({type(error).__name__}: {error})") from None
         metrics.append(row)
     finished = record.get("finished") is not None and len(metrics) == epochs
-    return Run(record_path.parent, config, epochs, metrics, finished)
+    sessions = record.get("sessions") if isinstance(record.get("sessions"), list) else []
+    devices = frozenset(s["device"] for s in sessions if isinstance(s, dict) and isinstance(s.get("device"), str))
+    return Run(record_path.parent, config, epochs, metrics, finished, devices)
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[str]]:
@@ -204,9 +235,17 @@ def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
     return dict(sorted(groups.items(), key=lambda kv: _order(kv[0])))
 
 
-def differences_from_paper(settings: dict[str, Any]) -> list[str]:
-    """How a group's settings differ from those the paper's numbers were measured under."""
-    differs = [
+def paper_column(model: str) -> str:
+    """The network whose Table 1 column a group of ``model`` runs is compared with: its own where the paper
+    has one (WRN-28-10, WRN-28-20), else WRN-28-10's, for orientation only."""
+    return model if model in PAPER_TABLE1 else TABLE2_MODEL
+
+
+def differences_from_paper(settings: dict[str, Any], runs: Sequence[Run] = ()) -> list[str]:
+    """How a group's settings differ from those the paper's numbers were measured under, arithmetic included:
+    the paper computed in float32 throughout."""
+    differs = [] if settings["model"] in PAPER_TABLE1 else [f"model {settings['model']} (the paper's: {TABLE2_MODEL})"]
+    differs += [
         f"{key} {settings.get(key)} (the paper's: {value})"
         for key, value in PAPER_SETUP.items()
         if settings.get(key) != value
@@ -215,6 +254,12 @@ def differences_from_paper(settings: dict[str, Any]) -> list[str]:
         differs.append(f"dataset {settings['dataset']}")
     if settings.get("processes", 1) > 1 and not settings.get("sync_bn"):  # the paper trained on one GPU
         differs.append(f"BatchNorm over each of {settings['processes']} processes' share of a batch (no --sync-bn)")
+    if settings.get("amp", "off") != "off":
+        differs.append(f"bfloat16 autocast (--amp {settings['amp']}; the paper's: float32)")
+    tf32 = settings.get("tf32", "conv")
+    if tf32 != "off" and any(device.startswith("cuda") for run in runs for device in run.devices):
+        what = "convolutions" if tf32 == "conv" else "convolutions and matrix products"
+        differs.append(f"TF32 {what} on CUDA (--tf32 {tf32}; the paper's: float32, --tf32 off)")
     return differs
 
 
@@ -223,21 +268,26 @@ def _spread(values: Sequence[float]) -> str:
     return middle if len(values) == 1 else f"{middle} ({min(values):.2f}-{max(values):.2f})"
 
 
-def paper_table1(schedule: tuple | None, dataset: str) -> str:
-    """The paper's Table 1 entry for ``schedule``, or "" where it has none."""
-    return f"{PAPER_TABLE1[schedule][COLUMN[dataset]]:.2f}" if schedule in PAPER_TABLE1 and dataset in COLUMN else ""
+def paper_table1(schedule: tuple, dataset: str, model: str = TABLE2_MODEL) -> str:
+    """The paper's Table 1 entry for ``schedule`` in ``model``'s column (see paper_column), or "" where it has none."""
+    cell = PAPER_TABLE1[paper_column(model)].get(schedule)
+    return f"{cell[COLUMN[dataset]]:.2f}" if cell and dataset in COLUMN else ""
 
 
-def table1(runs: list[Run], dataset: str, paper_header: str) -> list[str]:
+def by_seed(group: Sequence[Run]) -> list[Run]:
+    return sorted(group, key=lambda run: run.config["seed"])
+
+
+def table1(runs: list[Run], dataset: str, paper_header: str, model: str = TABLE2_MODEL) -> list[str]:
     groups = by_schedule(runs)
-    order = sorted(set(PAPER_TABLE1) | set(groups), key=_order)
+    order = sorted(set(PAPER_TABLE1[paper_column(model)]) | set(groups), key=_order)
     lines = [
         f"| schedule | runs (seeds) | read at epoch | test error %, median (range) | last epoch | {paper_header} |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for schedule in order:
-        group = groups.get(schedule, [])
-        paper = paper_table1(schedule, dataset)
+        group = by_seed(groups.get(schedule, []))
+        paper = paper_table1(schedule, dataset, model)
         if not group:
             lines.append(f"| {schedule_name(schedule)} | 0 | | not run | | {paper} |")
             continue
@@ -251,41 +301,77 @@ def table1(runs: list[Run], dataset: str, paper_header: str) -> list[str]:
     return lines
 
 
-def paper_table2(schedule: tuple[int, int], dataset: str, runs: int, m: int) -> str:
-    """The paper's Table 2 entry for an ensemble of ``runs`` x ``m`` snapshots, or "" (it has
-    T_0 = 10, T_mult = 2 only)."""
-    cell = PAPER_TABLE2.get((runs, m)) if schedule == (10, 2) else None
-    return f"{cell[COLUMN[dataset]]:.2f}" if cell else ""
+def paper_table2(schedule: tuple, dataset: str, runs: int, m: int, model: str = TABLE2_MODEL) -> str:
+    """The paper's Table 2 entry for an ensemble of ``runs`` x ``m`` snapshots, or "" (it has WRN-28-10's
+    T_0 = 10, T_mult = 2 runs only; other networks but WRN-28-20 are shown WRN-28-10's, for orientation)."""
+    cell = PAPER_TABLE2.get((runs, m)) if (schedule, paper_column(model)) == (TABLE2_SCHEDULE, TABLE2_MODEL) else None
+    return f"{cell[COLUMN[dataset]]:.2f}" if cell and dataset in COLUMN else ""
 
 
-def table2(runs: list[Run], dataset: str, test: snapshots.TestSet, paper_header: str) -> tuple[list[str], dict]:
-    """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots."""
+def ensemble_sizes(runs: int) -> list[tuple[int, int]]:
+    """(N, the paper's N it stands for) for each ensemble size the report gives a group of ``runs`` runs: the
+    paper's 1, 3 and 16, where a group has fewer runs than the paper's N, all of them (for the largest such N)."""
+    sizes: dict[int, int] = {}
+    for n in TABLE2_NS:
+        sizes[min(n, runs)] = n
+    return sorted(sizes.items())
+
+
+def pooled(n: int, paper_n: int, runs: Sequence[Run], groups: int) -> str:
+    """How a Table 2 row's ensembles are drawn from a schedule's ``runs``: its last column."""
+    total = len(runs)
+    if n == 1:
+        said = f"median of {total} runs" if total > 1 else f"1 run (seed {runs[0].config['seed']})"
+    elif groups == 1 and n == total:
+        said = f"all {total} runs"
+    else:
+        said = (
+            f"median of {groups} disjoint groups of {n} runs, in seed order"
+            if groups > 1
+            else f"seeds {', '.join(str(r.config['seed']) for r in runs[:n])}"
+        )
+        if total % n:
+            said += f"; {total % n} run{'s' * (total % n != 1)} left over"
+    return said + (f" (fewer than the paper's {paper_n})" if n < paper_n else "")
+
+
+def table2(
+    runs: list[Run], dataset: str, test: snapshots.TestSet, paper_header: str, model: str = TABLE2_MODEL
+) -> tuple[list[str], dict]:
+    """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots: for N = 1, 3 and 16
+    runs (see ensemble_sizes) and M = 1, 2, 3 snapshots per run."""
     lines = [
-        f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 |",
-        "| --- | --- | --- | --- |",
+        f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 | runs |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    curves = {}
+    curves, notes = {}, []
     for schedule, group in by_schedule(runs).items():
         if not group[0].config["warm_restart"]:
             continue
+        group = by_seed(group)
         snapshot_sets = [snapshots.snapshots_in(run.folder) for run in group]
         if not all(snapshot_sets):
             continue
         largest = min(3, min(len(s) for s in snapshot_sets))
-        single = [[100 * e for _, e in snapshots.last_m_errors([s], test, largest)] for s in snapshot_sets]
-        curves[schedule] = [statistics.median(column) for column in zip(*single)]
-        for m in range(1, largest + 1):
-            lines.append(
-                f"| {schedule_name(schedule)} | 1 run, M = {m} | {_spread([row[m - 1] for row in single])} | "
-                f"{paper_table2(schedule, dataset, 1, m)} |"
-            )
-        if len(snapshot_sets) > 1:
-            for m, error in snapshots.last_m_errors(snapshot_sets, test, largest):
+        for n, paper_n in ensemble_sizes(len(group)):
+            groups = [snapshot_sets[i : i + n] for i in range(0, len(group) - n + 1, n)]
+            errors = [
+                [100 * snapshots.ensemble_error([path for run in g for path in run[-m:]], test) for g in groups]
+                for m in range(1, largest + 1)
+            ]
+            if n == 1:  # the ensembles figure: one run's M snapshots, median over runs
+                curves[schedule] = [statistics.median(column) for column in errors]
+            for m, column in enumerate(errors, 1):
                 lines.append(
-                    f"| {schedule_name(schedule)} | {len(snapshot_sets)} runs, M = {m} | {100 * error:.2f} | "
-                    f"{paper_table2(schedule, dataset, len(snapshot_sets), m)} |"
+                    f"| {schedule_name(schedule)} | {n} run{'s' * (n > 1)}, M = {m} | {_spread(column)} | "
+                    f"{paper_table2(schedule, dataset, paper_n, m, model)} | {pooled(n, paper_n, group, len(groups))} |"
                 )
-    return lines, curves
+        if paper_table2(schedule, dataset, 1, 1, model) and len(group) < TABLE2_RUNS:
+            notes.append(
+                f"The paper's ensembles are drawn from {TABLE2_RUNS} runs of {schedule_name(schedule)}, these from "
+                f'{len(group)}: `TABLE2_SEEDS="$(seq 1 {TABLE2_RUNS})" sh grid.sh` trains the paper\'s {TABLE2_RUNS}.'
+            )
+    return lines + ([""] + notes if notes else []), curves
 
 
 def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
@@ -298,18 +384,79 @@ def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
     return [statistics.median(r.error_at(e) for r in group) for e in points], points
 
 
-def figures(runs: list[Run], curves: dict, out: Path, name: str) -> list[Path]:
-    error_curves = [
-        (*recommended_curve(group), COLORS[i % len(COLORS)], schedule_name(schedule))
-        for i, (schedule, group) in enumerate(by_schedule(runs).items())
+def anytime(runs: list[Run]) -> list[str]:
+    """The paper's claim of 2x to 4x fewer epochs, measured: for each schedule, the first recommended solution
+    (Figure 2's curve) whose median test error is at or below the default schedule's final median."""
+    groups = by_schedule(runs)
+    reference = groups.get((DEFAULT_LR, None))
+    if not reference:
+        return [
+            f"Needs runs of the {schedule_name((DEFAULT_LR, None))} schedule, which the others are measured against."
+        ]
+    budget = min(len(r.metrics) for r in reference)
+    target = statistics.median(r.error_at(budget) for r in reference)
+    lines = [
+        f"The paper (Sections 1 and 4.2): SGDR reaches results comparable to the default schedule's with "
+        f"{PAPER_CLAIM[0]}x to {PAPER_CLAIM[1]}x fewer epochs. Here: the default schedule's median test error "
+        f"after its {budget} epochs is {target:.2f}%; for each schedule, the first recommended solution (the "
+        "current network until the first cycle ends, then the network at each cycle end) whose median over seeds "
+        f"is at or below it, and {budget} epochs divided by its epoch.",
+        "",
+        "| schedule | median test error % at each cycle end (epoch: error) | first at or below "
+        f"{target:.2f} | fewer epochs than the default (the paper: {PAPER_CLAIM[0]}x-{PAPER_CLAIM[1]}x) |",
+        "| --- | --- | --- | --- |",
     ]
-    paths = [out / f"test_error_{name}.png"]
-    drawing.line_figure(
-        [(values, color, label, x) for values, x, color, label in error_curves],
+    for schedule, group in groups.items():
+        values, points = recommended_curve(group)
+        c = group[0].config
+        ends = cycle_ends(c["t_zero"], c["t_mult"], points[-1]) if c["warm_restart"] else []
+        at_ends = "; ".join(f"{e}: {v:.2f}" for v, e in zip(values, points) if e in ends) or "(no restarts)"
+        reached = next(((e, v) for v, e in zip(values, points) if v <= target), None)
+        if reached:
+            first, ratio = f"epoch {reached[0]} ({reached[1]:.2f})", f"{budget / reached[0]:.2f}x"
+        else:
+            first, ratio = f"not reached in {min(len(r.metrics) for r in group)} epochs", ""
+        lines.append(f"| {schedule_name(schedule)} | {at_ends} | {first} | {ratio} |")
+    return lines
+
+
+def paper_points(dataset: str, model: str, epochs: int) -> list[tuple[tuple, int, float]]:
+    """(schedule, epoch, test error %) of the paper's Table 1 entries in ``model``'s column, each at the epoch the
+    paper reads it (its recommended solution after 200 epochs), those within ``epochs``."""
+    if dataset not in COLUMN:
+        return []
+    points = []
+    for schedule, cell in PAPER_TABLE1[paper_column(model)].items():
+        shape = schedule[1]
+        read = cycle_ends(*shape, PAPER_EPOCHS)[-1] if shape else PAPER_EPOCHS
+        if read <= epochs:
+            points.append((schedule, read, cell[COLUMN[dataset]]))
+    return points
+
+
+def error_figure(runs: list[Run], dataset: str, model: str):
+    """Figure 2: the recommended solutions' median test error against epochs for every schedule, with the
+    paper's Table 1 entries as stars at the epochs it reads them, in the colour of the schedule's curve."""
+    groups = by_schedule(runs)
+    colors = {schedule: COLORS[i % len(COLORS)] for i, schedule in enumerate(groups)}
+    curves = [
+        (*recommended_curve(group), colors[schedule], schedule_name(schedule)) for schedule, group in groups.items()
+    ]
+    marks = [
+        (epoch, error, colors.get(schedule, "black"), "the paper's Table 1 (stars)" if k == 0 else "")
+        for k, (schedule, epoch, error) in enumerate(paper_points(dataset, model, max(len(r.metrics) for r in runs)))
+    ]
+    return drawing.draw(
+        [(values, color, label, x) for values, x, color, label in curves],
         "Epochs",
         "Test error % of the recommended solutions (median over seeds)",
-        paths[0],
+        marks=marks,
     )
+
+
+def figures(runs: list[Run], curves: dict, out: Path, name: str, dataset: str, model: str) -> list[Path]:
+    paths = [out / f"test_error_{name}.png"]
+    drawing.save_figure(error_figure(runs, dataset, model), paths[0])
     if curves:
         paths.append(out / f"ensembles_{name}.png")
         drawing.line_figure(
@@ -351,15 +498,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def section_heading(settings: dict[str, Any], varying: Sequence[str]) -> tuple[str, str, list[str]]:
+def section_heading(
+    settings: dict[str, Any], varying: Sequence[str], runs: Sequence[Run] = ()
+) -> tuple[str, str, list[str]]:
     """(heading, column header for the paper's numbers, lines under the heading) of one group."""
     title = (
         f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs"
         + "".join(f", {key} {settings[key]}" for key in varying)
     )
-    differs = differences_from_paper(settings)
+    differs = differences_from_paper(settings, runs)
     if not differs:
-        return f"## {title}: the paper's setup", "paper, WRN-28-10", []
+        model = settings["model"]
+        return f"## {title}: the paper's setup", f"paper, {model.upper()} (median of {PAPER_RUNS[model]})", []
     notes = [f"**Not the paper's setup**: {'; '.join(differs)}. The paper's numbers are shown for orientation only."]
     if settings["recipe"] == "tutorial":
         notes += ["", TUTORIAL_DIFFERENCES]
@@ -414,21 +564,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = "_".join(str(settings[k]) for k in ("dataset", "model", "recipe"))
         name = name if name not in names else f"{name}_{len(names)}"
         names.add(name)
-        heading, paper_header, notes = section_heading(settings, varying)
+        heading, paper_header, notes = section_heading(settings, varying, group)
+        dataset, model = settings["dataset"], settings["model"]
         lines += [heading, "", *notes, "", "### Table 1: test error by schedule", ""]
-        lines += table1(group, settings["dataset"], paper_header) + [""]
+        lines += table1(group, dataset, paper_header, model) + [""]
+        lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group) + [""]
         curves = {}
         if not args.skip_ensembles:
             test = snapshots.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
             try:
-                rows, curves = table2(group, settings["dataset"], test, paper_header)
+                rows, curves = table2(group, dataset, test, paper_header, model)
             except UserError as error:  # most often: no data set here
                 raise UserError(
                     f"{error}\nOnly Table 2 (the snapshot ensembles) needs the test set: pass the "
                     "--data-dir the runs used, or --skip-ensembles to leave Table 2 out."
                 ) from None
             lines += ["### Table 2: snapshot ensembles (the last M cycle-end snapshots of each run)", ""] + rows + [""]
-        for path in figures(group, curves, out, name):
+        for path in figures(group, curves, out, name, dataset, model):
             lines.append(f"![{path.stem}]({path.name})")
             written.append(path)
         lines.append("")

@@ -82,6 +82,11 @@ class TestSet:
         return self.loader.labels.cpu()
 
 
+def ensemble_error(members: Sequence[Path], test: TestSet) -> float:
+    """Test error (a fraction) of the equal-weight ensemble of the snapshots ``members``."""
+    return error_rate(average_softmax([test.logits(path) for path in members]), test.labels())
+
+
 def last_m_errors(
     runs: Sequence[Sequence[Path]], test: TestSet, largest_m: int | None = None
 ) -> list[tuple[int, float]]:
@@ -89,6 +94,5 @@ def last_m_errors(
     fewest = min(len(snapshots) for snapshots in runs)
     rows = []
     for m in range(1, min(fewest, largest_m or fewest) + 1):
-        members = [test.logits(path) for snapshots in runs for path in snapshots[-m:]]
-        rows.append((m, error_rate(average_softmax(members), test.labels())))
+        rows.append((m, ensemble_error([path for snapshots in runs for path in snapshots[-m:]], test)))
     return rows

@@ -17,12 +17,14 @@ import pytest
 import torch
 from cifar_format import use_checksums_of, write_cifar10, write_cifar100
 from conftest import REPO, SMALL, TINY, call, harness
+from fake_runs import fake_run, table1_rows
 
 import checkpoint
 import ensemble
 import grid
 import models
 import report
+import runfiles
 import settings
 import snapshots
 import train
@@ -243,6 +245,31 @@ def grid_commands(env: dict[str, str], *flags: str) -> list[list[str]]:
     return [shlex.split(line) for line in done.stdout.splitlines()]
 
 
+def test_grid_trains_table_2s_sixteen_runs_and_other_initial_rates_when_asked():
+    env = {"PYTHON": "echo", "SEEDS": "1 2", "TABLE2_SEEDS": "2 3 4", "SCHEDULES": "default default@0.1 10:2"}
+    runs = [(c[c.index("--seed") + 1], shlex.join(c[c.index("--resume") + 1 :])) for c in grid_commands(env)]
+    schedules = ["", "--lr 0.1", "--warm-restart -t0 10 -tm 2"]
+    sgdr = schedules[2]
+    assert runs == [("1", s) for s in schedules] + [("2", s) for s in schedules] + [("3", sgdr), ("4", sgdr)]
+    # Without 10:2 among SCHEDULES, the seeds of SEEDS that are in TABLE2_SEEDS train it too.
+    runs = [(c[c.index("--seed") + 1], shlex.join(c)) for c in grid_commands({**env, "SCHEDULES": "50:1@0.1"})]
+    assert [seed for seed, _ in runs] == ["1", "2", "2", "3", "4"]
+    assert "--lr 0.1 --warm-restart -t0 50 -tm 1" in runs[0][1]
+    assert runs[2][1].endswith("--resume --warm-restart -t0 10 -tm 2")
+    # Each initial rate is a run of its own, in folders of its own.
+    args = [settings.parse_args(command[2:]) for command in grid_commands(env)]
+    assert len({runfiles.files_of(a).run_dir for a in args}) == len(args) == 8
+    for bad, message in [
+        ({"TABLE2_SEEDS": "1 x"}, "SEEDS or TABLE2_SEEDS: x is not a whole number"),
+        ({"SCHEDULES": "default@"}, "SCHEDULES: default@ is neither default nor T_0:T_mult, with @LR"),
+        ({"SCHEDULES": "10:2@0.1.2"}, "SCHEDULES: 10:2@0.1.2 is neither"),
+    ]:
+        done = subprocess.run(
+            ["sh", str(REPO / "grid.sh"), "--print"], env={**os.environ, **env, **bad}, capture_output=True, text=True
+        )
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
 def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
     env = {"PYTHON": "echo", "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
     done = subprocess.run(
@@ -450,12 +477,6 @@ def run_in(folder: Path, env: dict[str, str]) -> dict:
     return {"cwd": folder, "env": env, "capture_output": True, "text": True}
 
 
-def table1_rows(text: str) -> dict[str, list[str]]:
-    """Table 1's rows by schedule: [runs (seeds), read at epoch, test error, last epoch, paper]."""
-    rows = [line[2:-2].split(" | ") for line in text.splitlines() if line.startswith("| ")]
-    return {cells[0]: cells[1:] for cells in rows if len(cells) == 6 and cells[0] not in ("schedule", "---")}
-
-
 def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     code, out, err = call(report.main, ["--runs", str(tiny_grid), "--data-dir", str(cifar_dir)])
     assert code == 0, err
@@ -501,38 +522,6 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     assert loss == pytest.approx(json.loads((run / "metrics.jsonl").read_text().splitlines()[9])["test_loss"], rel=1e-5)
     for name in ("test_error_cifar10_wrn-10-1_paper.png", "ensembles_cifar10_wrn-10-1_paper.png"):
         assert (tiny_grid / "report" / name).stat().st_size > 10_000 and f"({name})" in text
-
-
-PAPER_CONFIG = {
-    "recipe": "paper",
-    "dataset": "cifar10",
-    "model": "wrn-28-10",
-    "batch_size": 128,
-    "train_subset": None,
-    "val_subset": None,
-    "loader": "device",
-    "channels_last": True,
-    "amp": "off",
-    "compile": False,
-    "processes": 1,
-    "sync_bn": False,
-}
-
-
-def fake_run(root: Path, name: str, epochs: int, done: int | None = None, **settings) -> Path:
-    """A run folder as train.py leaves it (record and metrics only), whose test error at epoch e is
-    e / 1000 %: the report's figure tells which epoch it read."""
-    config = {**PAPER_CONFIG, "seed": 1, **settings}
-    schedule = f"wr_s{config['t_zero']}_m{config['t_mult']}" if config.get("warm_restart") else "multistep"
-    folder = root / name / "runs" / schedule
-    folder.mkdir(parents=True)
-    done = epochs if done is None else done
-    (folder / "run.json").write_text(
-        json.dumps({"config": config, "epochs": epochs, "finished": "2026-01-01" if done == epochs else None})
-    )
-    rows = [{"epoch": e, "test_error": e / 100_000} for e in range(1, done + 1)]
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
 
 
 @pytest.mark.parametrize(
@@ -648,12 +637,16 @@ def test_the_report_needs_finished_runs(tmp_path):
     assert code == 1 and "no finished runs" in err and "grid.sh" in err
 
 
-def test_table2_cites_the_paper_only_for_its_own_schedule_and_ensembles():
-    assert report.paper_table2((10, 2), "cifar10", 1, 3) == "3.51"
-    assert report.paper_table2((10, 2), "cifar100", 3, 3) == "16.64"
-    assert report.paper_table2((10, 2), "cifar10", 1, 1) == "4.03"  # one snapshot: Table 1's epoch-150 network
-    assert report.paper_table2((10, 2), "cifar10", 1, 2) == ""  # the paper reports M = 1 and 3 only
-    assert report.paper_table2((1, 2), "cifar10", 1, 3) == ""
+def test_table2_cites_the_paper_only_for_its_own_schedule_network_and_ensembles():
+    sgdr = (0.05, (10, 2))
+    assert report.paper_table2(sgdr, "cifar10", 1, 3) == "3.51"
+    assert report.paper_table2(sgdr, "cifar100", 3, 3) == "16.64"
+    assert report.paper_table2(sgdr, "cifar100", 1, 1) == "19.57"  # the median of 16 runs, not Table 1's 19.58
+    assert report.paper_table2(sgdr, "cifar10", 1, 2) == ""  # the paper reports M = 1 and 3 only
+    assert report.paper_table2((0.05, (1, 2)), "cifar10", 1, 3) == ""
+    assert report.paper_table2((0.1, (10, 2)), "cifar10", 1, 3) == ""  # another eta_max
+    assert report.paper_table2(sgdr, "cifar10", 1, 3, "wrn-28-20") == ""  # Table 2 is WRN-28-10's
+    assert report.paper_table2(sgdr, "cifar10", 1, 3, "wrn-10-1") == "3.51"  # shown for orientation
 
 
 def test_the_report_without_the_data_set_names_the_way_out(tiny_grid, tmp_path, offline):

@@ -19,6 +19,7 @@ from PIL import Image
 
 import drawing
 import plot
+import recipes
 import report
 import runfiles
 import settings
@@ -322,7 +323,7 @@ def test_lr_sets_the_first_rate_and_the_multistep_schedule_scales_it(recipe, cif
     assert code == 0, err
     rates = [float(line.split(": ")[1]) for line in log.splitlines() if line.startswith("LR at beginning")]
     assert rates == [0.1, 0.1, 0.1 * 0.2]
-    assert json.loads((tmp_path / "runs" / "multistep" / "run.json").read_text())["config"]["lr"] == 0.1
+    assert json.loads((tmp_path / "runs" / "multistep_lr0.1" / "run.json").read_text())["config"]["lr"] == 0.1
 
 
 def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
@@ -464,3 +465,13 @@ def test_help_opens_with_what_the_script_says_it_does():
     """train.py --help reads its description from settings.py; the script's own first line must agree."""
     assert train.__doc__.splitlines()[0] == settings.DESCRIPTION
     assert settings.build_parser().format_help().split("\n\n")[1] == settings.DESCRIPTION
+
+
+def test_a_run_at_another_lr_keeps_its_own_files_beside_the_reference_run(cifar_dir, tmp_path):
+    assert runfiles.REFERENCE_LR == recipes.LR
+    flags = ["-e", "1", "--train-subset", "32", "--val-subset", "16", "--data-dir", str(cifar_dir), *SMALL, *TINY]
+    for extra in ([], ["--lr", "0.1"], ["-wr", "-t0", "1", "--lr", "0.1"]):
+        code, _, err = call(train.main, [*flags, *extra, "--output-dir", str(tmp_path)])
+        assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["multistep", "multistep_lr0.1", "wr_s1_m1_lr0.1"]
+    assert {"train_loss.pkl", "train_loss_lr0.1.pkl", "wr_val_loss_s1_m1_lr0.1.pkl"} <= set(os.listdir(tmp_path))
