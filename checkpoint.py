@@ -16,6 +16,7 @@ import torchvision
 
 import runfiles
 from errors import UserError
+from schedules import OPTION_DEFAULTS
 
 FORMAT = 1
 # Settings added to a run's config after checkpoints of this format were first written, each with
@@ -28,6 +29,10 @@ ADDED_SETTINGS: dict[str, Any] = {
     "tf32": "conv",
     "deterministic": False,
     "lr": 0.05,  # before --lr every run started at 0.05
+    # The options that shape warm restarts (--warmup-epochs, --warmup-start-lr, --cycle-decay,
+    # --cycle-limit): at these values the schedule is the one runs had before them. A run records
+    # them only when set (settings.trajectory), so a config without them reads as these, old or new.
+    **OPTION_DEFAULTS,
 }
 
 
@@ -193,8 +198,9 @@ def with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``."""
-    saved = with_added_settings(saved)
+    """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``. A setting
+    either side lacks is at its ``ADDED_SETTINGS`` value (the current run leaves out unset shaping options)."""
+    saved, current = with_added_settings(saved), with_added_settings(current)
     return [
         f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
         for key in sorted(set(saved) | set(current))

@@ -31,7 +31,7 @@ from distributed import Team, pick_device, set_precision
 from errors import UserError
 from models import build_network, deterministic_pooling, top1_correct, trains_on_single_images
 from recipes import RECIPES
-from schedules import Schedule, build_schedule, ends_a_cycle
+from schedules import Schedule, build_schedule, run_cycle_ends
 from settings import trajectory
 from stopping import Guard, NonFiniteWatch
 
@@ -308,9 +308,10 @@ class Experiment:
 
     def snapshot_if_cycle_ends(self) -> None:
         """With warm restarts, keep the network as it is at the end of each cycle, just before the
-        restart: the members of the paper's snapshot ensembles, at no extra training cost."""
+        restart: the members of the paper's snapshot ensembles, at no extra training cost. (After a
+        warmup the cycles end that much later; with a cycle limit there are no more after the last.)"""
         c = self.config
-        if self.team.is_main and c["warm_restart"] and ends_a_cycle(self.epochs_done, c["t_zero"], c["t_mult"]):
+        if self.team.is_main and self.epochs_done in run_cycle_ends(c, self.epochs_done):
             classes = cifar.DATASETS[c["dataset"]].classes
             inputs = {
                 "mean": self.val_loader.mean.cpu(),
@@ -454,7 +455,16 @@ def setup(
     # The script's SGDR counts samples: T_cur grows by batch / samples per epoch after each batch.
     by_samples = (len(train_loader), args.batch_size / train_loader.samples) if recipe.sgdr_by_samples else None
     schedule = build_schedule(
-        optimizer, args.warm_restart, args.t_zero, args.t_mult, args.milestones, by_samples=by_samples
+        optimizer,
+        args.warm_restart,
+        args.t_zero,
+        args.t_mult,
+        args.milestones,
+        by_samples=by_samples,
+        warmup=args.warmup_epochs,
+        warmup_start=args.warmup_start_lr,
+        decay=args.cycle_decay,
+        limit=args.cycle_limit,
     )
     # Compile the module, then wrap it in DDP: PyTorch's documented order (compiling the wrapper traces DDP's hooks).
     # Static shapes: one graph for each batch shape the network meets (train.py's header counts them),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,7 @@ import cifar
 from errors import ShowDefaults
 from models import check_model_name
 from recipes import LR, RECIPES
+from schedules import OPTION_DEFAULTS
 
 DESCRIPTION = "Train ResNet34 on CIFAR-10 with the multistep schedule or SGDR's cosine annealing with warm restarts."
 # torch's generators take seeds of 64 bits.
@@ -27,6 +29,23 @@ def int_at_least(minimum: int, maximum: int | None = None):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         if maximum is not None and value > maximum:
             raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def number_in(low: float, high: float = math.inf, low_included: bool = True):
+    """A finite number from ``low`` (or just above it) up to ``high``."""
+    bounds = f"{'at least' if low_included else 'above'} {low:g}"
+    bounds += f" and at most {high:g}" if high < math.inf else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_included) or value > high:
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text}")
         return value
 
     return parse
@@ -79,6 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
         "-tm", "--t-mult", type=positive, default=1, help="T_mult: factor by which each cycle grows (default: 1)"
     )
     ref.add_argument("-e", "--epochs", type=positive, default=100, help="epochs to train (default: 100)")
+    shape = parser.add_argument_group("shaping warm restarts (with -wr only; see docs/experiment.md)")
+    shape.add_argument(
+        "--warmup-epochs",
+        type=int_at_least(0),
+        default=OPTION_DEFAULTS["warmup_epochs"],
+        metavar="W",
+        help="a linear warmup of W epochs before the first cycle, stepped every batch; T_0 counts from its end "
+        "(default: 0, none)",
+    )
+    shape.add_argument(
+        "--warmup-start-lr",
+        type=number_in(0.0),
+        default=OPTION_DEFAULTS["warmup_start_lr"],
+        metavar="LR",
+        help="the rate the warmup starts from; it ends at the optimiser's initial rate (default: 0)",
+    )
+    shape.add_argument(
+        "--cycle-decay",
+        type=number_in(0.0, 1.0, low_included=False),
+        default=OPTION_DEFAULTS["cycle_decay"],
+        metavar="D",
+        help="cycle k (from 0) peaks at the initial rate x D**k (default: 1, every cycle the same)",
+    )
+    shape.add_argument(
+        "--cycle-limit",
+        type=int_at_least(1),
+        default=OPTION_DEFAULTS["cycle_limit"],
+        metavar="K",
+        help="after K cycles the rate stays at 0, with no more restarts (default: none, restarts to the end)",
+    )
     extra = parser.add_argument_group("added options")
     extra.add_argument(
         "--recipe",
@@ -206,6 +255,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         )
     if any(b <= a for a, b in zip(args.milestones, args.milestones[1:])):
         parser.error(f"argument --milestones: must increase strictly, got {' '.join(map(str, args.milestones))}")
+    for key, default in OPTION_DEFAULTS.items():
+        flag = "--" + key.replace("_", "-")
+        if not args.warm_restart and getattr(args, key) != default:
+            parser.error(
+                f"argument {flag}: shapes warm restarts only, and this run uses the multistep schedule: "
+                "add -wr (--warm-restart), or leave it out"
+            )
+    if args.warmup_start_lr != OPTION_DEFAULTS["warmup_start_lr"] and not args.warmup_epochs:
+        parser.error(
+            "argument --warmup-start-lr: is where a warmup starts, and this run has none: "
+            "add --warmup-epochs W (W >= 1), or leave it out"
+        )
     return args
 
 
@@ -221,12 +282,19 @@ def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str,
     Every parsed setting but ``MAY_CHANGE_ON_RESUME``, with the seed as drawn and the number of
     processes (each normalises its BatchNorm layers over its share of a batch). Settings that
     cannot act in this run are left out: the other schedule's, and the worker count of the
-    torchvision loader when the on-device loader (which has no workers) is used.
+    torchvision loader when the on-device loader (which has no workers) is used; so are the options
+    that shape warm restarts while they are at their defaults.
     """
     config = {key: value for key, value in vars(args).items() if key not in MAY_CHANGE_ON_RESUME}
     config.update(seed=seed, processes=processes)
-    for unused in ("milestones",) if args.warm_restart else ("t_zero", "t_mult"):
+    for unused in ("milestones",) if args.warm_restart else ("t_zero", "t_mult", *OPTION_DEFAULTS):
         del config[unused]
+    # The options that shape warm restarts are recorded only when set: the settings of a run without
+    # them (run.json, the checkpoint) stay as they were before the options existed, and a setting that
+    # is absent reads as its default (checkpoint.ADDED_SETTINGS, schedules.run_cycle_ends).
+    for key, default in OPTION_DEFAULTS.items():
+        if key in config and config[key] == default:
+            del config[key]
     if args.loader != "torchvision":  # worker processes each draw their own augmentation stream
         del config["workers"]
     return config
