@@ -17,8 +17,12 @@
 #
 # Settings, by environment variable (defaults: the paper's):
 #   MODEL=wrn-28-10  DATASET=cifar10  RECIPE=paper  SEEDS="1 2 3 4 5"  EPOCHS=200  GRID_DIR=outputs/grid
-#   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult;
-#                                                    default@0.1 or T_0:T_mult@0.1: another initial lr)
+#   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult.
+#       After either, @LR: another initial lr (default@0.1 is the paper's eta_0 = 0.1 row); after
+#       T_0:T_mult, /wW /sS /dD /kK: a warmup of W epochs (from lr S), cycle decay D, K cycles;
+#       such runs go to seed<k>/<what they add>/, e.g. 10:2/d0.5 to seed1/d0.5/)
+#   COMPARE=1   (adds two comparison schedules: one cosine cycle after a 5-epoch warmup, no
+#                restart, $((EPOCHS - 5)):1/w5; and SGDR with cycle decay 0.5, 10:2/d0.5)
 #   TABLE2_SEEDS=""   (seeds T_0 = 10, T_mult = 2 is also trained with, for Table 2's ensembles of 16
 #                      runs: TABLE2_SEEDS="$(seq 1 16)"; off by default, 11 more runs)
 #   SIGNAL_SECONDS=300   (--submit: how long before its time limit a task stops and requeues itself)
@@ -73,24 +77,6 @@ for seed in $seeds $table2_seeds; do
         exit 2
     fi
 done
-for schedule in $schedules; do
-    shape=${schedule%%@*}
-    case "$shape" in
-        default) ;;
-        *[!0-9:]* | :* | *: | *:*:* | [!0-9]*) bad=1 ;;
-        *:*) ;;
-        *) bad=1 ;;
-    esac
-    case "$schedule" in
-        *@*@* | *@) bad=1 ;;
-        *@*) case "${schedule#*@}" in *[!0-9.]* | .* | *.*.* | *.) bad=1 ;; esac ;;
-    esac
-    if [ "${bad:-0}" = 1 ]; then
-        echo "grid.sh: SCHEDULES: $schedule is neither default nor T_0:T_mult, with @LR for another initial lr" \
-            "(e.g. 10:2 or default@0.1)." >&2
-        exit 2
-    fi
-done
 # The seeds in order: SEEDS, then those of TABLE2_SEEDS not among them.
 all_seeds=$seeds
 for seed in $table2_seeds; do
@@ -122,6 +108,59 @@ for arg in "$@"; do
     previous=$arg
 done
 root=$grid/$dataset-$model-$recipe
+if [ "${COMPARE:-}" = 1 ]; then
+    if [ "$epochs" -le 5 ] 2>/dev/null; then
+        echo "grid.sh: COMPARE=1 adds a 5-epoch warmup before one cycle, which needs more than 5 epochs." >&2
+        exit 2
+    fi
+    schedules="$schedules $((epochs - 5)):1/w5 10:2/d0.5"
+fi
+
+parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (train.py flags) and $tag
+    shape=${1%%[@/]*}
+    rest=${1#"$shape"}
+    lr=""
+    case "$rest" in
+        @*) lr=${rest#@}; lr=${lr%%/*}; rest=${rest#@"$lr"} ;;
+    esac
+    options=""
+    tag=${lr:+lr$lr}
+    case "$shape" in
+        default) [ -z "$rest" ] || return 1 ;;
+        *[!0-9:]* | :* | *: | *:*:* | [!0-9]*) return 1 ;;
+        *:*) ;;
+        *) return 1 ;;
+    esac
+    case "$lr" in
+        *[!0-9.]* | .* | *.*.* | *.) return 1 ;;
+    esac
+    [ -n "$lr" ] || [ "${1#*@}" = "$1" ] || return 1  # an @ with no rate after it
+    while [ -n "$rest" ]; do
+        rest=${rest#/}
+        option=${rest%%/*}
+        rest=${rest#"$option"}
+        value=${option#?}
+        case "$option" in
+            w*) options="$options --warmup-epochs $value" ;;
+            s*) options="$options --warmup-start-lr $value" ;;
+            d*) options="$options --cycle-decay $value" ;;
+            k*) options="$options --cycle-limit $value" ;;
+            *) return 1 ;;
+        esac
+        case "$value" in
+            "" | *[!0-9.]* | .* | *.*.* | *.) return 1 ;;
+        esac
+        tag="${tag:+${tag}_}$option"
+    done
+}
+
+for schedule in $schedules; do
+    if ! parse_word "$schedule"; then
+        echo "grid.sh: SCHEDULES: $schedule is neither default nor T_0:T_mult (e.g. 10:2), with @LR for another" \
+            "initial lr (default@0.1) and, after T_0:T_mult, /wW /sS /dD /kK (10:2/w5/d0.5)." >&2
+        exit 2
+    fi
+done
 
 quote() {  # one argument as a shell word
     case "$1" in
@@ -146,34 +185,32 @@ among() {  # among WORD LIST: whether WORD is one of LIST's words
     case " $(echo $2) " in *" $1 "*) return 0 ;; *) return 1 ;; esac
 }
 
-schedule_run() {  # schedule_run SCHEDULE ARGS...: train the run of one SCHEDULES word
-    schedule=$1
-    shift
-    case "$schedule" in
-        *@*) set -- "$@" --lr "${schedule#*@}" ;;
-    esac
-    shape=${schedule%%@*}
+schedule_run() {  # schedule_run WORD SEED USER_FLAGS...: the run of one SCHEDULES word for one seed
+    parse_word "$1"
+    seed=$2
+    shift 2
+    set -- -e "$epochs" --model "$model" --dataset "$dataset" --recipe "$recipe" --seed "$seed" \
+        --output-dir "$root/seed$seed${tag:+/$tag}" --resume "$@"
+    if [ -n "$lr" ]; then
+        set -- "$@" --lr "$lr"
+    fi
     if [ "$shape" = default ]; then
         train "$@"
     else
-        train "$@" --warm-restart -t0 "${shape%:*}" -tm "${shape#*:}"
+        train "$@" --warm-restart -t0 "${shape%:*}" -tm "${shape#*:}" $options
     fi
 }
 
 runs() {  # every run of the grid, seed by seed, schedule by schedule
     for seed in $all_seeds; do
-        user=$#
-        set -- -e "$epochs" --model "$model" --dataset "$dataset" --recipe "$recipe" --seed "$seed" \
-            --output-dir "$root/seed$seed" --resume "$@"
         if among "$seed" "$seeds"; then
             for schedule in $schedules; do
-                schedule_run "$schedule" "$@"
+                schedule_run "$schedule" "$seed" "$@"
             done
         fi
         if among "$seed" "$table2_seeds" && ! { among "$seed" "$seeds" && among 10:2 "$schedules"; }; then
-            schedule_run 10:2 "$@"
+            schedule_run 10:2 "$seed" "$@"
         fi
-        shift $(($# - user))  # drop the grid's own words: the user's flags stay for the next seed
     done
 }
 

@@ -85,14 +85,23 @@ def read_plan_file(path: Path) -> list[PlannedRun]:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path} ({error})") from None
     runs = read_plan(text.splitlines(), str(path))
-    if path.name != PLAN or len({Path(run.args.output_dir).parent for run in runs}) != 1:
+    layout = [_in_grid(Path(run.args.output_dir)) for run in runs]
+    if path.name != PLAN or None in layout or len({root for root, _ in layout}) != 1:
         return runs  # a list of the user's, or not grid.sh's layout: the paths as written
-    moved = []
-    for run in runs:
-        output = path.parent / Path(run.args.output_dir).name
-        a = run.args
-        moved.append(PlannedRun(run.command, a, runfiles.files_of(a, output)))
-    return moved
+    return [
+        PlannedRun(run.command, run.args, runfiles.files_of(run.args, path.parent / inside))
+        for run, (_, inside) in zip(runs, layout)
+    ]
+
+
+def _in_grid(output_dir: Path) -> tuple[Path, Path] | None:
+    """(the grid's folder, the path inside it) of a run's output folder as grid.sh names it, ``<grid>/seed<N>``
+    or ``<grid>/seed<N>/<what its schedule adds>``; None for another layout."""
+    parts = output_dir.parts
+    seeds = [k for k, part in enumerate(parts) if re.fullmatch(r"seed\d+", part)]
+    if not seeds or len(parts) - seeds[-1] > 2:
+        return None
+    return Path(*parts[: seeds[-1]]), Path(*parts[seeds[-1] :])
 
 
 def _record(path: Path) -> dict:

@@ -29,7 +29,7 @@ import runfiles
 import snapshots
 from distributed import pick_device
 from errors import ShowDefaults, UserError, reports_user_errors
-from schedules import cycle_ends
+from schedules import OPTION_DEFAULTS, cycle_ends, run_cycle_ends
 
 # The paper's Table 1, its own rows ("WRN (ours)"): test error %, (CIFAR-10, CIFAR-100), the median of 5
 # runs of WRN-28-10 and of 2 of WRN-28-20. A schedule is (eta_0, None) for the multistep default (x 0.2 after
@@ -78,7 +78,9 @@ PAPER_SETUP = {
     "train_subset": None,
     "val_subset": None,
 }
-SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones", "lr")  # vary inside a group
+# Settings that vary inside a group: the seed and the schedule's (its kind, T_0 and T_mult or milestones, the
+# initial rate, and the options that shape warm restarts).
+SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones", "lr", *OPTION_DEFAULTS)
 RECOMMENDED = """Each run is read where the paper reads it (Section 3): with warm restarts, the recommended
 solution is the network at the end of the last completed cycle (where the rate has reached
 eta_min; before the first restart, the current network); with the default schedule, the last
@@ -104,14 +106,16 @@ class Run:
 
     @property
     def schedule(self) -> tuple:
-        """(rate, shape): the initial rate (eta_0, or SGDR's eta_max) and (T_0, T_mult) for warm restarts,
-        None for the default multistep schedule, ("multistep", milestones) for another."""
+        """(rate, shape), or (rate, shape, options) for warm restarts shaped beyond the paper's: the initial
+        rate (eta_0, or SGDR's eta_max); (T_0, T_mult) for warm restarts, None for the default multistep
+        schedule, ("multistep", milestones) for another; the shaping options set, as (name, value) pairs."""
         c = self.config
         if c["warm_restart"]:
             shape = (c["t_zero"], c["t_mult"])
         else:
             shape = None if c["milestones"] == DEFAULT_MILESTONES else ("multistep", tuple(c["milestones"]))
-        return c.get("lr", DEFAULT_LR), shape
+        options = tuple((k, c[k]) for k, default in OPTION_DEFAULTS.items() if c.get(k, default) != default)
+        return (c.get("lr", DEFAULT_LR), shape, options) if options else (c.get("lr", DEFAULT_LR), shape)
 
     @property
     def settings(self) -> tuple:
@@ -123,9 +127,7 @@ class Run:
     def read_epoch(self) -> int:
         """The epoch (from 1) of the network the paper reports: see RECOMMENDED."""
         done = len(self.metrics)
-        if not self.config["warm_restart"]:
-            return done
-        ends = cycle_ends(self.config["t_zero"], self.config["t_mult"], done)
+        ends = run_cycle_ends(self.config, done)
         return ends[-1] if ends else done
 
     def error_at(self, epoch: int) -> float:
@@ -138,7 +140,17 @@ class Run:
 
 
 def schedule_name(schedule: tuple) -> str:
-    lr, shape = schedule
+    lr, shape, *options = schedule
+    if options:  # warm restarts shaped by a warmup, a cycle decay or a limit
+        said = dict(options[0])
+        extra = []
+        if said.get("warmup_epochs"):
+            extra.append(f"warmup {said['warmup_epochs']} epochs from lr {said.get('warmup_start_lr', 0.0):g}")
+        if "cycle_decay" in said:
+            extra.append(f"cycle decay {said['cycle_decay']:g}")
+        if "cycle_limit" in said:
+            extra.append(f"{said['cycle_limit']} cycles")
+        return f"{schedule_name((lr, shape))}; {', '.join(extra)} (not the paper's schedule)"
     if shape is None:
         return f"default{'' if lr == DEFAULT_LR else f' with eta_0 = {lr:g}'} (lr x 0.2 at 60, 120, 160)"
     rate = "" if lr == DEFAULT_LR else f", eta_{'0' if shape[0] == 'multistep' else 'max'} = {lr:g}"
@@ -162,6 +174,10 @@ def _schedule_problem(config: dict[str, Any]) -> str | None:
     lr = config.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
         return f"lr is {lr!r}, not a positive number"
+    for key, default in OPTION_DEFAULTS.items():
+        value = config.get(key, default)
+        if value != default and (not config.get("warm_restart") or not _option_fits(key, value)):
+            return f"{key} {value!r} on a {'warm-restart' if config.get('warm_restart') else 'multistep'} run"
     if not isinstance(config.get("warm_restart"), bool):
         return f"warm_restart is {config.get('warm_restart')!r}, not true or false"
     if config["warm_restart"]:
@@ -171,6 +187,15 @@ def _schedule_problem(config: dict[str, Any]) -> str | None:
     elif not isinstance(config.get("milestones"), list) or not all(whole(m) for m in config["milestones"]):
         return f"a multistep run with milestones {config.get('milestones', 'missing')!r}"
     return None
+
+
+def _option_fits(key: str, value: Any) -> bool:
+    """Whether ``value`` is one train.py could have recorded for the shaping option ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return False
+    if key in ("warmup_epochs", "cycle_limit"):
+        return isinstance(value, int) and value >= (0 if key == "warmup_epochs" else 1)
+    return 0 <= value < float("inf") if key == "warmup_start_lr" else 0 < value <= 1
 
 
 def _read_run(record_path: Path) -> Run:
@@ -378,8 +403,7 @@ def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
     """Figure 2's curve for one schedule: the median over seeds of the recommended solution's test
     error, at every epoch until the first cycle ends (the current network), then at each cycle end."""
     epochs = min(len(r.metrics) for r in group)
-    c = group[0].config
-    ends = cycle_ends(c["t_zero"], c["t_mult"], epochs) if c["warm_restart"] else []
+    ends = run_cycle_ends(group[0].config, epochs)
     points = list(range(1, (ends[0] if ends else epochs) + 1)) + ends[1:]
     return [statistics.median(r.error_at(e) for r in group) for e in points], points
 
@@ -408,8 +432,7 @@ def anytime(runs: list[Run]) -> list[str]:
     ]
     for schedule, group in groups.items():
         values, points = recommended_curve(group)
-        c = group[0].config
-        ends = cycle_ends(c["t_zero"], c["t_mult"], points[-1]) if c["warm_restart"] else []
+        ends = run_cycle_ends(group[0].config, points[-1])
         at_ends = "; ".join(f"{e}: {v:.2f}" for v, e in zip(values, points) if e in ends) or "(no restarts)"
         reached = next(((e, v) for v, e in zip(values, points) if v <= target), None)
         if reached:

@@ -99,18 +99,12 @@ def snapshots_in(run_dir: str | Path) -> tuple[list[Path], list[Path]]:
     return sorted(ours, key=lambda p: int(p.stem.split("_")[1])), others
 
 
-def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int, tag: str = "") -> RunFiles:
-    """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts. ``tag``
-    (``schedule_tag``) is added to every name of a run whose schedule has options beyond the reference's."""
-    out, suffix = Path(output_dir), f"_{tag}" if tag else ""
+def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:
+    """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts."""
+    out = Path(output_dir)
     if not warm_restart:
-        return RunFiles(
-            out / f"loss{suffix}.jpg",
-            out / f"train_loss{suffix}.pkl",
-            out / f"val_loss{suffix}.pkl",
-            out / "runs" / f"multistep{suffix}",
-        )
-    tag = f"s{t_zero}_m{t_mult}{suffix}"
+        return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl", out / "runs" / "multistep")
+    tag = f"s{t_zero}_m{t_mult}"
     return RunFiles(
         loss_figure=out / f"wr_loss_{tag}.jpg",
         train_loss=out / f"wr_train_loss_{tag}.pkl",
@@ -121,21 +115,13 @@ def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: i
     )
 
 
-# The initial rate of every reference run (recipes.LR; not imported, to keep this module free of torch).
-REFERENCE_LR = 0.05
-
-
-def schedule_tag(args: Namespace) -> str:
-    """What a run's file names add for the schedule options it sets beyond the reference's ("" for none),
-    so that, say, the default schedule at lr 0.1 keeps its own files beside the one at 0.05."""
-    parts = [f"lr{args.lr:g}"] if getattr(args, "lr", REFERENCE_LR) != REFERENCE_LR else []
-    return "_".join(parts)
-
-
 def files_of(args: Namespace, output_dir: str | Path | None = None) -> RunFiles:
-    """The files of the run train.py's parsed ``args`` name (in ``output_dir`` if given)."""
+    """The files of the run train.py's parsed ``args`` name (in ``output_dir`` if given). The names follow
+    the reference's, from the schedule's kind, T_0 and T_mult alone: a run with another --lr or shaping
+    option in the same folder is another run's settings there, refused on resume (grid.sh gives such
+    runs folders of their own)."""
     out = args.output_dir if output_dir is None else output_dir
-    return run_files(out, args.warm_restart, args.t_zero, args.t_mult, schedule_tag(args))
+    return run_files(out, args.warm_restart, args.t_zero, args.t_mult)
 
 
 def combined_figure(output_dir: str | Path) -> Path:

@@ -63,16 +63,6 @@ def subset_of(total: int, what: str):
     return parse
 
 
-def positive_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
-    return value
-
-
 def model_name(text: str) -> str:
     try:
         return check_model_name(text)
@@ -148,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extra.add_argument(
         "--lr",
-        type=positive_rate,
+        type=number_in(0.0, low_included=False),
         default=LR,
         help="the initial learning rate: the multistep schedule's eta_0, SGDR's eta_max (the paper's Table 1 "
         f"also reports the default schedule with 0.1) (default: {LR:g})",

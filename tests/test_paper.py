@@ -22,6 +22,7 @@ from fake_runs import fake_run, table1_rows
 import checkpoint
 import ensemble
 import grid
+import gridruns
 import models
 import report
 import runfiles
@@ -256,18 +257,43 @@ def test_grid_trains_table_2s_sixteen_runs_and_other_initial_rates_when_asked():
     assert [seed for seed, _ in runs] == ["1", "2", "2", "3", "4"]
     assert "--lr 0.1 --warm-restart -t0 50 -tm 1" in runs[0][1]
     assert runs[2][1].endswith("--resume --warm-restart -t0 10 -tm 2")
-    # Each initial rate is a run of its own, in folders of its own.
+    # Each initial rate is a run of its own, in a folder of its own.
     args = [settings.parse_args(command[2:]) for command in grid_commands(env)]
     assert len({runfiles.files_of(a).run_dir for a in args}) == len(args) == 8
-    for bad, message in [
+    assert args[1].output_dir.endswith("/seed1/lr0.1") and args[0].output_dir.endswith("/seed1")
+
+
+def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their_own():
+    env = {"PYTHON": "echo", "SEEDS": "1", "EPOCHS": "40", "COMPARE": "1", "SCHEDULES": "10:2 10:2@0.1/w2/s0.01/k3"}
+    commands = [shlex.join(c[c.index("--output-dir") + 1 :]) for c in grid_commands(env)]
+    seed1 = "outputs/grid/cifar10-wrn-28-10-paper/seed1"
+    assert commands == [
+        f"{seed1} --resume --warm-restart -t0 10 -tm 2",
+        f"{seed1}/lr0.1_w2_s0.01_k3 --resume --lr 0.1 --warm-restart -t0 10 -tm 2 --warmup-epochs 2 "
+        "--warmup-start-lr 0.01 --cycle-limit 3",
+        f"{seed1}/w5 --resume --warm-restart -t0 35 -tm 1 --warmup-epochs 5",  # one cycle after the warmup
+        f"{seed1}/d0.5 --resume --warm-restart -t0 10 -tm 2 --cycle-decay 0.5",
+    ]
+    # -e among the flags counts: 100 epochs, a cosine of 95 after the warmup.
+    assert "-t0 95 -tm 1 --warmup-epochs 5" in shlex.join(grid_commands(env, "-e", "100")[2])
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
         ({"TABLE2_SEEDS": "1 x"}, "SEEDS or TABLE2_SEEDS: x is not a whole number"),
-        ({"SCHEDULES": "default@"}, "SCHEDULES: default@ is neither default nor T_0:T_mult, with @LR"),
+        ({"SCHEDULES": "default@"}, "SCHEDULES: default@ is neither default nor T_0:T_mult (e.g. 10:2), with @LR"),
         ({"SCHEDULES": "10:2@0.1.2"}, "SCHEDULES: 10:2@0.1.2 is neither"),
-    ]:
-        done = subprocess.run(
-            ["sh", str(REPO / "grid.sh"), "--print"], env={**os.environ, **env, **bad}, capture_output=True, text=True
-        )
-        assert done.returncode == 2 and message in done.stderr, done.stderr
+        ({"SCHEDULES": "default/w5"}, "SCHEDULES: default/w5 is neither"),  # shaping is for warm restarts
+        ({"SCHEDULES": "10:2/x5"}, "SCHEDULES: 10:2/x5 is neither"),
+        ({"SCHEDULES": "10:2/d"}, "SCHEDULES: 10:2/d is neither"),
+        ({"COMPARE": "1", "EPOCHS": "5"}, "COMPARE=1 adds a 5-epoch warmup before one cycle"),
+    ],
+)
+def test_grid_refuses_words_it_cannot_train(bad, message):
+    env = {**os.environ, "PYTHON": "echo", **bad}
+    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--print"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr and done.stdout == "", done.stderr
 
 
 def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
@@ -667,3 +693,16 @@ def test_ensemble_without_the_data_set_creates_nothing_and_says_it_downloads_not
 def test_ensemble_names_a_folder_that_does_not_exist(tmp_path):
     code, _, err = call(ensemble.main, [str(tmp_path / "nothere")])
     assert code == 1 and "is not a folder" in err
+
+
+def test_a_moved_grid_plan_finds_its_runs_in_the_folders_of_their_own(tmp_path):
+    env = {"PYTHON": "python", "SEEDS": "1", "SCHEDULES": "10:2 10:2/d0.5 default@0.1", "GRID_DIR": "old"}
+    root = tmp_path / "moved"
+    root.mkdir()
+    (root / gridruns.PLAN).write_text("".join(shlex.join(c) + "\n" for c in grid_commands(env)))
+    found = [run.files.run_dir for run in gridruns.read_plan_file(root / gridruns.PLAN)]
+    assert found == [
+        root / "seed1" / "runs" / "wr_s10_m2",
+        root / "seed1" / "d0.5" / "runs" / "wr_s10_m2",
+        root / "seed1" / "lr0.1" / "runs" / "multistep",
+    ]

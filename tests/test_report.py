@@ -223,3 +223,31 @@ def test_the_docs_say_how_each_number_is_computed():
     ):
         assert phrase in paper, phrase
     assert re.search(r"--tf32 off", paper)
+
+
+def test_shaped_warm_restarts_are_rows_of_their_own_read_at_their_own_cycle_ends(tmp_path):
+    fake_run(tmp_path, "plain-1", 200, **SGDR_10_2)
+    fake_run(tmp_path, "plain-2", 200, **SGDR_10_2, seed=2)
+    fake_run(tmp_path, "decay", 200, **SGDR_10_2, cycle_decay=0.5)
+    fake_run(tmp_path, "warm", 200, **SGDR_10_2, warmup_epochs=5, warmup_start_lr=0.01, cycle_limit=2)
+    fake_run(tmp_path, "default", 200, **MULTISTEP)
+    text = run_report(tmp_path, "--skip-ensembles")
+    assert text.count("\n## ") == 1  # one experiment: the schedules are rows of it, never pooled
+    rows = {row[0]: row[1:] for row in section(text, "Table 1")}
+    assert rows["T_0 = 10, T_mult = 2"] == ["2 (1, 2)", "150", "0.15 (0.15-0.15)", "0.20 (0.20-0.20)", "4.03"]
+    decayed = "T_0 = 10, T_mult = 2; cycle decay 0.5 (not the paper's schedule)"
+    assert rows[decayed] == ["1 (1)", "150", "0.15", "0.20", ""]  # the paper has no such row
+    # Cycles end 5 epochs later after a warmup of 5, and only 2 of them: epochs 15 and 35.
+    warmed = "T_0 = 10, T_mult = 2; warmup 5 epochs from lr 0.01, 2 cycles (not the paper's schedule)"
+    assert rows[warmed] == ["1 (1)", "35", "0.04", "0.20", ""]
+    assert list(rows)[-2:] == [decayed, warmed]  # after the paper's rows
+    anytime = {row[0]: row[1] for row in section(text, "Anytime performance")}
+    assert anytime[warmed] == "15: 0.01; 35: 0.04"
+
+
+def test_shaping_options_a_record_could_not_hold_leave_the_run_out(tmp_path):
+    fake_run(tmp_path, "good", 200, **MULTISTEP)
+    fake_run(tmp_path, "odd", 200, **SGDR_10_2, cycle_decay=2.0)
+    fake_run(tmp_path, "multistep", 200, **MULTISTEP, warmup_epochs=3, seed=2)
+    code, _, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0 and "cycle_decay 2.0 on a warm-restart run" in err and "warmup_epochs 3 on a multistep run" in err
