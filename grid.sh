@@ -1,5 +1,6 @@
 #!/bin/sh
-# The paper's grid (its Table 1): the multistep default and warm restarts with
+# The paper's grid (its Table 1, but for the eta_0 = 0.1 row: add default@0.1 to SCHEDULES for it):
+# the multistep default and warm restarts with
 # T_0/T_mult = 50/1, 100/1, 200/1, 1/2 and 10/2, for one network and data set, with several
 # seeds, trained with the SGDR authors' own recipe (train.py --recipe paper). Every run is
 # started with --resume: rerun this script after an interruption and it continues where it
@@ -67,12 +68,13 @@ if [ -z "$(echo $seeds)" ] || [ -z "$(echo $schedules)" ]; then
     echo "grid.sh: SEEDS and SCHEDULES must each name at least one (e.g. SEEDS=\"1 2 3\")." >&2
     exit 2
 fi
+bad=0
 for seed in $seeds $table2_seeds; do
     case "$seed" in
         0 | [1-9] | [1-9]*[0-9]) case "$seed" in *[!0-9]*) bad=1 ;; esac ;;
         *) bad=1 ;;
     esac
-    if [ "${bad:-0}" = 1 ]; then
+    if [ "$bad" = 1 ]; then
         echo "grid.sh: SEEDS or TABLE2_SEEDS: $seed is not a whole number without leading zeros (e.g. SEEDS=\"1 2 3\")." >&2
         exit 2
     fi
@@ -108,13 +110,25 @@ for arg in "$@"; do
     previous=$arg
 done
 root=$grid/$dataset-$model-$recipe
-if [ "${COMPARE:-}" = 1 ]; then
-    if [ "$epochs" -le 5 ] 2>/dev/null; then
-        echo "grid.sh: COMPARE=1 adds a 5-epoch warmup before one cycle, which needs more than 5 epochs." >&2
-        exit 2
-    fi
-    schedules="$schedules $((epochs - 5)):1/w5 10:2/d0.5"
-fi
+case "$epochs" in
+    "" | *[!0-9]* | 0*)
+        echo "grid.sh: EPOCHS (or -e) is $epochs, not a whole number of epochs (e.g. EPOCHS=200)." >&2
+        exit 2 ;;
+esac
+case "${COMPARE:-}" in
+    "") ;;
+    1)
+        if [ "$epochs" -le 5 ]; then
+            echo "grid.sh: COMPARE=1 adds a 5-epoch warmup before one cycle, which needs more than 5 epochs." >&2
+            exit 2
+        fi
+        for schedule in "$((epochs - 5)):1/w5" 10:2/d0.5; do  # each once, if SCHEDULES has it already
+            case " $(echo $schedules) " in *" $schedule "*) ;; *) schedules="$schedules $schedule" ;; esac
+        done ;;
+    *)
+        echo "grid.sh: COMPARE is $COMPARE; COMPARE=1 adds the comparison schedules, unset it for none." >&2
+        exit 2 ;;
+esac
 
 parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (train.py flags) and $tag
     shape=${1%%[@/]*}
@@ -146,6 +160,9 @@ parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (
             d*) options="$options --cycle-decay $value" ;;
             k*) options="$options --cycle-limit $value" ;;
             *) return 1 ;;
+        esac
+        case "$option" in
+            w*[!0-9]* | k*[!0-9]* | k0*) return 1 ;;  # whole numbers of epochs and cycles, at least one cycle
         esac
         case "$value" in
             "" | *[!0-9.]* | .* | *.*.* | *.) return 1 ;;
@@ -230,6 +247,11 @@ case $mode in
         runs "$@" | $py "$here/grid.py" submit $dry_run --sbatch="$sbatch" \
             ${SIGNAL_SECONDS:+--signal-seconds "$SIGNAL_SECONDS"} ;;
     train)
+        # Every command as train.py parses it, before any run starts (a word train.py refuses would otherwise
+        # stop the grid only when its turn comes, and stay in grid.txt).
+        mode=print
+        runs "$@" | $py "$here/grid.py" status > /dev/null || exit 2
+        mode=train
         plan "$@"
         runs "$@"
         echo "Done. Compare with the paper: python report.py --runs $grid" ;;

@@ -62,8 +62,8 @@ PAPER_EPOCHS = 200
 PAPER_TABLE2 = {(1, 1): (4.03, 19.57), (1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
 TABLE2_SCHEDULE, TABLE2_MODEL, TABLE2_RUNS = (0.05, (10, 2)), "wrn-28-10", 16
 TABLE2_NS = (1, 3, 16)  # the paper's numbers of runs per ensemble
-# The abstract's claim, in its introduction's words and Section 4.2's: SGDR needs 2x to 4x fewer epochs than the
-# default schedule for comparable results (about 4% on CIFAR-10, 20% on CIFAR-100).
+# The paper's claim (its introduction and Section 4.2): SGDR needs 2x to 4x fewer epochs than the default
+# schedule for comparable results (about 4% on CIFAR-10, 20% on CIFAR-100).
 PAPER_CLAIM = (2, 4)
 COLUMN = {"cifar10": 0, "cifar100": 1}
 COLORS = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
@@ -86,7 +86,8 @@ solution is the network at the end of the last completed cycle (where the rate h
 eta_min; before the first restart, the current network); with the default schedule, the last
 epoch. At 200 epochs that is epoch 200 for T_0 = 50, 100, 200, epoch 150 for T_0 = 10,
 T_mult = 2 and epoch 127 for T_0 = 1, T_mult = 2. Figures are medians over seeds (the paper:
-median of 5 runs), with the range over seeds; the last epoch's error is shown beside them."""
+median of 5 runs of WRN-28-10, of 2 of WRN-28-20), with the range over seeds; the last epoch's
+error is shown beside them."""
 TUTORIAL_DIFFERENCES = """These runs use the tutorial's recipe, not the paper's: one epoch here is one pass over the
 training images (the paper's: every image and its mirror, twice our SGD steps), PyTorch's SGD
 keeps the learning rate out of the momentum buffer (the paper's eq. (3)-(4) puts it in), weight
@@ -323,6 +324,18 @@ def table1(runs: list[Run], dataset: str, paper_header: str, model: str = TABLE2
             f"| {schedule_name(schedule)} | {len(group)} ({seeds}) | {read} | {_spread([r.test_error for r in group])} "
             f"| {last} | {paper} |"
         )
+    column = paper_column(model)
+    others = [
+        f"{schedule_name(schedule)} ({len(group)})"
+        for schedule, group in groups.items()
+        if paper_table1(schedule, dataset, model) and len(group) != PAPER_RUNS[column]
+    ]
+    if others:
+        lines += [
+            "",
+            f"The paper's numbers are medians of {PAPER_RUNS[column]} runs; these rows' are of other numbers of "
+            f"runs: {', '.join(others)}.",
+        ]
     return lines
 
 
@@ -333,12 +346,20 @@ def paper_table2(schedule: tuple, dataset: str, runs: int, m: int, model: str = 
     return f"{cell[COLUMN[dataset]]:.2f}" if cell and dataset in COLUMN else ""
 
 
+def table2_header(paper_header: str) -> str:
+    """The paper's column of Table 2: its ensembles are drawn from 16 runs (not Table 1's 5)."""
+    if paper_header.startswith("paper (other setup"):
+        return f"{paper_header}, WRN-28-10, T_0 = 10, T_mult = 2"
+    return f"paper's Table 2, WRN-28-10, T_0 = 10, T_mult = 2, from {TABLE2_RUNS} runs"
+
+
 def ensemble_sizes(runs: int) -> list[tuple[int, int]]:
     """(N, the paper's N it stands for) for each ensemble size the report gives a group of ``runs`` runs: the
-    paper's 1, 3 and 16, where a group has fewer runs than the paper's N, all of them (for the largest such N)."""
+    paper's 1, 3 and 16; where a group has fewer runs than the paper's N, all of them, standing for the
+    smallest such N (2 runs for the paper's 3, whose row they are nearest)."""
     sizes: dict[int, int] = {}
     for n in TABLE2_NS:
-        sizes[min(n, runs)] = n
+        sizes.setdefault(min(n, runs), n)
     return sorted(sizes.items())
 
 
@@ -361,12 +382,17 @@ def pooled(n: int, paper_n: int, runs: Sequence[Run], groups: int) -> str:
 
 
 def table2(
-    runs: list[Run], dataset: str, test: snapshots.TestSet, paper_header: str, model: str = TABLE2_MODEL
+    runs: list[Run],
+    dataset: str,
+    test: snapshots.TestSet,
+    paper_header: str,
+    model: str = TABLE2_MODEL,
+    grid_settings: str = "",
 ) -> tuple[list[str], dict]:
     """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots: for N = 1, 3 and 16
     runs (see ensemble_sizes) and M = 1, 2, 3 snapshots per run."""
     lines = [
-        f"| schedule | ensemble | test error %, median (range) | {paper_header}, T_0 = 10, T_mult = 2 | runs |",
+        f"| schedule | ensemble | test error %, median (range) | {table2_header(paper_header)} | runs |",
         "| --- | --- | --- | --- | --- |",
     ]
     curves, notes = {}, []
@@ -394,7 +420,8 @@ def table2(
         if paper_table2(schedule, dataset, 1, 1, model) and len(group) < TABLE2_RUNS:
             notes.append(
                 f"The paper's ensembles are drawn from {TABLE2_RUNS} runs of {schedule_name(schedule)}, these from "
-                f'{len(group)}: `TABLE2_SEEDS="$(seq 1 {TABLE2_RUNS})" sh grid.sh` trains the paper\'s {TABLE2_RUNS}.'
+                f'{len(group)}: `TABLE2_SEEDS="$(seq 1 {TABLE2_RUNS})" {grid_settings}sh grid.sh` trains the paper\'s '
+                f"{TABLE2_RUNS} (with the grid's other settings as before)."
             )
     return lines + ([""] + notes if notes else []), curves
 
@@ -419,12 +446,15 @@ def anytime(runs: list[Run]) -> list[str]:
         ]
     budget = min(len(r.metrics) for r in reference)
     target = statistics.median(r.error_at(budget) for r in reference)
+    values, points = recommended_curve(reference)
+    needed = next(e for v, e in zip(values, points) if v <= target)  # earlier than the last if it overfits
     lines = [
         f"The paper (Sections 1 and 4.2): SGDR reaches results comparable to the default schedule's with "
         f"{PAPER_CLAIM[0]}x to {PAPER_CLAIM[1]}x fewer epochs. Here: the default schedule's median test error "
-        f"after its {budget} epochs is {target:.2f}%; for each schedule, the first recommended solution (the "
-        "current network until the first cycle ends, then the network at each cycle end) whose median over seeds "
-        f"is at or below it, and {budget} epochs divided by its epoch.",
+        f"after its {budget} epochs is {target:.2f}%, which its median first reaches at epoch {needed}; for each "
+        "schedule, the first recommended solution (the current network until the first cycle ends, then the "
+        f"network at each cycle end) whose median over seeds is at or below it, and {needed} epochs divided by "
+        "its epoch.",
         "",
         "| schedule | median test error % at each cycle end (epoch: error) | first at or below "
         f"{target:.2f} | fewer epochs than the default (the paper: {PAPER_CLAIM[0]}x-{PAPER_CLAIM[1]}x) |",
@@ -436,7 +466,7 @@ def anytime(runs: list[Run]) -> list[str]:
         at_ends = "; ".join(f"{e}: {v:.2f}" for v, e in zip(values, points) if e in ends) or "(no restarts)"
         reached = next(((e, v) for v, e in zip(values, points) if v <= target), None)
         if reached:
-            first, ratio = f"epoch {reached[0]} ({reached[1]:.2f})", f"{budget / reached[0]:.2f}x"
+            first, ratio = f"epoch {reached[0]} ({reached[1]:.2f})", f"{needed / reached[0]:.2f}x"
         else:
             first, ratio = f"not reached in {min(len(r.metrics) for r in group)} epochs", ""
         lines.append(f"| {schedule_name(schedule)} | {at_ends} | {first} | {ratio} |")
@@ -596,7 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_ensembles:
             test = snapshots.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
             try:
-                rows, curves = table2(group, dataset, test, paper_header, model)
+                grid_words = (("MODEL", "model"), ("DATASET", "dataset"), ("RECIPE", "recipe"))
+                grid_settings = "".join(f"{word}={settings[key]} " for word, key in grid_words)
+                rows, curves = table2(group, dataset, test, paper_header, model, grid_settings)
             except UserError as error:  # most often: no data set here
                 raise UserError(
                     f"{error}\nOnly Table 2 (the snapshot ensembles) needs the test set: pass the "

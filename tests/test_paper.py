@@ -274,6 +274,8 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         f"{seed1}/w5 --resume --warm-restart -t0 35 -tm 1 --warmup-epochs 5",  # one cycle after the warmup
         f"{seed1}/d0.5 --resume --warm-restart -t0 10 -tm 2 --cycle-decay 0.5",
     ]
+    # A comparison schedule SCHEDULES has already is trained once.
+    assert len(grid_commands({**env, "SCHEDULES": "10:2/d0.5"})) == 2
     # -e among the flags counts: 100 epochs, a cosine of 95 after the warmup.
     assert "-t0 95 -tm 1 --warmup-epochs 5" in shlex.join(grid_commands(env, "-e", "100")[2])
 
@@ -287,13 +289,24 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         ({"SCHEDULES": "default/w5"}, "SCHEDULES: default/w5 is neither"),  # shaping is for warm restarts
         ({"SCHEDULES": "10:2/x5"}, "SCHEDULES: 10:2/x5 is neither"),
         ({"SCHEDULES": "10:2/d"}, "SCHEDULES: 10:2/d is neither"),
+        ({"SCHEDULES": "10:2/w0.5"}, "SCHEDULES: 10:2/w0.5 is neither"),  # whole epochs
+        ({"SCHEDULES": "10:2/k0"}, "SCHEDULES: 10:2/k0 is neither"),  # at least one cycle
         ({"COMPARE": "1", "EPOCHS": "5"}, "COMPARE=1 adds a 5-epoch warmup before one cycle"),
+        ({"COMPARE": "yes"}, "COMPARE is yes; COMPARE=1 adds the comparison schedules"),
+        ({"EPOCHS": "abc"}, "EPOCHS (or -e) is abc, not a whole number of epochs"),
     ],
 )
 def test_grid_refuses_words_it_cannot_train(bad, message):
     env = {**os.environ, "PYTHON": "echo", **bad}
     done = subprocess.run(["sh", str(REPO / "grid.sh"), "--print"], env=env, capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and done.stdout == "", done.stderr
+
+
+def test_grid_checks_every_command_before_it_trains_or_plans_any(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "SCHEDULES": "default 10:2/d2"}
+    done = subprocess.run(["sh", str(REPO / "grid.sh")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "argument --cycle-decay: must be a number above 0 and at most 1" in done.stderr
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []  # no run trained, no grid.txt
 
 
 def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):

@@ -135,7 +135,26 @@ def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeyp
     assert rows["3 runs, M = 3"] == ["2.08", "3.25", "seeds 1, 2, 3; 2 runs left over"]
     assert rows["5 runs, M = 3"] == ["3.08", "3.14", "all 5 runs (fewer than the paper's 16)"]
     assert "The paper's ensembles are drawn from 16 runs of T_0 = 10, T_mult = 2, these from 5" in text
-    assert 'TABLE2_SEEDS="$(seq 1 16)" sh grid.sh' in text
+    assert 'TABLE2_SEEDS="$(seq 1 16)" MODEL=wrn-28-10 DATASET=cifar10 RECIPE=paper sh grid.sh' in text
+    assert "| paper's Table 2, WRN-28-10, T_0 = 10, T_mult = 2, from 16 runs |" in text  # not Table 1's median of 5
+
+
+@pytest.mark.parametrize(
+    ("runs", "rows"),
+    [
+        # One run: the paper's N = 1 rows; a row of 2 runs stands for the paper's 3, the nearest.
+        (1, {"1 run, M = 3": ["1.08", "3.51", "1 run (seed 1)"]}),
+        (2, {"1 run, M = 3": ["1.58 (1.08-2.08)", "3.51", "median of 2 runs"],
+             "2 runs, M = 3": ["1.58", "3.25", "all 2 runs (fewer than the paper's 3)"]}),
+        (3, {"3 runs, M = 3": ["2.08", "3.25", "all 3 runs"]}),
+    ],
+)  # fmt: skip
+def test_table2_rows_with_few_runs_stand_beside_the_nearest_of_the_papers(runs, rows, tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshots, "TestSet", FakeTestSet)
+    monkeypatch.setattr(snapshots, "ensemble_error", known_ensemble_error)
+    fake_grid(tmp_path, range(1, runs + 1))
+    got = {row[1]: row[2:] for row in section(run_report(tmp_path), "Table 2")}
+    assert len(got) == 3 * min(runs, 2) and {name: got[name] for name in rows} == rows
 
 
 def descending(start: float, per_epoch: float, floor: float, offset: float = 0.0):
@@ -172,6 +191,20 @@ def test_the_anytime_rows_measure_the_papers_claim_of_fewer_epochs(tmp_path):
     assert rows["T_0 = 50, T_mult = 1"] == ["50: 5.75; 100: 0.50; 150: 0.50; 200: 0.50", "epoch 100 (0.50)", "2.00x"]
     assert rows["T_0 = 200, T_mult = 1"] == ["200: 0.50", "epoch 161 (1.99)", "1.24x"]
     assert rows["T_0 = 1, T_mult = 2"][1:] == ["not reached in 200 epochs", ""]
+    # The paper's medians are of 5 runs, these of 2: said under Table 1.
+    assert "The paper's numbers are medians of 5 runs; these rows' are of other numbers of runs: default" in text
+
+
+def test_the_anytime_ratio_counts_the_epochs_the_default_needed_to_its_result(tmp_path):
+    """A default schedule that overfits reaches its final error before its last epoch: the ratios count from there."""
+    fake_run(tmp_path, "default", 200, error=lambda e: 12 - e / 20 if e <= 160 else 4 + (e - 160) * 0.0055, **MULTISTEP)
+    fake_run(tmp_path, "sgdr", 200, error=descending(12, 1 / 10, 1), **SGDR_10_2)  # 9 at 30, 5 at 70, 1 at 150
+    text = run_report(tmp_path, "--skip-ensembles")
+    # 4.00 at epoch 160, 4.22 at 200; on the way down 4.25 at 155, 4.20 at 156.
+    assert "after its 200 epochs is 4.22%, which its median first reaches at epoch 156" in text
+    rows = {row[0]: row[1:] for row in section(text, "Anytime performance")}
+    assert rows["default (lr x 0.2 at 60, 120, 160)"][1:] == ["epoch 156 (4.20)", "1.00x"]
+    assert rows["T_0 = 10, T_mult = 2"][1:] == ["epoch 150 (1.00)", "1.04x"]  # 156 / 150, not 200 / 150
 
 
 def test_figure_2_draws_the_recommended_solutions_and_the_papers_table_1_points(tmp_path):
