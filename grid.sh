@@ -21,7 +21,8 @@
 #   SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult.
 #       After either, @LR: another initial lr (default@0.1 is the paper's eta_0 = 0.1 row); after
 #       T_0:T_mult, /wW /sS /dD /kK: a warmup of W epochs (from lr S), cycle decay D, K cycles;
-#       such runs go to seed<k>/<what they add>/, e.g. 10:2/d0.5 to seed1/d0.5/)
+#       each at most once, in any order; such runs go to seed<k>/<what they add>/, e.g. 10:2/d0.5
+#       to seed1/d0.5/, 10:2/d0.5/w5 and 10:2/w5/d0.5 both to seed1/w5_d0.5/)
 #   COMPARE=1   (adds two comparison schedules: one cosine cycle after a 5-epoch warmup, no
 #                restart, $((EPOCHS - 5)):1/w5; and SGDR with cycle decay 0.5, 10:2/d0.5)
 #   TABLE2_SEEDS=""   (seeds T_0 = 10, T_mult = 2 is also trained with, for Table 2's ensembles of 16
@@ -137,8 +138,6 @@ parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (
     case "$rest" in
         @*) lr=${rest#@}; lr=${lr%%/*}; rest=${rest#@"$lr"} ;;
     esac
-    options=""
-    tag=${lr:+lr$lr}
     case "$shape" in
         default) [ -z "$rest" ] || return 1 ;;
         *[!0-9:]* | :* | *: | *:*:* | [!0-9]*) return 1 ;;
@@ -149,35 +148,46 @@ parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (
         *[!0-9.]* | .* | *.*.* | *.) return 1 ;;
     esac
     [ -n "$lr" ] || [ "${1#*@}" = "$1" ] || return 1  # an @ with no rate after it
+    warm="" start="" decay="" limit=""
     while [ -n "$rest" ]; do
         rest=${rest#/}
         option=${rest%%/*}
         rest=${rest#"$option"}
         value=${option#?}
-        case "$option" in
-            w*) options="$options --warmup-epochs $value" ;;
-            s*) options="$options --warmup-start-lr $value" ;;
-            d*) options="$options --cycle-decay $value" ;;
-            k*) options="$options --cycle-limit $value" ;;
-            *) return 1 ;;
-        esac
-        case "$option" in
-            w*[!0-9]* | k*[!0-9]* | k0*) return 1 ;;  # whole numbers of epochs and cycles, at least one cycle
-        esac
         case "$value" in
             "" | *[!0-9.]* | .* | *.*.* | *.) return 1 ;;
         esac
-        tag="${tag:+${tag}_}$option"
+        case "$option" in
+            w*.* | k*.* | k0*) return 1 ;;  # whole numbers of epochs and cycles, at least one cycle
+            w*) [ -z "$warm" ] && warm=$value ;;  # each at most once
+            s*) [ -z "$start" ] && start=$value ;;
+            d*) [ -z "$decay" ] && decay=$value ;;
+            k*) [ -z "$limit" ] && limit=$value ;;
+            *) return 1 ;;
+        esac || return 1
     done
+    # The options, the folder's name and the word in one order, whatever the word's: 10:2/d0.5/w5 is
+    # 10:2/w5/d0.5, one run in one folder.
+    options="${warm:+ --warmup-epochs $warm}${start:+ --warmup-start-lr $start}"
+    options="$options${decay:+ --cycle-decay $decay}${limit:+ --cycle-limit $limit}"
+    tag="" word=$shape${lr:+@$lr}
+    for option in ${warm:+w$warm} ${start:+s$start} ${decay:+d$decay} ${limit:+k$limit}; do
+        tag="${tag:+${tag}_}$option"
+        word="$word/$option"
+    done
+    tag=${lr:+lr$lr}${lr:+${tag:+_}}$tag
 }
 
+words=""  # SCHEDULES in the one order of parse_word, each once
 for schedule in $schedules; do
     if ! parse_word "$schedule"; then
         echo "grid.sh: SCHEDULES: $schedule is neither default nor T_0:T_mult (e.g. 10:2), with @LR for another" \
-            "initial lr (default@0.1) and, after T_0:T_mult, /wW /sS /dD /kK (10:2/w5/d0.5)." >&2
+            "initial lr (default@0.1) and, after T_0:T_mult, /wW /sS /dD /kK, each at most once (10:2/w5/d0.5)." >&2
         exit 2
     fi
+    case " $words " in *" $word "*) ;; *) words="${words:+$words }$word" ;; esac
 done
+schedules=$words
 
 quote() {  # one argument as a shell word
     case "$1" in

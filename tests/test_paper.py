@@ -274,8 +274,15 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         f"{seed1}/w5 --resume --warm-restart -t0 35 -tm 1 --warmup-epochs 5",  # one cycle after the warmup
         f"{seed1}/d0.5 --resume --warm-restart -t0 10 -tm 2 --cycle-decay 0.5",
     ]
-    # A comparison schedule SCHEDULES has already is trained once.
+    # A comparison schedule SCHEDULES has already is trained once, and so is a word written in another order.
     assert len(grid_commands({**env, "SCHEDULES": "10:2/d0.5"})) == 2
+    words = "10:2@0.1/k3/s0.01/w2 10:2@0.1/w2/s0.01/k3 10:2/d0.5/w5"
+    again = [shlex.join(c[c.index("--output-dir") + 1 :]) for c in grid_commands({**env, "SCHEDULES": words})]
+    assert again == [
+        commands[1],
+        f"{seed1}/w5_d0.5 --resume --warm-restart -t0 10 -tm 2 --warmup-epochs 5 --cycle-decay 0.5",
+        *commands[2:],
+    ]
     # -e among the flags counts: 100 epochs, a cosine of 95 after the warmup.
     assert "-t0 95 -tm 1 --warmup-epochs 5" in shlex.join(grid_commands(env, "-e", "100")[2])
 
@@ -291,6 +298,7 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         ({"SCHEDULES": "10:2/d"}, "SCHEDULES: 10:2/d is neither"),
         ({"SCHEDULES": "10:2/w0.5"}, "SCHEDULES: 10:2/w0.5 is neither"),  # whole epochs
         ({"SCHEDULES": "10:2/k0"}, "SCHEDULES: 10:2/k0 is neither"),  # at least one cycle
+        ({"SCHEDULES": "10:2/d0.5/d0.3"}, "SCHEDULES: 10:2/d0.5/d0.3 is neither"),  # which decay?
         ({"COMPARE": "1", "EPOCHS": "5"}, "COMPARE=1 adds a 5-epoch warmup before one cycle"),
         ({"COMPARE": "yes"}, "COMPARE is yes; COMPARE=1 adds the comparison schedules"),
         ({"EPOCHS": "abc"}, "EPOCHS (or -e) is abc, not a whole number of epochs"),
