@@ -134,7 +134,9 @@ def test_a_second_ctrl_c_aborts_at_once_and_leaves_complete_files(cifar_dir, tmp
     time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    # 130 from train.py; or killed by the SIGINT itself (-2, which a shell also shows as 130) when the second
+    # lands after the run has closed down, in the interpreter's last second of shutdown (seen on a loaded CPU).
+    assert proc.returncode in (130, -signal.SIGINT), err[-3000:]
     assert "Aborted." in err and "Traceback" not in err
     assert not list(out.rglob("*.tmp"))
     assert torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"] >= 1
