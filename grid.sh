@@ -123,13 +123,15 @@ case "${COMPARE:-}" in
             echo "grid.sh: COMPARE=1 adds a 5-epoch warmup before one cycle, which needs more than 5 epochs." >&2
             exit 2
         fi
-        for schedule in "$((epochs - 5)):1/w5" 10:2/d0.5; do  # each once, if SCHEDULES has it already
-            case " $(echo $schedules) " in *" $schedule "*) ;; *) schedules="$schedules $schedule" ;; esac
-        done ;;
+        schedules="$schedules $((epochs - 5)):1/w5 10:2/d0.5" ;;  # each once, if SCHEDULES has it already: below
     *)
         echo "grid.sh: COMPARE is $COMPARE; COMPARE=1 adds the comparison schedules, unset it for none." >&2
         exit 2 ;;
 esac
+
+among() {  # among WORD LIST: whether WORD is one of LIST's words
+    case " $(echo $2) " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+}
 
 parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (train.py flags) and $tag
     shape=${1%%[@/]*}
@@ -170,12 +172,11 @@ parse_word() {  # parse_word WORD: a SCHEDULES word into $shape, $lr, $options (
     # 10:2/w5/d0.5, one run in one folder.
     options="${warm:+ --warmup-epochs $warm}${start:+ --warmup-start-lr $start}"
     options="$options${decay:+ --cycle-decay $decay}${limit:+ --cycle-limit $limit}"
-    tag="" word=$shape${lr:+@$lr}
+    tag=${lr:+lr$lr} word=$shape${lr:+@$lr}
     for option in ${warm:+w$warm} ${start:+s$start} ${decay:+d$decay} ${limit:+k$limit}; do
         tag="${tag:+${tag}_}$option"
         word="$word/$option"
     done
-    tag=${lr:+lr$lr}${lr:+${tag:+_}}$tag
 }
 
 words=""  # SCHEDULES in the one order of parse_word, each once
@@ -185,7 +186,7 @@ for schedule in $schedules; do
             "initial lr (default@0.1) and, after T_0:T_mult, /wW /sS /dD /kK, each at most once (10:2/w5/d0.5)." >&2
         exit 2
     fi
-    case " $words " in *" $word "*) ;; *) words="${words:+$words }$word" ;; esac
+    among "$word" "$words" || words="${words:+$words }$word"
 done
 schedules=$words
 
@@ -206,10 +207,6 @@ train() {  # train ARGS...: run train.py with ARGS, or print the command
     else
         $py "$here/train.py" "$@"
     fi
-}
-
-among() {  # among WORD LIST: whether WORD is one of LIST's words
-    case " $(echo $2) " in *" $1 "*) return 0 ;; *) return 1 ;; esac
 }
 
 schedule_run() {  # schedule_run WORD SEED USER_FLAGS...: the run of one SCHEDULES word for one seed
