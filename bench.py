@@ -26,16 +26,13 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-import checkpoint
-import cifar
-import distributed
-import experiment
-import recipes
-import settings
-import stopping
-from errors import ShowDefaults, reports_user_errors
-from models import build_network, count_parameters
-from schedules import build_schedule
+from sgdr.cli import ShowDefaults, reports_user_errors
+from sgdr.data import cifar
+from sgdr.parallel import devices, distributed
+from sgdr.run import checkpoint, experiment, settings, stopping
+from sgdr.training import recipes
+from sgdr.training.networks import build_network, count_parameters
+from sgdr.training.schedules import build_schedule
 
 
 def sync(device: torch.device) -> None:
@@ -408,15 +405,15 @@ PRECISION = {
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = distributed.pick_device(args.device)
+    device = devices.pick_device(args.device)
     quick = args.quick
     batch, steps, rounds = args.batch_size, 2 if quick else 3, 1 if quick else 5
     workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
     # As train.py runs by default, from the first row on: PyTorch's precision and, on CUDA, autotuning.
-    distributed.set_precision("conv")
-    experiment.set_determinism(False, device)
+    devices.set_precision("conv")
+    devices.set_determinism(False, device)
     print(f"Precision: {PRECISION[device.type]}")
     if args.stop_agreement:
         stop_agreement(200 if quick else 5000)

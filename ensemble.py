@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from distributed import pick_device
-from errors import ShowDefaults, UserError, reports_user_errors
-from snapshots import TestSet, last_m_errors, snapshots_in
+from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.paper.ensembles import TestSet, last_m_errors, snapshots_in
+from sgdr.parallel.devices import pick_device
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@
     python gpu_check.py --smoke         the same steps, tiny, on the CPU (the test suite runs this)
 
 No CIFAR-10 needed: it writes a synthetic one of the real size (50,000 + 10,000 images) in the real
-on-disk format, and runs train.py on it through tests/harness.py (which makes torchvision accept
+on-disk format, and runs train.py on it through sgdr/testing/harness.py (which makes torchvision accept
 the files' checksums and can kill a run at a chosen batch). Steps, most valuable first: the
 versions; the default ResNet34 run (seconds an epoch, peak GPU memory); a run killed inside its
 second epoch and resumed with --deterministic, compared bit for bit with the same run uninterrupted;
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent
-HARNESS = REPO / "tests" / "harness.py"
+HARNESS = REPO / "sgdr" / "testing" / "harness.py"
 
 
 def log_of(out: Path, name: str) -> Path:
@@ -165,8 +165,8 @@ def check(args: argparse.Namespace) -> int:
         [
             sys.executable,
             "-c",
-            f"import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); import cifar_format; "
-            f"cifar_format.write_cifar10({str(data)!r}, {per_file}, {test})",
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); from sgdr.testing import cifar_files; "
+            f"cifar_files.write_cifar10({str(data)!r}, {per_file}, {test})",
         ],
     )
     if code != 0:
@@ -227,11 +227,10 @@ def check(args: argparse.Namespace) -> int:
 
 def inner_train(data: str, point: str, argv: list[str]) -> None:
     """train.py in this process, on the synthetic data, killed at ``point``; the peak GPU memory at exit."""
-    sys.path.insert(0, str(REPO / "tests"))
     import atexit
     import runpy
 
-    import harness  # puts the project on sys.path
+    from sgdr.testing import harness
 
     harness.use_checksums_of(Path(data))
     harness.apply(point)
@@ -248,15 +247,11 @@ def inner_train(data: str, point: str, argv: list[str]) -> None:
 def inner_group(data: str, argv: list[str]) -> None:
     """One epoch of the multi-process code as rank 0 of 2, over a one-process group: NCCL on a GPU,
     Gloo on the CPU, with the Gloo control group; every collective returns at once."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import harness  # noqa: F401  (puts the project on sys.path)
     import torch.distributed as dist
-    from cifar_format import use_checksums_of
 
-    import experiment
-    import settings
-    import stopping
-    from distributed import Team
+    from sgdr.parallel.distributed import Team
+    from sgdr.run import experiment, settings, stopping
+    from sgdr.testing.cifar_files import use_checksums_of
 
     use_checksums_of(Path(data))
     args = settings.parse_args(argv)

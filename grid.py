@@ -20,9 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import gridruns
-import runfiles
-from errors import ShowDefaults, UserError, reports_user_errors
+from sgdr import storage
+from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.paper import gridruns
 
 # Seconds before a task's time limit at which SLURM sends the job script SIGUSR1: the run stops at
 # its next batch boundary, the checkpoint holds every complete epoch, and the task requeues itself.
@@ -179,7 +179,7 @@ def record_plan(runs: list[gridruns.PlannedRun]) -> None:
             lines.setdefault(tuple(shlex.split(line)), line)
         except ValueError:  # a line the report will name as unreadable: kept as it is
             lines.setdefault((line,), line)
-    with runfiles.atomic_write(plan) as f:
+    with storage.atomic_write(plan) as f:
         f.write(("\n".join(lines.values()) + "\n").encode())
 
 

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import runfiles
-from drawing import REFERENCE_T_ZEROS, WR_COLORS, line_figure
-from errors import ShowDefaults, UserError, reports_user_errors
+from sgdr import storage
+from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.drawing import REFERENCE_T_ZEROS, WR_COLORS, line_figure
+from sgdr.run import layout
 
 
 def load_losses(path: Path, command: str) -> list[float]:
@@ -23,7 +24,7 @@ def load_losses(path: Path, command: str) -> list[float]:
     if not path.is_file():
         raise UserError(f"{path} is missing. It is written by: {command}")
     try:
-        values = runfiles.load_floats(path)
+        values = storage.load_floats(path)
     except UserError as error:
         raise UserError(f"{error} Rerun: {command}") from None
     if not values:
@@ -55,10 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     curves = []
     for warm_restart, t0, color, label in runs:
-        path = runfiles.run_files(out, warm_restart, t0, 1).val_loss
-        command = runfiles.train_command(warm_restart, t0, 1, out) + " (sh run.sh runs the reference runs)"
+        path = layout.run_files(out, warm_restart, t0, 1).val_loss
+        command = layout.train_command(warm_restart, t0, 1, out) + " (sh run.sh runs the reference runs)"
         curves.append((load_losses(path, command), color, label))
-    target = runfiles.combined_figure(out)
+    target = layout.combined_figure(out)
     line_figure(curves, "Epochs", "Validation loss", target, clip=True)
     print(f"Saved {target}")
     return 0

@@ -22,14 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import checkpoint
-import drawing
-import gridruns
-import runfiles
-import snapshots
-from distributed import pick_device
-from errors import ShowDefaults, UserError, reports_user_errors
-from schedules import OPTION_DEFAULTS, cycle_ends, run_cycle_ends
+from sgdr import drawing, storage
+from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.paper import ensembles, gridruns
+from sgdr.parallel.devices import pick_device
+from sgdr.run import checkpoint
+from sgdr.training.schedules import OPTION_DEFAULTS, cycle_ends, run_cycle_ends
 
 # The paper's Table 1, its own rows ("WRN (ours)"): test error %, (CIFAR-10, CIFAR-100), the median of 5
 # runs of WRN-28-10 and of 2 of WRN-28-20. A schedule is (eta_0, None) for the multistep default (x 0.2 after
@@ -384,7 +382,7 @@ def pooled(n: int, paper_n: int, runs: Sequence[Run], groups: int) -> str:
 def table2(
     runs: list[Run],
     dataset: str,
-    test: snapshots.TestSet,
+    test: ensembles.TestSet,
     paper_header: str,
     model: str = TABLE2_MODEL,
     grid_settings: str = "",
@@ -400,14 +398,14 @@ def table2(
         if not group[0].config["warm_restart"]:
             continue
         group = by_seed(group)
-        snapshot_sets = [snapshots.snapshots_in(run.folder) for run in group]
+        snapshot_sets = [ensembles.snapshots_in(run.folder) for run in group]
         if not all(snapshot_sets):
             continue
         largest = min(3, min(len(s) for s in snapshot_sets))
         for n, paper_n in ensemble_sizes(len(group)):
             groups = [snapshot_sets[i : i + n] for i in range(0, len(group) - n + 1, n)]
             errors = [
-                [100 * snapshots.ensemble_error([path for run in g for path in run[-m:]], test) for g in groups]
+                [100 * ensembles.ensemble_error([path for run in g for path in run[-m:]], test) for g in groups]
                 for m in range(1, largest + 1)
             ]
             if n == 1:  # the ensembles figure: one run's M snapshots, median over runs
@@ -624,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group) + [""]
         curves = {}
         if not args.skip_ensembles:
-            test = snapshots.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
+            test = ensembles.TestSet(args.data_dir, pick_device(args.device))  # this group's test set
             try:
                 grid_words = (("MODEL", "model"), ("DATASET", "dataset"), ("RECIPE", "recipe"))
                 grid_settings = "".join(f"{word}={settings[key]} " for word, key in grid_words)
@@ -641,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append("")
     out.mkdir(parents=True, exist_ok=True)
     report = out / "report.md"
-    with runfiles.atomic_write(report) as f:
+    with storage.atomic_write(report) as f:
         f.write("\n".join(lines).encode())
     print(
         f"Wrote {report} and {len(written)} figure(s) from {len(finished)} finished run(s) in {len(groups)} group(s)."

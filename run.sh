@@ -77,7 +77,8 @@ if [ $parallel = 1 ]; then
         exit 2
     fi
     mkdir -p "$out/logs"
-    $py "$here/cifar.py" "$@"  # the data set, fetched once before the jobs start (else each would)
+    # The data set, fetched once before the jobs start (else each would).
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" $py -m sgdr.data "$@"
 fi
 
 pids=""

@@ -21,12 +21,11 @@ from contextlib import contextmanager, suppress
 
 import torch
 
-import checkpoint
-import cifar
-import distributed
-from distributed import Team
-from errors import UserError, drop_stdout, reports_user_errors
-from experiment import (
+from sgdr.cli import UserError, drop_stdout, reports_user_errors
+from sgdr.data import cifar
+from sgdr.parallel import distributed
+from sgdr.parallel.distributed import Team
+from sgdr.run.experiment import (
     Experiment,
     check_batch_size,
     check_team,
@@ -36,10 +35,11 @@ from experiment import (
     resume_command,
     setup,
 )
-from models import count_parameters
-from recipes import RECIPES
-from settings import parse_args
-from stopping import Guard, Interrupted, NonFiniteLoss, stop_on_signals
+from sgdr.run.record import RunRecord
+from sgdr.run.settings import parse_args
+from sgdr.run.stopping import Guard, Interrupted, NonFiniteLoss, stop_on_signals
+from sgdr.training.networks import count_parameters
+from sgdr.training.recipes import RECIPES
 
 # Drawing the figures takes ~0.3 s; pickles are written every epoch, figures at most this
 # often (in seconds) and after the last epoch.
@@ -71,7 +71,7 @@ def run(
                 print(f"Resuming after epoch {exp.epochs_done} from {exp.files.checkpoint}.")
             else:
                 exp.save()  # so that even an interruption inside epoch 1 resumes exactly
-            record = checkpoint.RunRecord(
+            record = RunRecord(
                 exp.files.record,
                 shlex.join(["python", *command]),
                 exp.config,
@@ -115,7 +115,7 @@ def run(
 
 
 @contextmanager
-def stopping_cleanly(exp: Experiment, record: checkpoint.RunRecord, command: Sequence[str]) -> Iterator[Guard]:
+def stopping_cleanly(exp: Experiment, record: RunRecord, command: Sequence[str]) -> Iterator[Guard]:
     """Around the epochs: SIGINT and SIGTERM ask them to stop at the next batch boundary. A signal or a
     closed output leaves complete files and says how to resume; a non-finite loss becomes a message; any
     other error is recorded as the reason the session ended (a full disk is then reported by

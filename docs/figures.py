@@ -24,11 +24,11 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cifar  # noqa: E402
-import drawing  # noqa: E402
-import recipes  # noqa: E402
-import settings  # noqa: E402
-from schedules import build_schedule  # noqa: E402
+from sgdr import drawing  # noqa: E402
+from sgdr.data import cifar  # noqa: E402
+from sgdr.run import settings  # noqa: E402
+from sgdr.training import recipes  # noqa: E402
+from sgdr.training.schedules import build_schedule  # noqa: E402
 
 EPOCHS = 200  # run.sh's reference runs
 DEFAULTS = settings.build_parser().parse_args([])

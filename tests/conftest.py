@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import slurm_cluster
 import torch.hub
-from cifar_format import use_checksums_of, write_cifar10
+
+from sgdr.testing.cifar_files import use_checksums_of, write_cifar10
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +88,7 @@ def call(main, argv: list[str]) -> tuple[int, str, str]:
 
 
 REPO = Path(__file__).resolve().parent.parent
+HARNESS = REPO / "sgdr" / "testing" / "harness.py"  # runs a script on tiny data, killed where a test says
 
 
 def pages() -> dict[Path, str]:
@@ -158,7 +160,7 @@ def assert_equal(a, b, where: str) -> None:
 
 
 def harness(data: Path, point: str, args: list[str]) -> list[str]:
-    return [sys.executable, str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / "train.py"), *args]
+    return [sys.executable, str(HARNESS), str(data), point, str(REPO / "train.py"), *args]
 
 
 def start_until(command: list[str], line: str, **popen) -> subprocess.Popen:

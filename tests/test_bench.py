@@ -9,8 +9,8 @@ import torch
 from conftest import call
 
 import bench
-import settings
-from models import build_network, count_parameters
+from sgdr.run import settings
+from sgdr.training.networks import build_network, count_parameters
 
 
 def test_quick_bench_prints_the_comparison_table(capsys):

@@ -7,11 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from cifar_format import use_checksums_of, write_cifar10
 from PIL import Image
 
-import cifar
-from errors import UserError
+from sgdr.cli import UserError
+from sgdr.data import cifar
+from sgdr.testing.cifar_files import use_checksums_of, write_cifar10
 
 SPEC_MEAN = (0.4914, 0.4822, 0.4465)
 SPEC_STD = (0.247, 0.243, 0.261)

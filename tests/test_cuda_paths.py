@@ -9,12 +9,11 @@ import pytest
 import torch
 from conftest import call, documentation
 
-import checkpoint
-import experiment
-import settings
 import train
-from distributed import pick_device
-from models import build_network, deterministic_pooling
+from sgdr.parallel import devices
+from sgdr.parallel.devices import pick_device
+from sgdr.run import checkpoint, experiment, settings
+from sgdr.training.networks import build_network, deterministic_pooling
 
 TINY_RUN = [
     "--train-subset",
@@ -180,9 +179,9 @@ def test_deterministic_mode_is_set_recorded_and_undone(cifar_dir, tmp_path, monk
     assert exp.config["deterministic"] is True
     assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in exp.model.modules())
     # A run without it, in the same process, gets the defaults back (on CUDA: autotuning).
-    experiment.set_determinism(False, torch.device("cuda"))
+    devices.set_determinism(False, torch.device("cuda"))
     assert determinism_flags() == (False, False, True)
-    experiment.set_determinism(False, torch.device("cpu"))
+    devices.set_determinism(False, torch.device("cpu"))
     assert determinism_flags() == (False, False, False)
     # A checkpoint from before --deterministic was not made deterministically.
     assert checkpoint.with_added_settings({})["deterministic"] is False
@@ -233,7 +232,7 @@ def test_compile_gets_the_module_and_ddp_wraps_the_compiled_module(cifar_dir, tm
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from distributed import Team
+    from sgdr.parallel.distributed import Team
 
     given = []
     monkeypatch.setattr(torch, "compile", lambda module, *a, **k: given.append(module) or module)

@@ -9,20 +9,23 @@ import ast
 import contextlib
 import importlib.util
 import io
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO, documentation, pages
 
 import bench
-import cifar
 import ensemble
 import grid
 import plot
 import report
-import settings
+from sgdr.data import cifar
+from sgdr.run import settings
 
 SCRIPT_MODULES = (plot, bench, ensemble, report, grid)
 
@@ -326,9 +329,14 @@ def test_the_figure_draws_the_reference_schedules_as_the_code_runs_them(tmp_path
         assert png.stat().st_size < 150_000
 
 
+def code_files() -> list[Path]:
+    """Every source file of the project: the scripts at the root and the package's modules."""
+    return sorted([*REPO.glob("*.py"), *REPO.glob("*.sh"), *(REPO / "sgdr").rglob("*.py")])
+
+
 def test_the_code_points_to_pages_that_exist():
     """Help texts and docstrings name the docs/ page of a topic, not a README section that may move."""
-    sources = {path: path.read_text() for path in [*REPO.glob("*.py"), *REPO.glob("*.sh")]}
+    sources = {path: path.read_text() for path in code_files()}
     named = {(path.name, page) for path, text in sources.items() for page in re.findall(r"docs/[\w-]+\.md", text)}
     assert ("settings.py", "docs/performance.md") in named and ("recipes.py", "docs/paper.md") in named
     assert [f"{name}: {page}" for name, page in named if not (REPO / page).is_file()] == []
@@ -355,27 +363,118 @@ def test_the_papers_numbers_in_the_docs_are_the_reports():
 
 
 def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    """The top-level names of the modules ``path`` imports."""
+    return {name.split(".")[0] for name in imported_names(path)}
+
+
+def imported_names(path: Path) -> set[str]:
+    """The modules ``path`` imports, by their dotted names (``from sgdr.run import layout``: sgdr.run.layout)."""
     names = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
+            folder = REPO.joinpath(*node.module.split("."))
+            if (folder / "__init__.py").is_file():  # from a package: its modules
+                names |= {f"{node.module}.{alias.name}" for alias in node.names}
+            else:
+                names.add(node.module)
     return names
 
 
 def test_scripts_import_modules_never_scripts():
     """A script is an entry point; what several share belongs in a module they all import."""
-    code = sorted(REPO.glob("*.py")) + [REPO / "docs" / "figures.py"]
-    found = {path.name: sorted(imported_modules(path) & {Path(script).stem for script in SCRIPTS}) for path in code}
+    code = sorted(REPO.glob("*.py")) + [REPO / "docs" / "figures.py"] + sorted((REPO / "sgdr").rglob("*.py"))
+    scripts = {Path(script).stem for script in SCRIPTS} | {"models"}
+    found = {path.name: sorted(imported_modules(path) & scripts) for path in code if path.name != "models.py"}
     assert {name: scripts for name, scripts in found.items() if scripts} == {}
-    assert imported_modules(REPO / "report.py") >= {"snapshots", "drawing"}  # the check reads real imports
+    assert imported_modules(REPO / "report.py") >= {"sgdr"}  # the check reads real imports
+
+
+def test_the_product_never_imports_the_tests():
+    product = sorted(REPO.glob("*.py")) + sorted((REPO / "sgdr").rglob("*.py"))
+    tests = {p.stem for p in (REPO / "tests").glob("*.py")} | {"tests"}
+    assert {p.name: sorted(imported_modules(p) & tests) for p in product if imported_modules(p) & tests} == {}
+    assert [p.name for p in product if re.search(r"[\"']tests[\"']|tests/", p.read_text())] == []
+
+
+# Layers of the package, top to bottom: a module may import the modules of its own folder (without a
+# cycle) and those of the layers below it (docs/development.md).
+LAYERS = [
+    {"sgdr.testing"},
+    {"sgdr.paper"},
+    {"sgdr.run"},
+    {"sgdr.data"},
+    {"sgdr.training", "sgdr.parallel", "sgdr.drawing"},
+    {"sgdr.storage"},
+    {"sgdr.cli"},
+]
+
+
+def package_of(module: str) -> str:
+    """``sgdr.run`` for ``sgdr.run.settings``; ``sgdr.cli`` for itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def layer_of(module: str) -> int:
+    return next(k for k, layer in enumerate(LAYERS) if package_of(module) in layer)
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package, and the modules of the package it imports."""
+    return {
+        module_name(path): {m for m in imported_names(path) if m.startswith("sgdr.")}
+        for path in sorted((REPO / "sgdr").rglob("*.py"))
+        if path.name != "__init__.py"
+    }
+
+
+def test_imports_run_one_way():
+    graph = package_imports()
+    assert len(graph) > 20 and all(layer_of(m) is not None for m in graph)
+    wrong = [
+        f"{module} imports {other}"
+        for module, imported in graph.items()
+        for other in imported
+        if layer_of(other) < layer_of(module)
+        or (layer_of(other) == layer_of(module) and package_of(other) != package_of(module))
+    ]
+    assert wrong == []
+    # Within a folder, no cycle: take the modules that import no one left, until none is left.
+    left = dict(graph)
+    while left:
+        leaves = [m for m, imported in left.items() if not (imported & left.keys()) - {m}]
+        assert leaves, f"an import cycle among {sorted(left)}"
+        for m in leaves:
+            del left[m]
+
+
+def test_no_module_does_work_when_imported(tmp_path):
+    """Importing every module prints nothing, writes nothing, and starts no download."""
+    modules = [module_name(p) for p in sorted((REPO / "sgdr").rglob("*.py")) if p.name != "__main__.py"]
+    modules = [m.removesuffix(".__init__") for m in modules] + [p.stem for p in REPO.glob("*.py")]
+    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *modules],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_layout_table_lists_every_file_of_the_code():
-    table = (REPO / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    table = (REPO / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("Imports run one way", 1)[0]
     listed = set(re.findall(r"^\| `([^`]+)` \|", table, re.M))
-    code = {p.name for p in REPO.glob("*.py")}
-    code |= {p.name for p in [*REPO.glob("*.sh"), *REPO.glob("*.sbatch")]} | {"docs/figures.py"}
+    code = {p.name for p in [*REPO.glob("*.py"), *REPO.glob("*.sh"), *REPO.glob("*.sbatch")]} | {"docs/figures.py"}
+    code |= {str(p.relative_to(REPO)) for p in (REPO / "sgdr").rglob("*.py") if p.name != "__init__.py"}
     assert listed == code

@@ -11,8 +11,9 @@ import threading
 import time
 
 import pytest
-from cifar_format import write_archive, write_cifar10
-from conftest import REPO
+from conftest import HARNESS, REPO
+
+from sgdr.testing.cifar_files import write_archive, write_cifar10
 
 CHUNK, PAUSE = 8192, 0.05  # the 160 kB archive takes about a second to arrive
 
@@ -92,7 +93,7 @@ def test_torchrun_ranks_on_an_empty_data_dir_download_once(archive_server, tmp_p
             "torch.distributed.run",
             "--standalone",
             "--nproc_per_node=2",
-            str(REPO / "tests" / "harness.py"),
+            str(HARNESS),
             str(staging),
             f"url={url}",
             str(REPO / "train.py"),
@@ -116,10 +117,10 @@ def test_several_processes_fetching_at_once_download_once(archive_server, tmp_pa
     data = tmp_path / "empty"
     command = [
         sys.executable,
-        str(REPO / "tests" / "harness.py"),
+        str(HARNESS),
         str(staging),
         f"url={url}",
-        str(REPO / "cifar.py"),
+        str(REPO / "sgdr" / "data" / "__main__.py"),
         "--seed",
         "3",
         "--data-dir",
@@ -143,9 +144,8 @@ def test_several_processes_fetching_at_once_download_once(archive_server, tmp_pa
 def test_complete_data_in_a_read_only_folder_is_only_read(tiny_cifar, monkeypatch, tmp_path):
     import shutil
 
-    from cifar_format import use_checksums_of
-
-    import cifar
+    from sgdr.data import cifar
+    from sgdr.testing.cifar_files import use_checksums_of
 
     data = tmp_path / "read-only"
     shutil.copytree(tiny_cifar / "cifar-10-batches-py", data / "cifar-10-batches-py")
@@ -160,9 +160,8 @@ def test_complete_data_in_a_read_only_folder_is_only_read(tiny_cifar, monkeypatc
 
 
 def test_an_archive_left_half_written_is_downloaded_again(archive_server, tmp_path, monkeypatch):
-    from cifar_format import use_checksums_of
-
-    import cifar
+    from sgdr.data import cifar
+    from sgdr.testing.cifar_files import use_checksums_of
 
     staging, url, downloads = archive_server
     use_checksums_of(staging, monkeypatch.setattr)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from conftest import argv, call, files_of, harness, start_until
 
-import cifar
-import runfiles
 import train
+from sgdr.data import cifar
+from sgdr.run import lock
 
 
 def everything(out: Path) -> dict[str, bytes]:
@@ -39,12 +39,12 @@ def test_a_running_run_holds_its_folder_against_every_other_process(cifar_dir, t
             assert code == 75 and holder in err and "nothing was changed" in err, err
             assert "Epoch" not in log
         assert everything(out) == before
-        assert runfiles.who_runs(run_dir).startswith(holder)  # what grid.sh --status shows; a look changes nothing
+        assert lock.who_runs(run_dir).startswith(holder)  # what grid.sh --status shows; a look changes nothing
         assert everything(out) == before
     finally:
         first.kill()  # as kill -9: the system lets go of the lock
         first.wait(timeout=60)
-    assert (run_dir / ".lock").exists() and runfiles.who_runs(run_dir) is None  # left behind, held by no one
+    assert (run_dir / ".lock").exists() and lock.who_runs(run_dir) is None  # left behind, held by no one
     code, log, err = call(train.main, argv("multistep", cifar_dir, out, "--resume"))
     assert code == 0, err
     assert "Resuming after epoch 1" in log

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from errors import UserError
-from models import WideResNet, build_model, build_network, check_model_name, count_parameters
+from sgdr.cli import UserError
+from sgdr.training.networks import WideResNet, build_model, build_network, check_model_name, count_parameters
 
 
 def test_resnet34_has_the_reference_parameter_count_all_trainable():
@@ -171,10 +171,10 @@ def test_unknown_model_names_are_refused(name):
 def test_the_tutorials_own_call_builds_the_reference_network():
     import torchvision
 
-    import models
+    from sgdr.training import networks
 
-    assert models.resnet34 is not torchvision.models.resnet34 and models.build_model is models.resnet34
-    assert count_parameters(models.resnet34(pretrained=False, requires_grad=True)) == (21_289_802, 21_289_802)
-    frozen = models.resnet34(pretrained=False, requires_grad=False)
+    assert networks.resnet34 is not torchvision.models.resnet34 and networks.build_model is networks.resnet34
+    assert count_parameters(networks.resnet34(pretrained=False, requires_grad=True)) == (21_289_802, 21_289_802)
+    frozen = networks.resnet34(pretrained=False, requires_grad=False)
     assert count_parameters(frozen) == (21_289_802, 512 * 10 + 10)
     assert [name for name, p in frozen.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]

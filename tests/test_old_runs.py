@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_format import write_cifar10
-from conftest import REPO
+from conftest import HARNESS, REPO
+
+from sgdr.testing.cifar_files import write_cifar10
 
 sys.path.insert(0, str(REPO / "tests" / "old_runs"))
 from make_fixture import PINNED, checkpoint_digests, snapshot_digest  # noqa: E402
@@ -42,7 +43,7 @@ def old(tmp_path_factory) -> Path:
 
 def script(work: Path, name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``name`` with ``args`` in a fresh process on the tiny data, with the arithmetic pinned as the fixture's."""
-    command = [sys.executable, str(REPO / "tests" / "harness.py"), str(work / "data"), "none", str(REPO / name), *args]
+    command = [sys.executable, str(HARNESS), str(work / "data"), "none", str(REPO / name), *args]
     done = subprocess.run(
         command, cwd=cwd or work, env={**os.environ, **PINNED}, capture_output=True, text=True, timeout=600
     )

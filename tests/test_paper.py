@@ -15,28 +15,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_format import use_checksums_of, write_cifar10, write_cifar100
 from conftest import REPO, SMALL, TINY, call, harness
 from fake_runs import fake_run, table1_rows
 
-import checkpoint
 import ensemble
 import grid
-import gridruns
-import models
 import report
-import runfiles
-import settings
-import snapshots
 import train
-from schedules import cycle_ends, ends_a_cycle
+from sgdr.paper import ensembles, gridruns
+from sgdr.run import checkpoint, layout, settings
+from sgdr.testing.cifar_files import use_checksums_of, write_cifar10, write_cifar100
+from sgdr.training import networks
+from sgdr.training.schedules import cycle_ends, ends_a_cycle
 
 
 def test_top1_is_counted_exactly():
     scores = torch.tensor([[0.1, 0.7, 0.2], [2.0, 2.0, 1.0], [0.0, 0.0, 3.0], [5.0, -1.0, 0.0], [0.3, 0.3, 0.4]])
     labels = torch.tensor([1, 1, 2, 1, 2])  # right, tie goes to class 0 (wrong), right, wrong, right
-    assert models.top1_correct(scores, labels).item() == 3
-    assert snapshots.error_rate(scores, labels) == pytest.approx(2 / 5)
+    assert networks.top1_correct(scores, labels).item() == 3
+    assert ensembles.error_rate(scores, labels) == pytest.approx(2 / 5)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +74,7 @@ def test_a_run_saves_a_snapshot_at_each_cycle_end_and_accuracy_per_epoch(cifar_d
     code, log, err = call(train.main, argv)
     assert code == 0, err
     run = tmp_path / "runs" / "wr_s1_m2"
-    assert [p.name for p in snapshots.snapshots_in(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
+    assert [p.name for p in ensembles.snapshots_in(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
     snapshot = torch.load(run / "snapshots" / "epoch_0007.pt", weights_only=True)
     assert snapshot["epoch"] == 7 and snapshot["num_classes"] == 10 and snapshot["config"]["model"] == "wrn-10-1"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -99,7 +96,7 @@ def test_the_ensemble_averages_probabilities_not_logits():
     # mean of probabilities, would punish B's near-zero and pick class 1.
     a = torch.log(torch.tensor([[0.9, 0.1, 1e-6]]))
     b = torch.log(torch.tensor([[1e-6, 0.3, 0.7]]))
-    probabilities = snapshots.average_softmax([a, b])
+    probabilities = ensembles.average_softmax([a, b])
     assert torch.allclose(probabilities, torch.tensor([[0.45, 0.2, 0.35]]), atol=1e-5)
     assert probabilities.argmax(1).item() == 0
     assert ((a + b) / 2).argmax(1).item() == 1
@@ -124,13 +121,13 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
         str(tmp_path),
     ]
     assert call(train.main, argv)[0] == 0
-    kept = snapshots.snapshots_in(tmp_path / "runs" / "wr_s1_m1")
-    test = snapshots.TestSet(cifar_dir, torch.device("cpu"))
+    kept = ensembles.snapshots_in(tmp_path / "runs" / "wr_s1_m1")
+    test = ensembles.TestSet(cifar_dir, torch.device("cpu"))
     single = test.logits(kept[-1])
-    assert torch.allclose(snapshots.average_softmax([single] * 3), single.softmax(1))
+    assert torch.allclose(ensembles.average_softmax([single] * 3), single.softmax(1))
     last = json.loads((tmp_path / "runs" / "wr_s1_m1" / "metrics.jsonl").read_text().splitlines()[-1])
     # The final snapshot is the network that was validated after the last epoch.
-    assert snapshots.error_rate(single, test.labels()) == pytest.approx(last["test_error"])
+    assert ensembles.error_rate(single, test.labels()) == pytest.approx(last["test_error"])
     code, out, err = call(
         ensemble.main,
         [str(tmp_path / "runs" / "wr_s1_m1"), str(tmp_path / "runs" / "wr_s1_m1"), "--data-dir", str(cifar_dir)],
@@ -152,7 +149,7 @@ def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_pat
     args = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY]
     assert call(train.main, [*args, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])[0] == 0
     run = tmp_path / "runs" / "wr_s1_m1"
-    path = snapshots.snapshots_in(run)[0]
+    path = ensembles.snapshots_in(run)[0]
     saved = torch.load(path, weights_only=True)
     for damaged, said in [
         ({k: v for k, v in saved.items() if k != "config"}, "is damaged: it has no settings ('config')"),
@@ -259,7 +256,7 @@ def test_grid_trains_table_2s_sixteen_runs_and_other_initial_rates_when_asked():
     assert runs[2][1].endswith("--resume --warm-restart -t0 10 -tm 2")
     # Each initial rate is a run of its own, in a folder of its own.
     args = [settings.parse_args(command[2:]) for command in grid_commands(env)]
-    assert len({runfiles.files_of(a).run_dir for a in args}) == len(args) == 8
+    assert len({layout.files_of(a).run_dir for a in args}) == len(args) == 8
     assert args[1].output_dir.endswith("/seed1/lr0.1") and args[0].output_dir.endswith("/seed1")
 
 
@@ -564,7 +561,7 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     assert f"| T_0 = 10, T_mult = 2 | 1 run, M = 1 | {rows['T_0 = 10, T_mult = 2'][2]} | 4.03 |" in text
     # The same, to the last digit of the loss: the ensemble's logits of a snapshot give its run's test loss.
     run = tiny_grid / "cifar10-wrn-10-1-paper" / "seed1" / "runs" / "wr_s10_m2"
-    test = snapshots.TestSet(cifar_dir, torch.device("cpu"))
+    test = ensembles.TestSet(cifar_dir, torch.device("cpu"))
     loss = torch.nn.functional.cross_entropy(test.logits(run / "snapshots" / "epoch_0010.pt"), test.labels()).item()
     assert loss == pytest.approx(json.loads((run / "metrics.jsonl").read_text().splitlines()[9])["test_loss"], rel=1e-5)
     for name in ("test_error_cifar10_wrn-10-1_paper.png", "ensembles_cifar10_wrn-10-1_paper.png"):

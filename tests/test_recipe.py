@@ -12,11 +12,11 @@ import torch
 from conftest import SMALL, TINY, call
 from torch import nn
 
-import cifar
-import recipes
-import settings
 import train
-from schedules import build_schedule
+from sgdr.data import cifar
+from sgdr.run import settings
+from sgdr.training import recipes
+from sgdr.training.schedules import build_schedule
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,7 @@ from conftest import call
 from fake_runs import fake_run
 
 import report
-import snapshots
+from sgdr.paper import ensembles
 
 # The paper's Table 1 ("WRN (ours)"), typed in from arXiv 1608.03983 (ICLR 2017 version): test error %,
 # WRN-28-10 (median of 5) on CIFAR-10 and CIFAR-100, then WRN-28-20 (median of 2) on both.
@@ -102,8 +102,8 @@ def fake_grid(root: Path, seeds, dataset: str = "cifar10") -> None:
 
 
 def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(snapshots, "TestSet", FakeTestSet)
-    monkeypatch.setattr(snapshots, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(ensembles, "TestSet", FakeTestSet)
+    monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     for dataset in ("cifar10", "cifar100"):
         fake_grid(tmp_path / dataset, range(1, 17), dataset)  # Table 2.s 16 runs, folders seed1 .. seed16
     text = run_report(tmp_path)
@@ -126,8 +126,8 @@ def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_pa
 
 
 def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeypatch):
-    monkeypatch.setattr(snapshots, "TestSet", FakeTestSet)
-    monkeypatch.setattr(snapshots, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(ensembles, "TestSet", FakeTestSet)
+    monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     fake_grid(tmp_path, range(1, 6))  # the grid's 5 seeds
     text = run_report(tmp_path)
     rows = {row[1]: row[2:] for row in section(text, "Table 2")}
@@ -150,8 +150,8 @@ def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeyp
     ],
 )  # fmt: skip
 def test_table2_rows_with_few_runs_stand_beside_the_nearest_of_the_papers(runs, rows, tmp_path, monkeypatch):
-    monkeypatch.setattr(snapshots, "TestSet", FakeTestSet)
-    monkeypatch.setattr(snapshots, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(ensembles, "TestSet", FakeTestSet)
+    monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     fake_grid(tmp_path, range(1, runs + 1))
     got = {row[1]: row[2:] for row in section(run_report(tmp_path), "Table 2")}
     assert len(got) == 3 * min(runs, 2) and {name: got[name] for name in rows} == rows

@@ -31,11 +31,11 @@ from conftest import (
     start_until,
 )
 
-import checkpoint
-import cifar
-import experiment
-import settings
 import train
+from sgdr import storage
+from sgdr.data import cifar
+from sgdr.run import experiment, settings
+from sgdr.run.record import code_version
 
 # 40 training images in batches of 16: 3 steps an epoch. Warm restarts at epochs 1 and 3.
 # A small Wide ResNet: resuming is the same for every network, and this one is quick.
@@ -46,7 +46,7 @@ def uninterrupted(tiny_cifar, tmp_path_factory) -> dict[str, Path]:
     """Each kind of run, trained straight through in this process."""
     outs = {}
     with pytest.MonkeyPatch.context() as mp:
-        from cifar_format import use_checksums_of
+        from sgdr.testing.cifar_files import use_checksums_of
 
         use_checksums_of(tiny_cifar, mp.setattr)
         for kind in RUNS:
@@ -381,9 +381,7 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
     import errno
     from contextlib import contextmanager
 
-    import runfiles
-
-    real, seen = runfiles.atomic_write, []
+    real, seen = storage.atomic_write, []
 
     @contextmanager
     def filling(path):
@@ -394,7 +392,7 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
                 if len(seen) == nth:  # the data are written, flushing them fails
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(runfiles, "atomic_write", filling)
+    monkeypatch.setattr(storage, "atomic_write", filling)
     out = tmp_path / "out"
     code, printed, err = call(train.main, argv("warm", cifar_dir, out))
     assert code == 1 and "Traceback" not in err
@@ -407,9 +405,9 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
     )
     assert err.rstrip().endswith("--resume")
     for pickle_name in ("wr_train_loss_s1_m2.pkl", "wr_val_loss_s1_m2.pkl"):  # never ahead of the checkpoint
-        assert len(runfiles.load_floats(out / pickle_name)) <= held
+        assert len(storage.load_floats(out / pickle_name)) <= held
     assert record(out, "wr_s1_m2")["sessions"][-1]["outcome"] == "stopped: the disk is full"
-    monkeypatch.setattr(runfiles, "atomic_write", real)  # space freed
+    monkeypatch.setattr(storage, "atomic_write", real)  # space freed
     code, _, err = call(train.main, argv("warm", cifar_dir, out, "--resume"))
     assert code == 0, err
     assert_same_run(out, uninterrupted["warm"])
@@ -456,7 +454,7 @@ def test_the_run_record_names_the_code_and_library_versions(uninterrupted, tmp_p
         assert versions["code"]["commit"] == head.stdout.strip() and isinstance(versions["code"]["modified"], bool)
     assert versions["torch"] == torch.__version__ and versions["torchvision"] == torchvision.__version__
     monkeypatch.setenv("PATH", str(tmp_path))  # no git: the record says nothing rather than failing
-    assert checkpoint.code_version() is None
+    assert code_version() is None
 
 
 def test_a_signal_stops_a_paper_recipe_run_that_resumes_exactly(cifar_dir, tmp_path, uninterrupted):

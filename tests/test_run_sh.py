@@ -12,7 +12,7 @@ from pathlib import Path
 
 import joblib
 import pytest
-from conftest import MULTISTEP, REPO, wr_files
+from conftest import HARNESS, MULTISTEP, REPO, wr_files
 
 
 def run_sh(*args: str, python: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -34,7 +34,7 @@ def test_the_reference_runs_are_the_three_spec_commands(tmp_path):
 
 def test_quick_mode_trains_three_schedules_and_draws_the_figure(tiny_cifar, tmp_path):
     # The interpreter is wrapped so that torchvision accepts the tiny data's checksums.
-    python = f"{sys.executable} {REPO / 'tests' / 'harness.py'} {tiny_cifar} none"
+    python = f"{sys.executable} {HARNESS} {tiny_cifar} none"
     tiny = [
         "--data-dir",
         str(tiny_cifar),
@@ -85,7 +85,7 @@ def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"GPU= {REPO}/cifar.py --seed 4",  # the data set, fetched once before the runs
+        "GPU= -m sgdr.data --seed 4",  # the data set, fetched once before the runs
         "multistep: GPU 0, log outputs/logs/multistep.log",
         "wr_s50_m1: GPU 1, log outputs/logs/wr_s50_m1.log",
         "wr_s200_m1: GPU 0, log outputs/logs/wr_s200_m1.log",
@@ -128,7 +128,7 @@ def fetch_then_jobs(*gpus: str, visible: str = "unset") -> list[str]:
     """The data set fetched first (in run.sh's own environment), then the three runs in any order."""
     runs = ["-e 200 --resume", "-e 200 --warm-restart -t0 50 --resume", "-e 200 --warm-restart -t0 200 --resume"]
     return [
-        f"{visible} {REPO}/cifar.py",
+        f"{visible} -m sgdr.data",
         *sorted(f"{gpu} {REPO}/train.py --device cuda {run}" for gpu, run in zip(gpus, runs)),
     ]
 
@@ -175,7 +175,7 @@ def test_parallel_mode_reports_a_failed_run(tmp_path):
 
 def test_parallel_mode_starts_no_run_when_the_data_cannot_be_fetched(tmp_path):
     fake = tmp_path / "fake_python.sh"
-    fake.write_text('case "$1" in *cifar.py) echo "error: CIFAR-10 is not in data" >&2; exit 1 ;; esac\necho started\n')
+    fake.write_text('case "$2" in sgdr.data) echo "error: CIFAR-10 is not in data" >&2; exit 1 ;; esac\necho started\n')
     env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": "3"}
     done = subprocess.run(
         ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True

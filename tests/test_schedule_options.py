@@ -21,12 +21,10 @@ import torch
 from conftest import SMALL, TINY, assert_same_run, call, files_of, harness
 from torch import nn
 
-import checkpoint
-import experiment
-import schedules
-import settings
 import train
-from schedules import SampleWarmRestarts, Schedule, ShapedWarmRestarts, WarmRestarts, build_schedule
+from sgdr.run import checkpoint, experiment, settings
+from sgdr.training import schedules
+from sgdr.training.schedules import SampleWarmRestarts, Schedule, ShapedWarmRestarts, WarmRestarts, build_schedule
 
 # Not recipes.LR: the schedule must take eta_max from the optimiser.
 ETA_MAX = 0.1
@@ -300,7 +298,7 @@ def straight(tiny_cifar, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """Each kind of shaped run, trained straight through in this process: (output folder, stdout)."""
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
-        from cifar_format import use_checksums_of
+        from sgdr.testing.cifar_files import use_checksums_of
 
         use_checksums_of(tiny_cifar, mp.setattr)
         for kind in KINDS:

@@ -14,10 +14,9 @@ from conftest import documentation
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
-import experiment
-import recipes
-import schedules
-from schedules import Schedule, WarmRestarts, build_schedule, locate_cycle
+from sgdr.run import experiment
+from sgdr.training import recipes, schedules
+from sgdr.training.schedules import Schedule, WarmRestarts, build_schedule, locate_cycle
 
 ETA_MAX = 0.05
 CPU = torch.device("cpu")

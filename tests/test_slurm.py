@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_format import use_checksums_of
-from conftest import REPO, assert_equal, call
+from conftest import HARNESS, REPO, assert_equal, call
 
 import report
-import runfiles
 import train
+from sgdr.run import layout
+from sgdr.testing.cifar_files import use_checksums_of
 
 GRID = {"MODEL": "wrn-10-1", "EPOCHS": "4", "SEEDS": "1"}
 # Tiny data under the paper's recipe: 40 images, plain and mirrored, in 5 batches of 16 an epoch.
@@ -33,7 +33,7 @@ PAUSE_AT = 7  # the optimiser step (in epoch 2) at which those two wait, on thei
 
 
 def python_for_jobs(folder: Path, data: Path) -> Path:
-    """The interpreter the jobs run (grid.sh's PYTHON): this one, through tests/harness.py, so that
+    """The interpreter the jobs run (grid.sh's PYTHON): this one, through sgdr/testing/harness.py, so that
     torchvision accepts the tiny data's checksums; the requeued and timed-out runs pause mid-epoch on
     their first start, until SLURM's signal reaches them."""
     wrapper = folder / "python"
@@ -43,7 +43,7 @@ def python_for_jobs(folder: Path, data: Path) -> Path:
         'case "$* start${SLURM_RESTART_COUNT:-0}" in\n'
         f'    *"-t0 1 -tm 2"*start0 | *"-t0 10 -tm 2"*start0) point=pause:{PAUSE_AT} ;;\n'
         "esac\n"
-        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'tests' / 'harness.py'))} "
+        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(HARNESS))} "
         f'{shlex.quote(str(data))} "$point" "$@"\n'
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
@@ -58,20 +58,20 @@ def wait_for(what: str, ready, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
-def run_files(out: Path, name: str) -> runfiles.RunFiles:
+def run_files(out: Path, name: str) -> layout.RunFiles:
     if name == "multistep":
-        return runfiles.run_files(out, False, 50, 1)
+        return layout.run_files(out, False, 50, 1)
     t0, tm = re.fullmatch(r"wr_s(\d+)_m(\d+)", name).groups()
-    return runfiles.run_files(out, True, int(t0), int(tm))
+    return layout.run_files(out, True, int(t0), int(tm))
 
 
-def assert_same_run(got: runfiles.RunFiles, want: runfiles.RunFiles) -> None:
+def assert_same_run(got: layout.RunFiles, want: layout.RunFiles) -> None:
     """Byte-identical pickles and metrics, snapshots and checkpoints with equal tensors and states."""
     for a, b in zip([*got.reference(), got.metrics], [*want.reference(), want.metrics]):
         if b.suffix != ".jpg":  # figures are drawn at other moments (every 60 s and at the end)
             assert a.read_bytes() == b.read_bytes(), a
     assert_equal(torch.load(got.checkpoint, weights_only=True), torch.load(want.checkpoint, weights_only=True), "ck")
-    got_snaps, want_snaps = runfiles.snapshots_in(got.run_dir)[0], runfiles.snapshots_in(want.run_dir)[0]
+    got_snaps, want_snaps = layout.snapshots_in(got.run_dir)[0], layout.snapshots_in(want.run_dir)[0]
     assert [p.name for p in got_snaps] == [p.name for p in want_snaps]
     for a, b in zip(got_snaps, want_snaps):
         assert_equal(torch.load(a, weights_only=True), torch.load(b, weights_only=True), str(a))
@@ -229,7 +229,7 @@ def test_one_run_over_two_slurm_tasks_is_the_run_torchrun_makes(slurm, tiny_cifa
     )
     assert done.returncode == 0, log.read_text()[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    harness = [str(REPO / "tests" / "harness.py"), str(tiny_cifar), "none", str(REPO / "train.py")]
+    harness = [str(HARNESS), str(tiny_cifar), "none", str(REPO / "train.py")]
     same = subprocess.run(
         [*torchrun, *harness, *run, "--output-dir", str(tmp_path / "torchrun")],
         capture_output=True,

@@ -16,15 +16,14 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from cifar_format import use_checksums_of
-from conftest import REPO, assert_same_run, call, files_of, start_until
+from conftest import HARNESS, REPO, assert_same_run, call, files_of, start_until
 
-import cifar
-import experiment
-import stopping
 import train
-from distributed import Team
-from models import build_network
+from sgdr.data import cifar
+from sgdr.parallel.distributed import Team
+from sgdr.run import experiment, stopping
+from sgdr.testing.cifar_files import use_checksums_of
+from sgdr.training.networks import build_network
 
 # 40 training images, 3 batches of 16 (the last of 8): each of 2 processes takes 8, 8, 4.
 RUN = ["-e", "3", "-wr", "-t0", "1", "-tm", "2", "-b", "16", "--model", "wrn-10-1", "--seed", "5"]
@@ -38,7 +37,7 @@ def torchrun(data: Path, point: str, args: list[str]) -> list[str]:
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
-        str(REPO / "tests" / "harness.py"),
+        str(HARNESS),
         str(data),
         point,
         str(REPO / "train.py"),

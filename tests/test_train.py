@@ -13,16 +13,15 @@ from pathlib import Path
 
 import joblib
 import pytest
-from cifar_format import use_checksums_of
 from conftest import MULTISTEP, REPO, SMALL, TINY, call, wr_files
 from PIL import Image
 
-import drawing
 import plot
 import report
-import runfiles
-import settings
 import train
+from sgdr import drawing, storage
+from sgdr.run import settings
+from sgdr.testing.cifar_files import use_checksums_of
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +152,7 @@ def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runfiles, "atomic_write", read_only)
+        mp.setattr(storage, "atomic_write", read_only)
         code, _, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
     target = out / "loss_plot_combined.jpg"
     assert code == 1 and err == f"error: {target} is on a read-only file system: choose a folder on a writable one.\n"
@@ -444,7 +443,7 @@ def test_a_last_batch_of_one_image_is_left_out_for_resnet34_and_resume_agrees(ci
 
 
 def test_only_networks_that_cannot_train_on_one_image_leave_it_out():
-    from models import trains_on_single_images
+    from sgdr.training.networks import trains_on_single_images
 
     assert not trains_on_single_images("resnet34", 10)
     assert trains_on_single_images("wrn-10-1", 10)  # its last BatchNorm sees 8x8 maps: nothing changes

@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import TINY, call
 
-import checkpoint
 import ensemble
 import plot
-import runfiles
 import train
-from errors import UserError
+from sgdr import storage
+from sgdr.cli import UserError
+from sgdr.run import checkpoint, layout
 
 
 class Payload:
@@ -40,11 +40,11 @@ def crafted_pickle(path: Path, marker: Path) -> None:
 
 def test_the_loss_pickle_format_is_joblibs_and_reads_back(tmp_path):
     values = [0.5, 2.25, 1e-300]
-    runfiles.save_floats(tmp_path / "a.pkl", values)
+    storage.save_floats(tmp_path / "a.pkl", values)
     expected = io.BytesIO()
     joblib.dump(values, expected)
     assert (tmp_path / "a.pkl").read_bytes() == expected.getvalue()  # the tutorial's format, byte for byte
-    assert runfiles.load_floats(tmp_path / "a.pkl") == values
+    assert storage.load_floats(tmp_path / "a.pkl") == values
 
 
 @pytest.mark.parametrize("content", [{"a": 1.0}, [1.0, "2"], [1, 2], 3.0])
@@ -52,7 +52,7 @@ def test_only_a_list_of_floats_is_accepted(content, tmp_path):
     path = tmp_path / "x.pkl"
     joblib.dump(content, path)
     with pytest.raises(UserError, match=f"{path} cannot be read"):
-        runfiles.load_floats(path)
+        storage.load_floats(path)
 
 
 def test_a_numpy_pickle_is_refused_without_importing_anything(tmp_path):
@@ -61,13 +61,13 @@ def test_a_numpy_pickle_is_refused_without_importing_anything(tmp_path):
     path = tmp_path / "x.pkl"
     joblib.dump(np.arange(3.0), path)
     with pytest.raises(UserError, match=r"it names .*; only plain data is read"):
-        runfiles.load_floats(path)
+        storage.load_floats(path)
 
 
 def test_plot_runs_no_code_from_a_crafted_pickle(tmp_path):
     marker = tmp_path / "marker"
     for name in ["val_loss.pkl", "wr_val_loss_s50_m1.pkl", "wr_val_loss_s200_m1.pkl"]:
-        runfiles.save_floats(tmp_path / name, [1.0, 0.5])
+        storage.save_floats(tmp_path / name, [1.0, 0.5])
     crafted_pickle(tmp_path / "val_loss.pkl", marker)
     code, _, err = call(plot.main, ["--output-dir", str(tmp_path)])
     assert not marker.exists(), "code in the pickle ran"
@@ -113,8 +113,8 @@ def test_files_in_snapshots_that_train_py_did_not_name_are_ignored_and_kept(cifa
     shutil.copy(snapshots / "epoch_0002.pt", mine)  # a user's own "best" network, in the project's format
     (snapshots / "epoch_00003.pt").write_bytes(b"notes")  # not a name train.py gives
     kept = mine.read_bytes()
-    assert [p.name for p in runfiles.snapshots_in(snapshots.parent)[0]] == ["epoch_0001.pt", "epoch_0002.pt"]
-    assert mine not in runfiles.RunFiles.all(runfiles.run_files(tmp_path, True, 1, 1))
+    assert [p.name for p in layout.snapshots_in(snapshots.parent)[0]] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert mine not in layout.RunFiles.all(layout.run_files(tmp_path, True, 1, 1))
     code, log, err = call(ensemble.main, [str(snapshots.parent), "--data-dir", str(cifar_dir), "--device", "cpu"])
     assert code == 0, err
     assert "snapshots per run: 2" in log and "| 2 | 1, 2 |" in log

@@ -4,7 +4,7 @@ what that version gave when it resumed, reported and ensembled them (tests/test_
     python tests/old_runs/make_fixture.py      (from the project's folder)
 
 Everything goes through the scripts' command lines, in fresh processes with the tiny CIFAR-10 of
-tests/cifar_format.py (through tests/harness.py, which makes torchvision accept its checksums), and
+sgdr/testing/cifar_files.py (through sgdr/testing/harness.py, which makes torchvision accept its checksums), and
 with the arithmetic pinned (PINNED: one thread, AVX2 kernels) so that a machine with other vector
 units computes the same bits. Run once, at the commit named in expected.json; running it again with a
 later version makes a fixture of that version instead.
@@ -74,7 +74,7 @@ def run(command: list[str], cwd: Path, env: dict | None = None, check: bool = Tr
 
 
 def harness(data: Path, point: str, script: str, *args: str) -> list[str]:
-    return [sys.executable, str(REPO / "tests" / "harness.py"), str(data), point, str(REPO / script), *args]
+    return [sys.executable, str(REPO / "sgdr" / "testing" / "harness.py"), str(data), point, str(REPO / script), *args]
 
 
 def checkpoint_digests(path: Path) -> dict:
@@ -97,12 +97,12 @@ def snapshot_digest(path: Path) -> str:
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    import cifar_format
+    sys.path.insert(0, str(REPO))
+    from sgdr.testing import cifar_files
 
     work = Path(tempfile.mkdtemp(prefix="old-runs-"))
     try:
-        data = cifar_format.write_cifar10(work / "data")
+        data = cifar_files.write_cifar10(work / "data")
         # The run: a warm-restart run of one epoch, T_0 = 1 (a snapshot at every epoch's end).
         old = work / "old" / "run"
         run(harness(data, "none", "train.py", "-e", "1", *RUN, "--data-dir", str(data), "--output-dir", str(old)), work)
@@ -111,14 +111,14 @@ def main() -> None:
         wrapper.write_text(
             "#!/bin/sh\npoint=none\n"
             f'case "$*" in *"{KILLED}"*"-t0 1 -tm 1"*) point=batch:5 ;; esac\n'
-            f'exec {sys.executable} {REPO / "tests" / "harness.py"} {data} "$point" "$@"\n'
+            f'exec {sys.executable} {REPO / "sgdr" / "testing" / "harness.py"} {data} "$point" "$@"\n'
         )
         wrapper.chmod(0o755)
         grid_env = {**GRID, "PYTHON": str(wrapper), "GRID_DIR": "grid"}
         grid = run(["sh", str(REPO / "grid.sh"), *GRID_FLAGS, "--data-dir", str(data)], work / "old", grid_env, False)
         assert grid.returncode != 0 and "Killed" not in grid.stdout, grid.stderr  # stopped at the killed run
         # grid.sh stops at the killed run: the runs after it in its order are trained as a user would, by again.
-        again = {**grid_env, "PYTHON": f"{sys.executable} {REPO / 'tests' / 'harness.py'} {data} none"}
+        again = {**grid_env, "PYTHON": f"{sys.executable} {REPO / 'sgdr' / 'testing' / 'harness.py'} {data} none"}
         planned = run(
             ["sh", str(REPO / "grid.sh"), "--print", *GRID_FLAGS, "--data-dir", str(data)], work / "old", again
         )

@@ -8,7 +8,6 @@ import hashlib
 import itertools
 import os
 import signal
-import sys
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from errors import ShowDefaults, UserError, reports_user_errors
-from recipes import TUTORIAL, Recipe
+from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.training.recipes import TUTORIAL, Recipe
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.247, 0.243, 0.261)
@@ -78,7 +77,8 @@ def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10", download
             raise UserError(
                 f"{spec.title} is not in {folder} (or is incomplete or corrupt). This tool reads the test set "
                 f"and downloads nothing: point --data-dir at the folder that holds it, or fetch it with "
-                f"python cifar.py --data-dir {root}."
+                f"python -m sgdr.data --data-dir {root}{'' if dataset == 'cifar10' else f' --dataset {dataset}'} "
+                "(from the project's folder)."
             ) from None
         fetch(root, dataset)
     try:
@@ -450,7 +450,7 @@ def make_loaders(
 
 @reports_user_errors
 def main(argv: list[str] | None = None) -> int:
-    """``python cifar.py [train.py flags]``: fetch the data set that train.py with these flags reads
+    """``python -m sgdr.data [train.py flags]``: fetch the data set that train.py with these flags reads
     (its --data-dir and --dataset; the other flags are ignored). run.sh --parallel does this once
     before starting its jobs."""
     parser = argparse.ArgumentParser(
@@ -463,7 +463,3 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     fetch(args.data_dir, args.dataset)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

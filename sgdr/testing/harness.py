@@ -1,8 +1,8 @@
 """Run a script in a fresh process on tiny CIFAR-10 data, optionally SIGKILLing it at a chosen point.
 
-    python tests/harness.py DATA_DIR POINT SCRIPT [ARGS...]
+    python sgdr/testing/harness.py DATA_DIR POINT SCRIPT [ARGS...]
 
-torchvision is made to accept the checksums of the files under DATA_DIR (see cifar_format).
+torchvision is made to accept the checksums of the files under DATA_DIR (see cifar_files).
 POINT is a comma-separated list of
     none         run normally
     batch:N      SIGKILL right after the N-th optimiser step of the run
@@ -16,7 +16,8 @@ POINT is a comma-separated list of
     url=URL      torchvision downloads CIFAR-10 from URL (the archive under DATA_DIR has its md5)
 each optionally ending in @R: only in the process of rank R (under torchrun).
 
-Everything is patched here, in the test's process; the product has no test hooks.
+Everything is patched here, in the process it starts; the training code has no test hooks. The tests and
+gpu_check.py use it.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import signal
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from cifar_format import use_checksums_of  # noqa: E402
 
-import schedules  # noqa: E402
+from sgdr.testing.cifar_files import use_checksums_of  # noqa: E402
+from sgdr.training import schedules  # noqa: E402
 
 
 def die() -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
-import json
-import platform
 import random
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 
-import runfiles
-from errors import UserError
-from schedules import OPTION_DEFAULTS
+from sgdr import storage
+from sgdr.cli import UserError
+from sgdr.training.schedules import OPTION_DEFAULTS
 
 FORMAT = 1
 # Settings added to a run's config after checkpoints of this format were first written, each with
@@ -70,7 +65,7 @@ def on_cpu(value: Any) -> Any:
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path``; the previous checkpoint stays until this one is complete."""
-    with runfiles.atomic_write(path) as f:
+    with storage.atomic_write(path) as f:
         torch.save(on_cpu({"format": FORMAT, **state}), f)
 
 
@@ -140,7 +135,7 @@ def save_snapshot(
     """The network's weights at the end of a cycle, with what is needed to rebuild and evaluate it:
     ``inputs`` holds the ``mean`` and ``std`` test images are normalised with (absent in snapshots
     written before recipes: the data set's per-channel statistics)."""
-    with runfiles.atomic_write(path) as f:
+    with storage.atomic_write(path) as f:
         torch.save(
             on_cpu(
                 {
@@ -206,96 +201,3 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         for key in sorted(set(saved) | set(current))
         if saved.get(key) != current.get(key)
     ]
-
-
-class RunRecord:
-    """``run.json`` beside a run's checkpoint: what ran, where, with which versions, and each
-    session of it (start, end, epochs, outcome), so a resumed run shows how often it was resumed."""
-
-    def __init__(
-        self,
-        path: Path,
-        command: str,
-        config: dict[str, Any],
-        epochs: int,
-        device: torch.device,
-        start_epoch: int,
-        resumed: bool,
-        writes: bool = True,
-    ):
-        self.path, self.writes = path, writes  # under torchrun only rank 0 writes
-        self.data = self._previous() if resumed else {}
-        self.data.update(
-            command=command,
-            config=config,
-            epochs=epochs,
-            versions={
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                "code": code_version(),
-            },
-        )
-        self.sessions = self.data.setdefault("sessions", [])
-        self.sessions.append(
-            {
-                "started": _now(),
-                "ended": None,
-                "device": str(device),
-                "platform": platform.platform(),
-                "from_epoch": start_epoch,
-                "epochs_done": start_epoch,
-                "outcome": "running",
-            }
-        )
-        self.data["resumed"] = len(self.sessions) - 1
-        self.data.setdefault("started", self.sessions[0]["started"])
-        self.data["finished"] = None
-        self._write()
-
-    def _previous(self) -> dict[str, Any]:
-        """The record of the sessions so far; a lost or damaged record starts a new one."""
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else {}
-
-    def epoch_done(self, epochs_done: int) -> None:
-        self.sessions[-1]["epochs_done"] = epochs_done
-        self._write()
-
-    def end(self, outcome: str) -> None:
-        self.sessions[-1].update(ended=_now(), outcome=outcome)
-        if outcome == "finished":
-            self.data["finished"] = self.sessions[-1]["ended"]
-        self._write()
-
-    def _write(self) -> None:
-        if self.writes:
-            runfiles.save_json(self.path, self.data)
-
-
-def code_version() -> dict[str, Any] | None:
-    """The git commit of this project's code and whether tracked files differ from it (None outside
-    a git checkout, or without git): which version of the code made a run."""
-    here = Path(__file__).resolve().parent
-
-    def git(*words: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(here), *words], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        return {
-            "commit": git("rev-parse", "HEAD"),
-            "modified": bool(git("status", "--porcelain", "--untracked-files=no")),
-        }
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.style
 from matplotlib.figure import Figure
 
-import runfiles
+from sgdr import storage
 
 # Figures are built with matplotlib's object API (no pyplot): nothing global, no GUI
 # backend, nothing that can block a headless machine.
@@ -26,7 +26,7 @@ SPIKE = 10
 
 
 def _save(fig: Figure, path: Path) -> None:
-    with runfiles.atomic_write(path) as f:
+    with storage.atomic_write(path) as f:
         fig.savefig(f, format=path.suffix.lstrip("."))
 
 

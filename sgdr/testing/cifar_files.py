@@ -1,7 +1,7 @@
 """Tiny data sets in CIFAR-10's own on-disk format, so tests run torchvision's real loader.
 
 torchvision verifies each file's md5 against its class table; a test swaps that table for
-the sums of the files written here (``use_checksums_of``); tests/harness.py does the same
+the sums of the files written here (``use_checksums_of``); sgdr/testing/harness.py does the same
 in a fresh process.
 """
 

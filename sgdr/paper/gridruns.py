@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import runfiles
-from errors import UserError
-from settings import parse_args
+from sgdr.cli import UserError
+from sgdr.run import layout, lock
+from sgdr.run.settings import parse_args
 
 PLAN = "grid.txt"  # in a grid's folder: its train.py commands, one a line, as grid.sh --print gives them
 # The lines a job script writes into a run's log around each start (see grid.py's batch script).
@@ -30,7 +30,7 @@ class PlannedRun:
 
     command: list[str]  # the whole command line, interpreter first
     args: Namespace  # as train.py parses it
-    files: runfiles.RunFiles
+    files: layout.RunFiles
 
     @property
     def epochs(self) -> int:
@@ -71,7 +71,7 @@ def read_plan(lines: Iterable[str], source: str = "the commands") -> list[Planne
             raise UserError(
                 f"{source}, line {number}: train.py refuses these flags{hint if misplaced else ''}: {line.strip()}"
             ) from None
-        files = runfiles.files_of(args)
+        files = layout.files_of(args)
         runs.append(PlannedRun(words, args, files))
     return runs
 
@@ -85,12 +85,12 @@ def read_plan_file(path: Path) -> list[PlannedRun]:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path} ({error})") from None
     runs = read_plan(text.splitlines(), str(path))
-    layout = [_in_grid(Path(run.args.output_dir)) for run in runs]
-    if path.name != PLAN or None in layout or len({root for root, _ in layout}) != 1:
+    places = [_in_grid(Path(run.args.output_dir)) for run in runs]
+    if path.name != PLAN or None in places or len({root for root, _ in places}) != 1:
         return runs  # a list of the user's, or not grid.sh's layout: the paths as written
     return [
-        PlannedRun(run.command, run.args, runfiles.files_of(run.args, path.parent / inside))
-        for run, (_, inside) in zip(runs, layout)
+        PlannedRun(run.command, run.args, layout.files_of(run.args, path.parent / inside))
+        for run, (_, inside) in zip(runs, places)
     ]
 
 
@@ -139,7 +139,7 @@ def state(run: PlannedRun) -> RunState:
     """What the run's folder says: its lock (running), its record and metrics, and its log's last exit."""
     files = run.files
     done = _epochs_in(files.metrics)
-    if who := runfiles.who_runs(files.run_dir):
+    if who := lock.who_runs(files.run_dir):
         return RunState("running", done, who)
     if files.log.exists() and not files.log.is_file():
         return RunState(

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from distributed import Team
+from sgdr.parallel.distributed import Team
 
 # With several processes, the batches between two agreements on stopping: a stop asked for by a
 # signal waits at most this many batches less one; a lone process looks at every batch (for free).

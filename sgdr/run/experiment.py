@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import random
 import secrets
 import shlex
@@ -23,17 +22,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import checkpoint
-import cifar
-import drawing
-import runfiles
-from distributed import Team, pick_device, set_precision
-from errors import UserError
-from models import build_network, deterministic_pooling, top1_correct, trains_on_single_images
-from recipes import RECIPES
-from schedules import Schedule, build_schedule, run_cycle_ends
-from settings import trajectory
-from stopping import Guard, NonFiniteWatch
+from sgdr import drawing, storage
+from sgdr.cli import UserError
+from sgdr.data import cifar
+from sgdr.parallel.devices import pick_device, set_determinism, set_precision
+from sgdr.parallel.distributed import Team
+from sgdr.run import checkpoint, layout, lock
+from sgdr.run.settings import trajectory
+from sgdr.run.stopping import Guard, NonFiniteWatch
+from sgdr.training.networks import build_network, deterministic_pooling, top1_correct, trains_on_single_images
+from sgdr.training.recipes import RECIPES
+from sgdr.training.schedules import Schedule, build_schedule, run_cycle_ends
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -132,28 +131,28 @@ def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     ]
 
 
-def save_outputs(files: runfiles.RunFiles, history: dict[str, list[float]], figures: bool) -> None:
+def save_outputs(files: layout.RunFiles, history: dict[str, list[float]], figures: bool) -> None:
     """Write the reference files for the epochs so far, each atomically; figures only if asked."""
-    runfiles.save_floats(files.train_loss, history["train_loss"])
-    runfiles.save_floats(files.val_loss, history["val_loss"])
+    storage.save_floats(files.train_loss, history["train_loss"])
+    storage.save_floats(files.val_loss, history["val_loss"])
     if files.lr_values is not None:
-        runfiles.save_floats(files.lr_values, history["lr"])
-    runfiles.save_jsonl(files.metrics, metrics_rows(history))
+        storage.save_floats(files.lr_values, history["lr"])
+    storage.save_jsonl(files.metrics, metrics_rows(history))
     if figures:
         drawing.save_loss_figure(history["train_loss"], history["val_loss"], files.loss_figure)
         if files.lr_figure is not None:
             drawing.save_lr_figure(history["lr"], files.lr_figure)
 
 
-def open_checkpoint(args: argparse.Namespace, files: runfiles.RunFiles) -> dict[str, Any] | None:
+def open_checkpoint(args: argparse.Namespace, files: layout.RunFiles) -> dict[str, Any] | None:
     """The checkpoint to continue from, or None to start afresh; refuses to overwrite a run.
 
     Runs before anything is written, so a refusal changes no file.
     """
     if args.overwrite:
-        runfiles.check_removable(files.all())
+        storage.check_removable(files.all())
         return None
-    if wrong := runfiles.in_the_way(files):
+    if wrong := layout.in_the_way(files):
         raise UserError(f"{'; '.join(wrong)}. Move or remove {'it' if len(wrong) == 1 else 'them'}, then run again.")
     if args.resume and files.checkpoint.exists():
         return checkpoint.load(files.checkpoint)
@@ -188,7 +187,7 @@ class Experiment:
 
     config: dict[str, Any]
     device: torch.device
-    files: runfiles.RunFiles
+    files: layout.RunFiles
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
@@ -297,7 +296,7 @@ class Experiment:
             due = self.files.snapshot(self.epochs_done)
             if not checkpoint.looks_whole(due):
                 self.snapshot_if_cycle_ends()
-            damaged = [str(p) for p in runfiles.snapshots_in(self.files.run_dir)[0] if not checkpoint.looks_whole(p)]
+            damaged = [str(p) for p in layout.snapshots_in(self.files.run_dir)[0] if not checkpoint.looks_whole(p)]
             if damaged:
                 print(
                     f"warning: {', '.join(damaged)} cannot be read and cannot be made again (the networks they held "
@@ -353,18 +352,6 @@ def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
         )
 
 
-def set_determinism(deterministic: bool, device: torch.device) -> None:
-    """Without ``--deterministic``, cuDNN on CUDA picks its convolution algorithms by timing: faster,
-    but the pick (and so the rounding) can differ from run to run. With it: no autotuning, only
-    deterministic algorithms (an error names any operation that has none), and the cuBLAS workspace
-    setting PyTorch requires for that, set before the first cuBLAS call. Process-wide, so set both ways."""
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
-
-
 def setup(
     args: argparse.Namespace,
     team: Team | None = None,
@@ -384,7 +371,7 @@ def setup(
     # first collective (DDP's), so no process waits for one that has gone.
     with team.refusals():
         device = device or pick_device(args.device)
-        files = runfiles.files_of(args)
+        files = layout.files_of(args)
         saved = open_checkpoint(args, files)
         if args.seed is not None:
             seed = args.seed
@@ -496,19 +483,19 @@ def setup(
     team.barrier()  # every process has read what it needs before the first process writes
     if team.is_main:
         if args.overwrite:
-            runfiles.remove(files.all())
-            if kept := runfiles.snapshots_in(files.run_dir)[1]:
+            storage.remove(files.all())
+            if kept := layout.snapshots_in(files.run_dir)[1]:
                 print(f"Kept {', '.join(map(str, kept))}: not files of this project.")
-        runfiles.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
+        storage.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
     return exp
 
 
 @contextmanager
 def hold_run_folder(args: argparse.Namespace, team: Team, command: Sequence[str]) -> Iterator[None]:
-    """While inside, rank 0 holds the run's folder (``runfiles.RunLock``); if it cannot, every process stops."""
+    """While inside, rank 0 holds the run's folder (``lock.RunLock``); if it cannot, every process stops."""
     with ExitStack() as held:
         with team.refusals():
             if team.is_main:
-                run_dir = runfiles.files_of(args).run_dir
-                held.enter_context(runfiles.RunLock(run_dir, shlex.join(["python", *command])))
+                run_dir = layout.files_of(args).run_dir
+                held.enter_context(lock.RunLock(run_dir, shlex.join(["python", *command])))
         yield

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-import checkpoint
-import cifar
-import runfiles
-from errors import UserError
-from models import build_network, top1_correct
+from sgdr.cli import UserError
+from sgdr.data import cifar
+from sgdr.run import checkpoint, layout
+from sgdr.training.networks import build_network, top1_correct
 
 
 def average_softmax(logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -29,7 +28,7 @@ def error_rate(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 def snapshots_in(run: Path) -> list[Path]:
     """A run folder's snapshots, oldest first; other files in its snapshots/ are named once, and left alone."""
-    snapshots, others = runfiles.snapshots_in(run)
+    snapshots, others = layout.snapshots_in(run)
     if others:
         print(f"note: ignoring {', '.join(map(str, others))}: not snapshots written by train.py.", file=sys.stderr)
     return snapshots

@@ -8,11 +8,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import cifar
-from errors import ShowDefaults
-from models import check_model_name
-from recipes import LR, RECIPES
-from schedules import OPTION_DEFAULTS
+from sgdr.cli import ShowDefaults
+from sgdr.data import cifar
+from sgdr.training.networks import check_model_name
+from sgdr.training.recipes import LR, RECIPES
+from sgdr.training.schedules import OPTION_DEFAULTS
 
 DESCRIPTION = "Train ResNet34 on CIFAR-10 with the multistep schedule or SGDR's cosine annealing with warm restarts."
 # torch's generators take seeds of 64 bits.

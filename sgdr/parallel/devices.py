@@ -1,0 +1,64 @@
+"""Which device a run trains on, and the arithmetic it computes with there (TF32, determinism)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from sgdr.cli import UserError
+
+
+def visible_gpus(count: int) -> str:
+    """The GPUs this process sees, for messages: their number and, when set, CUDA_VISIBLE_DEVICES."""
+    seen = f"{count} GPU{'' if count == 1 else 's'} visible" + (f" (cuda:0 to cuda:{count - 1})" if count > 1 else "")
+    if (mask := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        seen += f", CUDA_VISIBLE_DEVICES={mask}"
+    return seen
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: only cpu and cuda are supported.")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        raise UserError(
+            f"--device {name}: there is no such GPU here: {visible_gpus(count)}. "
+            f"Use --device cuda:N with N below {count}, or --device cuda."
+        )
+    if device.type == "cuda" and device.index is not None:
+        # The current GPU is where pinned memory and the first CUDA calls open their context: on a
+        # shared machine, the chosen GPU and not GPU 0.
+        torch.cuda.set_device(device)
+    return device
+
+
+def set_precision(tf32: str) -> None:
+    """fp32 arithmetic as ``--tf32`` asks. PyTorch's own default lets cuDNN convolutions round their
+    inputs to TF32 (a 10-bit mantissa) on Ampere and newer GPUs while matrix products stay fp32,
+    so a run that says nothing is not fp32 there. The CPU always computes in fp32.
+
+    The legacy flags are set, not the newer ``fp32_precision`` ones: torch reads the legacy
+    cuDNN flag in places (inductor's convolutions) and refuses to when the two APIs are mixed.
+    """
+    torch.backends.cudnn.allow_tf32 = tf32 in ("conv", "on")
+    torch.backends.cuda.matmul.allow_tf32 = tf32 == "on"
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """Without ``--deterministic``, cuDNN on CUDA picks its convolution algorithms by timing: faster,
+    but the pick (and so the rounding) can differ from run to run. With it: no autotuning, only
+    deterministic algorithms (an error names any operation that has none), and the cuBLAS workspace
+    setting PyTorch requires for that, set before the first cuBLAS call. Process-wide, so set both ways."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
