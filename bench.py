@@ -3,7 +3,7 @@
 Synthetic data in CIFAR-10's shape, so no data set is needed. Prints one table: images per
 second of each pipeline and each training step with their ratios, the step's GFLOP/s as a
 fraction of this machine's measured fp32 matmul rate, a whole epoch on a subset through
-the functions train.py runs (experiment.py), and (without --quick) every CPU option tried.
+the functions train.py runs (sgdr/run/epoch.py), and (without --quick) every CPU option tried.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import torch.nn.functional as F
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from sgdr.cli import ShowDefaults, reports_user_errors
-from sgdr.data import cifar
+from sgdr.cli import ShowDefaults, int_at_least, reports_user_errors
+from sgdr.data import cifar, loaders
 from sgdr.parallel import devices, distributed
 from sgdr.run import checkpoint, experiment, settings, stopping
+from sgdr.run.epoch import train_epoch
 from sgdr.training import recipes
 from sgdr.training.networks import build_network, count_parameters
 from sgdr.training.schedules import build_schedule
@@ -138,13 +139,13 @@ def our_stepper(
     autocast=nullcontext,
     make_optimizer: Callable = recipes.reference_optimizer,
 ) -> Stepper:
-    """experiment.py's ``train_epoch``, the one train.py runs, over copies of one batch (with the
+    """``train_epoch``, the one train.py runs, over copies of one batch (with the
     tutorial's optimiser, or ``make_optimizer``'s)."""
     optimizer = make_optimizer(model)
     schedule = build_schedule(optimizer, True, 50, 1, [])
 
     def epoch(batches: int):
-        experiment.train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, autocast)
+        train_epoch(net, [(images, labels)] * batches, optimizer, schedule, 0, device, autocast)
 
     def rate(steps: int) -> float:
         epoch(1)  # a warm-up step right before each measurement (see paired)
@@ -219,7 +220,7 @@ def run_setup(model_name: str, device: torch.device, data, folder: str, *flags: 
 def epoch_seconds(
     kind: str,
     train_set,
-    val_set,
+    test_set,
     model_name: str,
     batch_size: int,
     device: torch.device,
@@ -232,8 +233,8 @@ def epoch_seconds(
     layout = "--channels-last" if channels_last else "--no-channels-last"
     flags = ["-wr", "-b", str(batch_size), "--loader", kind, "--workers", str(workers), layout]
     with tempfile.TemporaryDirectory(prefix=".bench-epoch-") as folder:  # setup reads it; nothing is written
-        run = run_setup(model_name, device, (train_set, val_set), folder, *flags)
-        data_only = timed(device, lambda: [None for loader in (run.train_loader, run.val_loader) for _ in loader])
+        run = run_setup(model_name, device, (train_set, test_set), folder, *flags)
+        data_only = timed(device, lambda: [None for loader in (run.train_loader, run.test_loader) for _ in loader])
 
         def epoch():
             run.train_epoch(0, stopping.Guard())
@@ -247,7 +248,9 @@ def row(cells: Sequence[object]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=ShowDefaults)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)"
     )
@@ -258,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="resnet34",
         help="network, as train.py's --model (default: resnet34)",
     )
-    parser.add_argument(
-        "--batch-size", type=settings.int_at_least(1), default=128, help="images per batch (default: 128)"
-    )
+    parser.add_argument("--batch-size", type=int_at_least(1), default=128, help="images per batch (default: 128)")
     parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
     parser.add_argument(
         "--models",
@@ -326,7 +327,7 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
     batches = {}
     for recipe in recipes.RECIPES.values():
         samples = cifar.TRAIN_IMAGES * (2 if recipe.mirrored_epoch else 1)
-        batches[recipe.name] = cifar.epoch_batches(samples, batch, recipe.drop_last)
+        batches[recipe.name] = loaders.epoch_batches(samples, batch, recipe.drop_last)
     print(
         row(
             [
@@ -384,8 +385,8 @@ def checkpoint_cost(model_name: str, device: torch.device, batch: int, repeats: 
         images, labels = next(iter(run.train_loader))
         F.cross_entropy(run.net(images), labels).backward()
         run.optimizer.step()  # the optimiser's state (momentum buffers) now exists, as in any checkpoint
-        epochs, batches = 200, cifar.epoch_batches(cifar.TRAIN_IMAGES, batch, drop_last=False)
-        run.history = {key: [0.5] * epochs for key in ("train_loss", "val_loss", "train_acc", "val_acc")}
+        epochs, batches = 200, loaders.epoch_batches(cifar.TRAIN_IMAGES, batch, drop_last=False)
+        run.history = {key: [0.5] * epochs for key in ("train_loss", "test_loss", "train_acc", "test_acc")}
         run.history["lr"] = [0.05] * (epochs * batches)
         run.epochs_done = epochs
         writes, reads = [], []
@@ -408,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = devices.pick_device(args.device)
     quick = args.quick
     batch, steps, rounds = args.batch_size, 2 if quick else 3, 1 if quick else 5
-    workers = min(4, os.cpu_count() or 1)  # train.py's default for the reference loader
+    workers = settings.DECIDES["workers"].new_run()  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
     # As train.py runs by default, from the first row on: PyTorch's precision and, on CUDA, autotuning.
@@ -428,8 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = max(matmul.values())
 
     generator = torch.Generator().manual_seed(0)
-    ref_loader, _ = cifar.make_loaders(pool, pool, "torchvision", batch, generator, device, workers)
-    our_loader, _ = cifar.make_loaders(pool, pool, "device", batch, generator, device, channels_last=True)
+    ref_loader, _ = loaders.make_loaders(pool, pool, "torchvision", batch, generator, device, workers)
+    our_loader, _ = loaders.make_loaders(pool, pool, "device", batch, generator, device, channels_last=True)
     data = paired(lambda _: data_rate(ref_loader, device), lambda _: data_rate(our_loader, device), 0, rounds)
 
     model, images, labels = variant(args.model, device, batch, channels_last=False)
@@ -503,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def option_trials(model_name: str, device: torch.device, batch: int, steps: int) -> dict[str, tuple[Stepper, int]]:
-    """One stepper per option (and channels_last with compile), each through ``experiment.train_epoch``."""
+    """One stepper per option (and channels_last with compile), each through ``train_epoch`` (sgdr/run/epoch.py)."""
     threads = torch.get_num_threads()
     bf16 = partial(torch.autocast, device.type, dtype=torch.bfloat16)
     options = [

@@ -10,14 +10,15 @@ snapshots". The members are each run's last M snapshots (just before the last M 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sgdr.cli import ShowDefaults, UserError, reports_user_errors
-from sgdr.paper.ensembles import TestSet, last_m_errors, snapshots_in
+from sgdr.paper.ensembles import SnapshotOutputs, last_m_errors, run_snapshots
 from sgdr.parallel.devices import pick_device
+from sgdr.run import layout
+from sgdr.run.record import DamagedRecord, read_record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         formatter_class=ShowDefaults,
         epilog="\n".join(__doc__.splitlines()[1:]),
+        allow_abbrev=False,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (outputs/runs/wr_...) holding snapshots/")
     parser.add_argument("--data-dir", default="data", help="folder holding the data set (default: data)")
@@ -33,11 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def same_run_key(run: Path) -> str:
-    """What makes two run folders the same run: its settings and seed (from run.json, with the data's
-    digest), or the folder itself when there is no readable record."""
+    """What makes two run folders the same run (``settings.same_run``: its settings, seed and images, from its
+    run.json), or the folder itself when there is no readable record."""
     try:
-        return json.dumps(json.loads((run / "run.json").read_text())["config"], sort_keys=True)
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_record(layout.record_of(run)).same_run
+    except (OSError, DamagedRecord):
         return str(run.resolve())
 
 
@@ -58,14 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             seen[key] = run
             kept.append(run)
     args.runs = kept
-    runs = [snapshots_in(run) for run in args.runs]
+    runs = [run_snapshots(run) for run in args.runs]
     for run, snapshots in zip(args.runs, runs):
         if not snapshots:
             raise UserError(
                 f"{run} has no snapshots: they are taken at the end of each warm-restart cycle "
                 "(python train.py --warm-restart ...), in <run folder>/snapshots/."
             )
-    test = TestSet(args.data_dir, pick_device(args.device))
+    test = SnapshotOutputs(args.data_dir, pick_device(args.device))
     print(f"{len(runs)} run(s); snapshots per run: {', '.join(str(len(s)) for s in runs)}")
     print("| M | members (epochs, per run) | test error |")
     print("| --- | --- | --- |")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from sgdr.run import layout
+
 REPO = Path(__file__).resolve().parent
 HARNESS = REPO / "sgdr" / "testing" / "harness.py"
 
@@ -116,7 +118,7 @@ def same_files(a: Path, b: Path) -> list[str]:
     names = sorted({p.relative_to(root) for root in (a, b) for p in root.rglob("*") if p.is_file()})
     differ = []
     for name in names:
-        if name.name == "run.json":
+        if name.name == layout.RECORD:
             continue
         x, y = a / name, b / name
         if not (x.is_file() and y.is_file()):
@@ -279,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--inner-group"]:
         inner_group(argv[1], argv[3:])
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1], allow_abbrev=False
+    )
     parser.add_argument("--smoke", action="store_true", help="the same steps, tiny, on the CPU (default: off)")
     parser.add_argument("--budget", type=float, default=400, help="seconds for all the steps (default: 400)")
     parser.add_argument("--out", default="gpu_check_out", help="logs and summary.txt (default: gpu_check_out)")

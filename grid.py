@@ -1,12 +1,33 @@
-"""The grid on a SLURM cluster: submit its runs as one job array, and show the state of every run.
+"""The paper's grid of schedules and seeds: train it, print its commands, submit it to SLURM, show its status.
 
-    sh grid.sh --print | python grid.py status          (what sh grid.sh --status runs)
-    sh grid.sh --print | python grid.py submit [--dry-run] [--sbatch "OPTIONS"]   (sh grid.sh --submit)
+    sh grid.sh [train.py flags...]           train the runs, one after the other
+    sh grid.sh --print [train.py flags...]   print their train.py commands, one a line, and train nothing
+                                             (for GNU parallel or another launcher)
+    sh grid.sh --submit [--dry-run] [--sbatch "OPTIONS"] [train.py flags...]
+                                             submit them to SLURM as one job array, a run per task,
+                                             requeued after preemption or near its time limit
+                                             (--dry-run: print the batch script only)
+    sh grid.sh --status [train.py flags...]  the state of every run, read from its folder
 
-Both read the grid's train.py commands, one a line, as ``grid.sh --print`` gives them (or from
---commands FILE), so they work the same for a grid trained by grid.sh, by any launcher, or by SLURM.
-The state comes from the run folders alone (lock, run record, metrics, the task's log), not from
-SLURM's accounting. See docs/cluster.md.
+(grid.sh hands its arguments to this script: python grid.py ... is the same.) Every run is started with
+--resume: run the same command again after an interruption and it continues where it stopped. Then
+`python report.py` compares the results with the paper. The grid's own options come first.
+
+Settings, by environment variable (defaults: the paper's):
+  MODEL=wrn-28-10  DATASET=cifar10  RECIPE=paper  SEEDS="1 2 3 4 5"  EPOCHS=200  GRID_DIR=outputs/grid
+  SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult. After
+      either, @LR: another initial lr (default@0.1 is the paper's eta_0 = 0.1 row); after T_0:T_mult,
+      /wW /sS /dD /kK: a warmup of W epochs (from lr S), cycle decay D, K cycles; each at most once, in
+      any order, and written any way: 10:2/d0.5/w5, 10:2/w5/d0.50 and 10:2/w5/d0.5/s0 are one run, in
+      seed<k>/w5_d0.5/)
+  COMPARE=1   (adds two comparison schedules: one cosine cycle after a 5-epoch warmup, no restart,
+               $((EPOCHS - 5)):1/w5; and SGDR with cycle decay 0.5, 10:2/d0.5)
+  TABLE2_SEEDS=""   (seeds T_0 = 10, T_mult = 2 is also trained with, for Table 2's ensembles of 16 runs:
+                     TABLE2_SEEDS="$(seq 1 16)"; off by default, 11 more runs)
+  SIGNAL_SECONDS=300   (--submit: how long before its time limit a task stops and requeues itself)
+  PYTHON=python   (the interpreter of the runs' commands)
+--model, --dataset, --recipe and -e/--epochs among the flags work too (train.py reads them, and so does
+the grid). Runs go to $GRID_DIR/$DATASET-$MODEL-$RECIPE/seed$SEED/. See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -14,218 +35,187 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sgdr import storage
 from sgdr.cli import ShowDefaults, UserError, reports_user_errors
-from sgdr.paper import gridruns
+from sgdr.paper import gridstate, slurm
+from sgdr.paper.grid import GridError, PlannedRun, grid_folder, read_grid, read_plan, read_plan_file, record_plan
 
-# Seconds before a task's time limit at which SLURM sends the job script SIGUSR1: the run stops at
-# its next batch boundary, the checkpoint holds every complete epoch, and the task requeues itself.
-SIGNAL_SECONDS = 300
-
-# The part of the job script that is the same for every task: log the start, run the command with
-# its output appended to the run's log, pass SIGTERM (requeue, preemption, scancel) and SIGUSR1 (the
-# time limit is near) on to it as SIGTERM, log how it ended, and requeue the task after a time-limit
-# stop. A run that finished does nothing when its task runs again (train.py --resume).
-TASK_BODY = r"""
-mkdir -p "$(dirname "$log")"
-say() { echo "== grid: $* at $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$log"; }
-say "task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID} (job ${SLURM_JOB_ID:-?}) starts on $(hostname)," \
-    "start $((${SLURM_RESTART_COUNT:-0} + 1))"
-limit=0
-child=""
-trap 'limit=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' USR1
-trap '[ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
-"$@" >> "$log" 2>&1 < /dev/null &
-child=$!
-while :; do  # a trapped signal interrupts wait: wait again until the run has really ended
-    wait "$child"
-    status=$?
-    kill -0 "$child" 2>/dev/null || break
-done
-case $status in
-    0) say "exit status 0" ;;
-    75) say "exit status 75: another job is running this run (see its lock); this task did nothing"; exit 0 ;;
-    *) say "exit status $status" ;;
-esac
-if [ $limit = 1 ] && [ $status != 0 ]; then
-    say "the time limit is near: requeued to continue from the checkpoint"
-    scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"  # this task alone, not the array
-fi
-exit $status
-"""
-
-
-def batch_script(runs: Sequence[gridruns.PlannedRun], workdir: Path, slurm_dir: Path, signal_seconds: int) -> str:
-    """The job array: task k runs the k-th command, in ``workdir``, with its output in the run's log."""
-    cases = "".join(
-        f"    {k}) log={shlex.quote(str(run.files.log))}; set -- {shlex.join(run.command)} ;;\n"
-        for k, run in enumerate(runs)
-    )
-    header = [
-        "#!/bin/sh",
-        f"# The grid's {len(runs)} runs as one SLURM job array, a run per task (written by grid.sh --submit).",
-        "#SBATCH --job-name=sgdr-grid",
-        f"#SBATCH --array=0-{len(runs) - 1}",
-        "#SBATCH --requeue",
-        "#SBATCH --open-mode=append",
-        f"#SBATCH --signal=B:USR1@{signal_seconds}",
-        # (also given on sbatch's command line, which takes any path; a directive ends at a space)
-        *([f"#SBATCH --output={slurm_dir}/%A_%a.out"] if not any(c.isspace() for c in str(slurm_dir)) else []),
-        "set -u",
-        f"cd {shlex.quote(str(workdir))}",
-        'case "${SLURM_ARRAY_TASK_ID:-}" in',
-    ]
-    refuse = f'    *) echo "run this script with sbatch: it is a job array of {len(runs)} tasks" >&2; exit 2 ;;\n'
-    return "\n".join(header) + "\n" + cases + refuse + "esac" + TASK_BODY
+# The grid's own options, which come before train.py's flags, and how many words follow each.
+OWN = {
+    "--print": 0,
+    "--status": 0,
+    "--submit": 0,
+    "--dry-run": 0,
+    "--sbatch": 1,
+    "--signal-seconds": 1,
+    "--commands": 1,
+}
+USAGE = "sh grid.sh [--print | --status | --submit [--dry-run] [--sbatch OPTIONS]] [train.py flags...]"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=ShowDefaults
-    )
-    parser.add_argument(
-        "--commands", default="-", help="file with the grid's train.py commands, one a line; - reads stdin (default: -)"
-    )
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{status,submit}")
-    verbs.add_parser(
-        "status",
-        help="one line for every run: finished, running, interrupted, failed, not started",
+        prog="grid.sh",
+        usage=USAGE,
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=ShowDefaults,
+        allow_abbrev=False,
     )
-    submit = verbs.add_parser(
-        "submit", help="submit the runs as one SLURM job array (sbatch)", formatter_class=ShowDefaults
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--print", action="store_true", help="print the runs' train.py commands, train nothing")
+    modes.add_argument(
+        "--status",
+        action="store_true",
+        help="one line for every run: finished, running, interrupted, failed, not started",
     )
-    submit.add_argument("--dry-run", action="store_true", help="print the batch script and the sbatch command only")
-    submit.add_argument(
+    modes.add_argument("--submit", action="store_true", help="submit the runs to SLURM as one job array (sbatch)")
+    parser.add_argument("--dry-run", action="store_true", help="with --submit: print the batch script, submit nothing")
+    parser.add_argument(
         "--sbatch",
         action="append",
         default=[],
         metavar="OPTIONS",
-        help='sbatch options for every task, as one shell-quoted string, e.g. "--gres=gpu:1 --time=24:00:00" '
-        "(SBATCH_* variables work too)",
+        help='with --submit: sbatch options for every task, as one shell-quoted string, e.g. "--gres=gpu:1 '
+        '--time=24:00:00" (repeatable; SBATCH_* variables work too) (default: none)',
     )
-    submit.add_argument(
+    parser.add_argument(
         "--signal-seconds",
         type=int,
-        default=SIGNAL_SECONDS,
-        help="how long before a task's time limit it stops and requeues itself",
+        help="with --submit: how long before its time limit a task stops and requeues itself "
+        f"(default: SIGNAL_SECONDS, else {slurm.SIGNAL_SECONDS})",
+    )
+    parser.add_argument(
+        "--commands",
+        metavar="FILE",
+        help="with --status or --submit: the runs of this file of train.py commands, one a line (- reads standard "
+        "input), instead of the grid the settings plan (default: the grid)",
     )
     return parser
 
 
-def read_commands(source: str) -> list[gridruns.PlannedRun]:
+def split_arguments(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(the grid's own options, the train.py flags after them); a GridError for an option out of its place."""
+    k, own = 0, []
+    while k < len(argv) and argv[k].split("=", 1)[0] in OWN:
+        word = argv[k].split("=", 1)[0]
+        if OWN[word] and "=" not in argv[k]:  # --sbatch "--gres=gpu:1": a value that starts like a flag
+            if k + 1 >= len(argv):
+                raise GridError(f"{word} needs a value, as one quoted word.")
+            own.append(f"{word}={argv[k + 1]}")
+            k += 2
+        else:
+            own.append(argv[k])
+            k += 1
+    flags = list(argv[k:])
+    if misplaced := next((w for w in flags if w.split("=", 1)[0] in OWN), None):
+        raise GridError(f"{misplaced.split('=', 1)[0]} must come first: {USAGE}")
+    modes = [w for w in own if w in ("--print", "--status", "--submit")]
+    if len(modes) > 1:
+        raise GridError(f"{' and '.join(modes)}: one mode at a time: {USAGE}")
+    args = build_parser().parse_args(own)
+    if not args.submit and (args.dry_run or args.sbatch or args.signal_seconds is not None):
+        raise GridError(f"--dry-run, --sbatch and --signal-seconds go with --submit: {USAGE}")
+    if args.commands is not None and not (args.status or args.submit):
+        raise GridError("--commands goes with --status or --submit.")
+    if args.commands is not None and flags:
+        raise GridError("--commands FILE gives whole train.py commands: no train.py flags after it.")
+    return args, flags
+
+
+def commands_of(source: str) -> tuple[list[PlannedRun], Path]:
+    """The runs of a file of train.py commands (- for standard input), and the grid's folder they name."""
     if source == "-":
-        runs = gridruns.read_plan(sys.stdin.read().splitlines(), "standard input")
+        runs = read_plan(sys.stdin.read().splitlines(), "standard input")
     else:
-        runs = gridruns.read_plan_file(Path(source))
+        runs = read_plan_file(Path(source))
     if not runs:
         raise UserError(f"no train.py commands in {'standard input' if source == '-' else source}.")
     folders = [run.files.run_dir.resolve() for run in runs]
     if twice := sorted({str(run.files.run_dir) for run, f in zip(runs, folders) if folders.count(f) > 1}):
-        raise UserError(
-            f"the grid names a run more than once ({', '.join(twice)}): give each seed and schedule once "
-            "in SEEDS and SCHEDULES."
-        )
-    return runs
+        raise UserError(f"the commands name a run folder more than once ({', '.join(twice)}): give each run once.")
+    return runs, grid_folder(runs)
 
 
-def status(runs: list[gridruns.PlannedRun]) -> int:
-    lines, counts = gridruns.table(runs)
-    print(f"{gridruns.grid_folder(runs)}:")
+def status(runs: list[PlannedRun], folder: Path) -> None:
+    lines, counts = gridstate.table(runs, folder)
+    print(f"{folder}:")
     print("\n".join(lines))
     print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
+def train(runs: list[PlannedRun], environ: Mapping[str, str]) -> int:
+    """Train the runs one after the other, each in its own process; stop at the first that fails. Ctrl-C
+    reaches the run too: wait for it to stop at its batch boundary and save, then stop."""
+    for k, run in enumerate(runs, 1):
+        # Without PYTHON, the commands say "python"; this interpreter runs them, wherever PATH leads.
+        code = run_to_its_end(run.command if "PYTHON" in environ else [sys.executable, *run.command[1:]])
+        if code != 0:
+            print(
+                f"grid: run {k} of {len(runs)} ({run.files.run_dir}) ended with exit status {code}; the runs after "
+                "it were not started. Run the same command again to continue.",
+                file=sys.stderr,
+            )
+            return code if code > 0 else 128 - code
     return 0
 
 
-def time_limit(options: Sequence[str]) -> int | None:
-    """Seconds of the time limit the sbatch options (or SBATCH_TIMELIMIT) ask for; None if none or unreadable.
-    SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
-    value = os.environ.get("SBATCH_TIMELIMIT")
-    for k, word in enumerate(options):
-        if word in ("-t", "--time") and k + 1 < len(options):
-            value = options[k + 1]
-        elif word.startswith("--time="):
-            value = word.split("=", 1)[1]
-    if not value or not all(part.isdigit() for part in value.replace("-", ":", 1).split(":")):
-        return None  # "infinite", "UNLIMITED" or a typo: sbatch says
-    days, hours, minutes, seconds = 0, 0, 0, 0
-    if "-" in value:
-        day, rest = value.split("-", 1)
-        days, (hours, minutes, seconds) = int(day), ([int(p) for p in rest.split(":")] + [0, 0])[:3]
-    else:
-        parts = [int(p) for p in value.split(":")]
-        if len(parts) == 3:
-            hours, minutes, seconds = parts
-        else:
-            minutes, seconds = (parts + [0])[:2]
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+def signal_seconds(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.signal_seconds is not None:
+        return args.signal_seconds
+    text = environ.get("SIGNAL_SECONDS", str(slurm.SIGNAL_SECONDS))
+    if not text.isdigit() or int(text) < 1:
+        raise GridError(f"SIGNAL_SECONDS is {text}, not a whole number of seconds (e.g. SIGNAL_SECONDS=300).")
+    return int(text)
 
 
-def record_plan(runs: list[gridruns.PlannedRun]) -> None:
-    """Add the runs' commands to the grid's grid.txt (once each), which report.py reads to name the
-    planned runs that did not finish. Written only once sbatch has taken them."""
-    plan = gridruns.grid_folder(runs) / gridruns.PLAN
-    before = plan.read_text().splitlines() if plan.is_file() else []
-    # Once each by its words, not its text: grid.sh's train mode quotes its lines in its own way.
-    lines = {}
-    for line in [*before, *(shlex.join(run.command) for run in runs)]:
-        try:
-            lines.setdefault(tuple(shlex.split(line)), line)
-        except ValueError:  # a line the report will name as unreadable: kept as it is
-            lines.setdefault((line,), line)
-    with storage.atomic_write(plan) as f:
-        f.write(("\n".join(lines.values()) + "\n").encode())
-
-
-def submit(runs: list[gridruns.PlannedRun], args: argparse.Namespace) -> int:
+def run_to_its_end(command: list[str]) -> int:
+    """Run ``command`` and wait for it to end, also after Ctrl-C (which reaches it too: a run stops at its next
+    batch boundary and saves) or a SIGTERM to this process (passed on to it)."""
+    process = subprocess.Popen(command)
+    forward = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
     try:
-        options = [word for text in args.sbatch for word in shlex.split(text)]
-    except ValueError as error:
-        raise UserError(
-            f"--sbatch {' '.join(args.sbatch)!r}: {error}; give sbatch's options as one quoted string."
-        ) from None
-    limit = time_limit(options)
-    if limit is not None and limit <= 2 * args.signal_seconds:
-        raise UserError(
-            f"a time limit of {limit} s leaves no time to train: each task stops {args.signal_seconds} s before "
-            f"its limit and requeues itself. Ask for more time, or for a shorter warning "
-            f"(SIGNAL_SECONDS=N sh grid.sh --submit, or python grid.py submit --signal-seconds N)."
-        )
-    slurm_dir = (gridruns.grid_folder(runs) / "slurm").resolve()
-    script = batch_script(runs, Path.cwd(), slurm_dir, args.signal_seconds)
-    command = ["sbatch", "--parsable", f"--output={slurm_dir}/%A_%a.out", *options]
-    if args.dry_run:
-        print(f"{script}# submitted as: {shlex.join(command)} < this script")
-        return 0
-    if shutil.which("sbatch") is None:
-        raise UserError("sbatch is not on this machine's PATH: submit from a SLURM login node (or --dry-run).")
-    slurm_dir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(command, input=script, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise UserError(f"sbatch refused the job array: {done.stderr.strip() or done.stdout.strip()}")
-    job = done.stdout.strip().split(";")[0]
-    record_plan(runs)
-    own_array = any(word == "-a" or word.startswith("--array") for word in options)
-    tasks = "the tasks your --array names" if own_array else f"tasks 0-{len(runs) - 1}"
-    print(f"Submitted {len(runs)} runs as job array {job} ({tasks}).")
-    print(f"  follow it:  squeue -j {job}")
-    print("  its runs:   sh grid.sh --status   (with the same settings and flags as --submit)")
-    print(f"  a run's log, beside its folder: {runs[0].files.log}")
-    return 0
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, forward)
 
 
 @reports_user_errors
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    runs = read_commands(args.commands)
-    return status(runs) if args.verb == "status" else submit(runs, args)
+def main(
+    argv: Sequence[str] | None = None, script_dir: str | None = None, environ: Mapping[str, str] | None = None
+) -> int:
+    """``script_dir``: where train.py is, as the commands name it (grid.sh's folder, as it was called)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environ = os.environ if environ is None else environ
+    args, flags = split_arguments(argv)
+    if args.commands is not None:
+        runs, folder = commands_of(args.commands)
+    else:
+        script = os.path.join(script_dir or str(Path(__file__).resolve().parent), "train.py")
+        grid = read_grid(environ, flags, script)
+        runs, folder = grid.runs(), grid.root
+    if args.print:
+        print("\n".join(shlex.join(run.command) for run in runs))
+    elif args.status:
+        status(runs, folder)
+    elif args.submit:
+        print(slurm.submit(runs, folder, args.sbatch, signal_seconds(args, environ), args.dry_run))
+    else:
+        record_plan(runs, folder)
+        if code := train(runs, environ):
+            return code
+        print(f"Done. Compare with the paper: python report.py --runs {grid.folder}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(script_dir=os.path.dirname(sys.argv[0]) or "."))

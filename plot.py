@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sgdr import storage
 from sgdr.cli import ShowDefaults, UserError, reports_user_errors
-from sgdr.drawing import REFERENCE_T_ZEROS, WR_COLORS, line_figure
+from sgdr.drawing import PALETTE, REFERENCE_T_ZEROS, line_figure
 from sgdr.run import layout
 
 
@@ -33,7 +33,9 @@ def load_losses(path: Path, command: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=ShowDefaults)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
+    )
     parser.add_argument("--output-dir", default="outputs", help="folder with the runs' pickles (default: outputs)")
     parser.add_argument(
         "--t-zeros",
@@ -50,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
-    runs = [(False, 0, "red", "Multistep (default)")]
+    runs = [(False, 0, PALETTE[0], "Multistep (default)")]
     runs += [
-        (True, t0, WR_COLORS[i % len(WR_COLORS)], f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)
+        (True, t0, PALETTE[1 + i % (len(PALETTE) - 1)], f"Warm restarts, T_0 = {t0}")
+        for i, t0 in enumerate(args.t_zeros)
     ]
     curves = []
     for warm_restart, t0, color, label in runs:

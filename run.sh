@@ -60,7 +60,7 @@ if [ $quick = 1 ]; then
     # validation uses, keep 0.9^16 = 19% of their starting values after the first epoch and 3%
     # after the second; with 4 batches (512 images) 66% and 43%, and the first validation losses
     # of ResNet34 were 10^4 and more.
-    set -- --train-subset 2048 --val-subset 512 --output-dir "$out" "$@"
+    set -- --train-subset 2048 --test-subset 512 --output-dir "$out" "$@"
 fi
 if [ $parallel = 1 ]; then
     # A CUDA_VISIBLE_DEVICES set by the user or a scheduler names the GPUs this job may use. Else

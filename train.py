@@ -1,11 +1,12 @@
-"""Train ResNet34 on CIFAR-10 with the multistep schedule or SGDR's cosine annealing with warm restarts.
+"""Train a network on CIFAR with the multistep schedule or SGDR's cosine annealing with warm restarts: by
+default the tutorial's ResNet34 on CIFAR-10 (--model, --dataset and --recipe for the paper's).
 
-``run`` is the whole run, read top to bottom: set up (experiment.py), then for each epoch train,
+``run`` is the whole run, read top to bottom: set up (sgdr/run/experiment.py), then for each epoch train,
 validate, step the schedule, save the checkpoint and then the outputs, printing every line of the
 epoch from the loop itself (the accuracy before saving, the rest once the epoch is on disk).
 The ways a run can stop early (a signal, a closed pipe, a non-finite loss, a full disk) are
 handled around the loop, by ``stopping_cleanly`` and ``full_disk_is_a_message``. ``main`` reads
-the flags (settings.py) and joins the other processes under torchrun.
+the flags (sgdr/run/settings.py) and joins the other processes under torchrun.
 """
 
 from __future__ import annotations
@@ -22,21 +23,13 @@ from contextlib import contextmanager, suppress
 import torch
 
 from sgdr.cli import UserError, drop_stdout, reports_user_errors
-from sgdr.data import cifar
+from sgdr.data import loaders
 from sgdr.parallel import distributed
 from sgdr.parallel.distributed import Team
-from sgdr.run.experiment import (
-    Experiment,
-    check_batch_size,
-    check_team,
-    current_lr,
-    disk_full,
-    hold_run_folder,
-    resume_command,
-    setup,
-)
+from sgdr.run.epoch import current_lr
+from sgdr.run.experiment import Experiment, disk_full, hold_run_folder, resume_command, setup
 from sgdr.run.record import RunRecord
-from sgdr.run.settings import parse_args
+from sgdr.run.settings import check_batch_size, check_team, parse_args
 from sgdr.run.stopping import Guard, Interrupted, NonFiniteLoss, stop_on_signals
 from sgdr.training.networks import count_parameters
 from sgdr.training.recipes import RECIPES
@@ -90,10 +83,10 @@ def run(
                     print(f"LR at beginning of epoch: {current_lr(exp.optimizer)}")
                     guard.check(epoch)  # a stop asked for between epochs
                     train_loss, train_acc, lrs = exp.train_epoch(epoch, guard)
-                    val_loss, val_acc = exp.validate(guard)
+                    test_loss, test_acc = exp.validate(guard)
                     exp.schedule.after_epoch()
-                    exp.add_epoch(train_loss, val_loss, train_acc, val_acc, lrs)
-                    print(f"Training accuracy: {train_acc:.2%}, test error: {1 - val_acc:.2%}")
+                    exp.add_epoch(train_loss, test_loss, train_acc, test_acc, lrs)
+                    print(f"Training accuracy: {train_acc:.2%}, test error: {1 - test_acc:.2%}")
 
                     figures = epoch == args.epochs - 1 or time.monotonic() >= figures_due
                     exp.save()  # first: the other files never describe more epochs than the checkpoint
@@ -105,7 +98,7 @@ def run(
 
                     print(f"LR at end of epoch: {current_lr(exp.optimizer)}")  # the rate the next epoch starts at
                     print(f"Training loss: {train_loss:.3f}")
-                    print(f"Validation loss: {val_loss:.3f}")
+                    print(f"Validation loss: {test_loss:.3f}")
                     print(f"Epoch time: {time.perf_counter() - started:.1f} s")
                     print("-" * 50)
             record.end("finished")
@@ -194,10 +187,10 @@ def print_header(exp: Experiment) -> None:
         )
     print(
         f"{len(exp.train_loader.dataset):,} training images in {len(exp.train_loader)} batches, "
-        f"{len(exp.val_loader.dataset):,} validation images in {len(exp.val_loader)} batches."
+        f"{len(exp.test_loader.dataset):,} validation images in {len(exp.test_loader)} batches."
     )
     if exp.config["compile"]:
-        train, val = cifar.batch_sizes(exp.train_loader), cifar.batch_sizes(exp.val_loader)
+        train, val = loaders.batch_sizes(exp.train_loader), loaders.batch_sizes(exp.test_loader)
         sizes = (
             f"training batches of {' and '.join(map(str, train))}, validation batches of {' and '.join(map(str, val))}"
         )
@@ -205,7 +198,7 @@ def print_header(exp: Experiment) -> None:
             f"torch.compile: {len(train) + len(val)} compilations in the first epoch, one for each batch shape: "
             f"{sizes} images{' per process' if exp.team.world > 1 else ''}."
         )
-    if isinstance(exp.train_loader, cifar.WithoutLastBatch):
+    if isinstance(exp.train_loader, loaders.WithoutLastBatch):
         print(
             f"The last training batch, of one image{' per process' if exp.team.world > 1 else ''}, is left out of "
             f"every epoch: one of {exp.config['model']}'s BatchNorm layers would see a single value per channel."

@@ -4,7 +4,7 @@
 
 The rates come from the project's own code, not from formulas copied here: the schedules of
 schedules.py, built as train.py builds them from its default settings (rate, milestones, batch
-size), stepped as train.py's loop steps them, over the batches per epoch of cifar.epoch_batches.
+size), stepped as train.py's loop steps them, over the batches per epoch of loaders.epoch_batches.
 The three runs are those of run.sh: 200 epochs of the multistep default and of warm restarts with
 T_0 = 50 and T_0 = 200 (T_mult = 1), the reference T_0s of drawing.py that plot.py draws.
 """
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sgdr import drawing  # noqa: E402
-from sgdr.data import cifar  # noqa: E402
+from sgdr.data import cifar, loaders  # noqa: E402
 from sgdr.run import settings  # noqa: E402
 from sgdr.training import recipes  # noqa: E402
 from sgdr.training.schedules import build_schedule  # noqa: E402
@@ -33,7 +33,7 @@ from sgdr.training.schedules import build_schedule  # noqa: E402
 EPOCHS = 200  # run.sh's reference runs
 DEFAULTS = settings.build_parser().parse_args([])
 RECIPE = recipes.RECIPES[DEFAULTS.recipe]
-BATCHES = cifar.epoch_batches(cifar.TRAIN_IMAGES, DEFAULTS.batch_size, RECIPE.drop_last)
+BATCHES = loaders.epoch_batches(cifar.TRAIN_IMAGES, DEFAULTS.batch_size, RECIPE.drop_last)
 MILESTONES = list(DEFAULTS.milestones)
 T_ZEROS = list(drawing.REFERENCE_T_ZEROS)
 T_MULT = 1
@@ -58,8 +58,8 @@ def runs() -> list[tuple[str, str, list[float]]]:
     """(label, colour, rate of every batch) of each reference run, in plot.py's colours (drawing.py)."""
     gamma = build_schedule(recipes.reference_optimizer(nn.Linear(1, 1)), False, 1, 1, MILESTONES).scheduler.gamma
     steps = "/".join(map(str, MILESTONES))
-    found = [(f"multistep: x {gamma:g} at epochs {steps}", "red", batch_rates(False, 0))]
-    for t_zero, colour in zip(T_ZEROS, drawing.WR_COLORS):
+    found = [(f"multistep: x {gamma:g} at epochs {steps}", drawing.PALETTE[0], batch_rates(False, 0))]
+    for t_zero, colour in zip(T_ZEROS, drawing.PALETTE[1:]):
         found.append((f"SGDR: T_0 = {t_zero}, T_mult = {T_MULT}", colour, batch_rates(True, t_zero)))
     return found
 

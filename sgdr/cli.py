@@ -1,5 +1,5 @@
 """What the scripts share at the command line: the error type for mistakes a user can fix, how it is
-reported, and help that shows every default."""
+reported, help that shows every default, and the checks of numbers given as flags."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import errno
 import functools
+import math
 import os
 import signal
 import sys
@@ -84,3 +85,37 @@ class ShowDefaults(argparse.RawDescriptionHelpFormatter):
         if "(default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
             return text
         return f"{text} (default: %(default)s)"
+
+
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An integer from ``minimum`` (up to ``maximum``), as a flag's ``type``: a message naming the bound otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def number_in(low: float, high: float = math.inf, low_included: bool = True):
+    """A finite number from ``low`` (or just above it) up to ``high``."""
+    bounds = f"{'at least' if low_included else 'above'} {low:g}"
+    bounds += f" and at most {high:g}" if high < math.inf else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_included) or value > high:
+            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text}")
+        return value
+
+    return parse

@@ -16,7 +16,9 @@ from sgdr import storage
 # backend, nothing that can block a headless machine.
 FIGSIZE = (10, 7)
 STYLE = "ggplot"
-WR_COLORS = ("green", "gray", "blue", "purple", "brown", "olive")
+# Curves take their colours in this order: the reference figure's multistep run red, then its warm-restart
+# runs green and gray (the tutorial's colours); the report's schedules the same way.
+PALETTE = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
 # The warm-restart runs of the reference figure (run.sh's, T_mult 1), in that order of colours.
 REFERENCE_T_ZEROS = (50, 200)
 # A loss figure's y axis is clipped when some losses exceed SPIKE times the upper quartile of all

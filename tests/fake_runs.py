@@ -13,7 +13,7 @@ PAPER_CONFIG = {
     "model": "wrn-28-10",
     "batch_size": 128,
     "train_subset": None,
-    "val_subset": None,
+    "test_subset": None,
     "loader": "device",
     "channels_last": True,
     "amp": "off",

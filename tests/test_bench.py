@@ -63,14 +63,14 @@ def test_the_timed_checkpoint_is_train_pys_own_at_the_end_of_a_reference_run(tmp
     assert len(saved) == 2 and size > 4 * count_parameters(model)[0] and write > 0 and read > 0
     state = saved[0]
     assert (
-        state["epoch"] == 200 and len(state["history"]["val_loss"]) == 200 and len(state["history"]["lr"]) == 200 * 391
+        state["epoch"] == 200 and len(state["history"]["test_loss"]) == 200 and len(state["history"]["lr"]) == 200 * 391
     )
     assert len(state["optimizer"]["state"]) == len(list(model.parameters()))  # momentum buffers included
     assert state["config"]["warm_restart"] is False and state["config"]["batch_size"] == 128
     assert state["config"]["model"] == "wrn-10-1" and state["config"]["recipe"] == "tutorial"
     args = settings.parse_args(["--model", "wrn-10-1", "--seed", "0"])
     # setup settles --tf32's default (PyTorch's own, conv, for a new run) and records the data's digest.
-    assert state["config"] == {**settings.trajectory(args, 0, 1), "tf32": "conv", "data": state["config"]["data"]}
+    assert state["config"] == {**settings.config_of(args, 0, 1), "tf32": "conv", "data": state["config"]["data"]}
     assert re.fullmatch(r"[0-9a-f]{16}", state["config"]["data"])
     assert list(tmp_path.iterdir()) == []  # the run's folder is removed
 

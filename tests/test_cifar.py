@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from sgdr.cli import UserError
-from sgdr.data import cifar
+from sgdr.data import cifar, loaders
 from sgdr.testing.cifar_files import use_checksums_of, write_cifar10
 
 SPEC_MEAN = (0.4914, 0.4822, 0.4465)
@@ -41,7 +41,7 @@ def reference_outputs(image: np.ndarray) -> dict[bytes, tuple[bool, int, int]]:
 def test_normalisation_uses_the_reference_constants():
     assert cifar.MEAN == SPEC_MEAN and cifar.STD == SPEC_STD
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    got = cifar.val_transform()(Image.fromarray(image))
+    got = loaders.test_transform()(Image.fromarray(image))
     want = (torch.from_numpy(image).permute(2, 0, 1) / 255 - torch.tensor(SPEC_MEAN).view(3, 1, 1)) / torch.tensor(
         SPEC_STD
     ).view(3, 1, 1)
@@ -53,7 +53,7 @@ def test_training_augmentation_is_a_fair_flip_and_a_uniform_crop_of_a_reflect_pa
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     candidates = reference_outputs(image)
     torch.manual_seed(0)
-    transform = cifar.train_transform()
+    transform = loaders.train_transform()
     n = 2000
     draws = [candidates.get(to_uint8(transform(Image.fromarray(image))).tobytes()) for _ in range(n)]
     assert None not in draws, "an output is no flip/crop of the reflect-padded image (zero padding?)"
@@ -65,14 +65,14 @@ def test_training_augmentation_is_a_fair_flip_and_a_uniform_crop_of_a_reflect_pa
         assert all(150 < c < 300 for c in counts.values()), counts  # uniform: n/9 = 222 each
 
 
-def loaders(root, kind: str, batch_size: int, seed: int = 0, **subsets):
+def loaders_of(root, kind: str, batch_size: int, seed: int = 0, **subsets):
     train_set, val_set = cifar.load_splits(root, **subsets)
-    return cifar.make_loaders(train_set, val_set, kind, batch_size, torch.Generator().manual_seed(seed), CPU)
+    return loaders.make_loaders(train_set, val_set, kind, batch_size, torch.Generator().manual_seed(seed), CPU)
 
 
-@pytest.mark.parametrize("kind", cifar.LOADERS)
+@pytest.mark.parametrize("kind", loaders.LOADERS)
 def test_loaders_keep_the_last_partial_batch_and_reshuffle_every_epoch(cifar_dir, kind):
-    train, val = loaders(cifar_dir, kind, 16, seed=3)
+    train, val = loaders_of(cifar_dir, kind, 16, seed=3)
     assert len(train) == 3 and len(val) == 1
     assert [len(labels) for _, labels in train] == [16, 16, 8]
     assert [len(labels) for _, labels in val] == [16]
@@ -83,23 +83,23 @@ def test_loaders_keep_the_last_partial_batch_and_reshuffle_every_epoch(cifar_dir
     assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.long
 
 
-@pytest.mark.parametrize("kind", cifar.LOADERS)
+@pytest.mark.parametrize("kind", loaders.LOADERS)
 def test_the_same_seed_gives_the_same_batches(cifar_dir, kind):
     def epoch(seed):
         torch.manual_seed(seed)  # the torchvision path augments with the global generator (no workers)
-        train, _ = loaders(cifar_dir, kind, 8, seed=seed)
+        train, _ = loaders_of(cifar_dir, kind, 8, seed=seed)
         return torch.cat([images for images, _ in train])
 
     assert torch.equal(epoch(5), epoch(5))
     assert not torch.equal(epoch(5), epoch(6))
 
 
-@pytest.mark.parametrize("kind", cifar.LOADERS)
+@pytest.mark.parametrize("kind", loaders.LOADERS)
 def test_validation_batches_are_the_reference_tensors(cifar_dir, kind):
-    _, val = loaders(cifar_dir, kind, 16)
+    _, val = loaders_of(cifar_dir, kind, 16)
     images, labels = next(iter(val))
     test_set = cifar.load_cifar(cifar_dir, False)
-    want = torch.stack([cifar.val_transform()(test_set[i][0]) for i in range(16)])
+    want = torch.stack([loaders.test_transform()(test_set[i][0]) for i in range(16)])
     assert torch.equal(images, want)  # bit for bit, un-augmented and in order
     assert labels.tolist() == test_set.targets[:16]
 
@@ -107,17 +107,17 @@ def test_validation_batches_are_the_reference_tensors(cifar_dir, kind):
 def test_full_cifar10_gives_the_reference_batch_counts(tmp_path, monkeypatch):
     write_cifar10(tmp_path, train_per_file=10_000, test=10_000)
     use_checksums_of(tmp_path, monkeypatch.setattr)
-    for kind in cifar.LOADERS:
-        train, val = loaders(tmp_path, kind, 128)
+    for kind in loaders.LOADERS:
+        train, val = loaders_of(tmp_path, kind, 128)
         assert (len(train.dataset), len(val.dataset)) == (50_000, 10_000)
         assert (len(train), len(val)) == (391, 79)
 
 
 def test_subsets_take_the_first_images_and_must_fit(cifar_dir):
-    train_set, val_set = cifar.load_splits(cifar_dir, train_subset=12, val_subset=5)
+    train_set, val_set = cifar.load_splits(cifar_dir, train_subset=12, test_subset=5)
     assert (len(train_set), len(val_set)) == (12, 5)
     assert list(train_set.indices) == list(range(12))
-    train, _ = cifar.make_loaders(train_set, val_set, "device", 8, torch.Generator(), CPU)
+    train, _ = loaders.make_loaders(train_set, val_set, "device", 8, torch.Generator(), CPU)
     full = cifar.load_cifar(cifar_dir, True)
     assert sorted(sum((labels.tolist() for _, labels in train), [])) == sorted(full.targets[:12])
     with pytest.raises(UserError, match="--train-subset 41 is larger than the 40 images"):
@@ -132,7 +132,7 @@ def test_on_device_augmentation_is_torchvisions_flip_reflect_pad_and_crop():
     draws = [(flip, dy, dx) for flip in (False, True) for dy in range(9) for dx in range(9)]
     batch = torch.from_numpy(image).permute(2, 0, 1).expand(len(draws), 3, 32, 32)
     flip, dy, dx = (torch.tensor(column) for column in zip(*draws))
-    got = cifar.augment(batch, dy, dx, flip)
+    got = loaders.augment(batch, dy, dx, flip)
     for k, (f, y, x) in enumerate(draws):
         pil = Image.fromarray(image)
         pil = TF.hflip(pil) if f else pil
@@ -143,8 +143,8 @@ def test_on_device_augmentation_is_torchvisions_flip_reflect_pad_and_crop():
 def test_on_device_normalisation_is_bit_for_bit_the_reference():
     image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     mean, std = torch.tensor(SPEC_MEAN).view(1, 3, 1, 1), torch.tensor(SPEC_STD).view(1, 3, 1, 1)
-    got = cifar.normalize(torch.from_numpy(image).permute(2, 0, 1)[None], mean, std)[0]
-    assert torch.equal(got, cifar.val_transform()(Image.fromarray(image)))
+    got = loaders.normalize(torch.from_numpy(image).permute(2, 0, 1)[None], mean, std)[0]
+    assert torch.equal(got, loaders.test_transform()(Image.fromarray(image)))
 
 
 def test_on_device_draws_are_uniform_and_independent_per_image():
@@ -152,7 +152,7 @@ def test_on_device_draws_are_uniform_and_independent_per_image():
     image = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     n = 2304
     dataset = cifar.InMemoryCIFAR(np.repeat(image[None], n, axis=0), [0] * n)
-    loader = cifar.DeviceLoader(dataset, 128, CPU, torch.Generator().manual_seed(0), augment=True)
+    loader = loaders.DeviceLoader(dataset, 128, CPU, torch.Generator().manual_seed(0), augment=True)
     candidates = reference_outputs(image)
     draws, per_batch = [], []
     for images, _ in loader:

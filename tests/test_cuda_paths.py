@@ -184,7 +184,7 @@ def test_deterministic_mode_is_set_recorded_and_undone(cifar_dir, tmp_path, monk
     devices.set_determinism(False, torch.device("cpu"))
     assert determinism_flags() == (False, False, False)
     # A checkpoint from before --deterministic was not made deterministically.
-    assert checkpoint.with_added_settings({})["deterministic"] is False
+    assert settings.upgrade({})["deterministic"] is False
 
 
 @pytest.mark.parametrize("name", ["resnet34", "wrn-10-2"])

@@ -144,6 +144,7 @@ def test_several_processes_fetching_at_once_download_once(archive_server, tmp_pa
 def test_complete_data_in_a_read_only_folder_is_only_read(tiny_cifar, monkeypatch, tmp_path):
     import shutil
 
+    import sgdr.data.__main__ as fetch_data
     from sgdr.data import cifar
     from sgdr.testing.cifar_files import use_checksums_of
 
@@ -152,7 +153,7 @@ def test_complete_data_in_a_read_only_folder_is_only_read(tiny_cifar, monkeypatc
     use_checksums_of(data, monkeypatch.setattr)
     data.chmod(0o555)
     try:
-        assert cifar.main(["--data-dir", str(data), "--seed", "1"]) == 0
+        assert fetch_data.main(["--data-dir", str(data), "--seed", "1"]) == 0
         assert len(cifar.load_cifar(data, train=True)) == 40
     finally:
         data.chmod(0o755)

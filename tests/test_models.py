@@ -1,38 +1,40 @@
-"""The reference network: torchvision's ResNet34 with a 10-way head."""
+"""The reference network: torchvision's ResNet34 with a 10-way head, called as the tutorial calls it
+(models.resnet34 at the root), and the paper's Wide ResNets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import models
 from sgdr.cli import UserError
-from sgdr.training.networks import WideResNet, build_model, build_network, check_model_name, count_parameters
+from sgdr.training.networks import WideResNet, build_network, check_model_name, count_parameters
 
 
 def test_resnet34_has_the_reference_parameter_count_all_trainable():
-    assert count_parameters(build_model()) == (21_289_802, 21_289_802)
+    assert count_parameters(models.resnet34()) == (21_289_802, 21_289_802)
 
 
 def test_maps_a_batch_of_cifar_images_to_ten_logits():
-    model = build_model().eval()
+    model = models.resnet34().eval()
     with torch.no_grad():
         assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
 
 
 def test_frozen_backbone_leaves_only_the_new_head_trainable():
-    model = build_model(requires_grad=False)
+    model = models.resnet34(requires_grad=False)
     assert count_parameters(model) == (21_289_802, 512 * 10 + 10)
     assert all(p.requires_grad for p in model.fc.parameters())
 
 
 def test_head_size_follows_num_classes():
-    assert build_model(num_classes=100).fc.out_features == 100
+    assert models.resnet34(num_classes=100).fc.out_features == 100
 
 
 def test_pretrained_weights_without_network_fail_with_a_clear_message(offline, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(UserError) as caught:
-        build_model(pretrained=True)
+        models.resnet34(pretrained=True)
     message = str(caught.value)
     assert str(tmp_path / "hub" / "checkpoints" / "resnet34-b627a593.pth") in message
     assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
@@ -173,8 +175,8 @@ def test_the_tutorials_own_call_builds_the_reference_network():
 
     from sgdr.training import networks
 
-    assert networks.resnet34 is not torchvision.models.resnet34 and networks.build_model is networks.resnet34
-    assert count_parameters(networks.resnet34(pretrained=False, requires_grad=True)) == (21_289_802, 21_289_802)
-    frozen = networks.resnet34(pretrained=False, requires_grad=False)
+    assert models.resnet34 is networks.resnet34 and models.resnet34 is not torchvision.models.resnet34
+    assert count_parameters(models.resnet34(pretrained=False, requires_grad=True)) == (21_289_802, 21_289_802)
+    frozen = models.resnet34(pretrained=False, requires_grad=False)
     assert count_parameters(frozen) == (21_289_802, 512 * 10 + 10)
     assert [name for name, p in frozen.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]

@@ -20,9 +20,11 @@ from fake_runs import fake_run, table1_rows
 
 import ensemble
 import grid
+import plot
 import report
 import train
-from sgdr.paper import ensembles, gridruns
+from sgdr.paper import ensembles, tables
+from sgdr.paper import grid as planner
 from sgdr.run import checkpoint, layout, settings
 from sgdr.testing.cifar_files import use_checksums_of, write_cifar10, write_cifar100
 from sgdr.training import networks
@@ -74,7 +76,7 @@ def test_a_run_saves_a_snapshot_at_each_cycle_end_and_accuracy_per_epoch(cifar_d
     code, log, err = call(train.main, argv)
     assert code == 0, err
     run = tmp_path / "runs" / "wr_s1_m2"
-    assert [p.name for p in ensembles.snapshots_in(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
+    assert [p.name for p in ensembles.run_snapshots(run)] == ["epoch_0001.pt", "epoch_0003.pt", "epoch_0007.pt"]
     snapshot = torch.load(run / "snapshots" / "epoch_0007.pt", weights_only=True)
     assert snapshot["epoch"] == 7 and snapshot["num_classes"] == 10 and snapshot["config"]["model"] == "wrn-10-1"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -121,8 +123,8 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
         str(tmp_path),
     ]
     assert call(train.main, argv)[0] == 0
-    kept = ensembles.snapshots_in(tmp_path / "runs" / "wr_s1_m1")
-    test = ensembles.TestSet(cifar_dir, torch.device("cpu"))
+    kept = ensembles.run_snapshots(tmp_path / "runs" / "wr_s1_m1")
+    test = ensembles.SnapshotOutputs(cifar_dir, torch.device("cpu"))
     single = test.logits(kept[-1])
     assert torch.allclose(ensembles.average_softmax([single] * 3), single.softmax(1))
     last = json.loads((tmp_path / "runs" / "wr_s1_m1" / "metrics.jsonl").read_text().splitlines()[-1])
@@ -149,7 +151,7 @@ def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_pat
     args = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY]
     assert call(train.main, [*args, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])[0] == 0
     run = tmp_path / "runs" / "wr_s1_m1"
-    path = ensembles.snapshots_in(run)[0]
+    path = ensembles.run_snapshots(run)[0]
     saved = torch.load(path, weights_only=True)
     for damaged, said in [
         ({k: v for k, v in saved.items() if k != "config"}, "is damaged: it has no settings ('config')"),
@@ -234,17 +236,21 @@ def test_cifar100_missing_offline_names_its_own_archive(tmp_path, offline):
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in err
 
 
+def grid_sh(env: dict[str, str], *words: str) -> tuple[int, str, str]:
+    """``sh grid.sh WORDS`` with the settings ``env``, in this process (grid.sh hands its arguments to grid.py:
+    tests/test_slurm.py and the status test below run the script itself): (exit status, stdout, stderr)."""
+    return call(lambda argv: grid.main(argv, environ={**os.environ, **env}), list(words))
+
+
 def grid_commands(env: dict[str, str], *flags: str) -> list[list[str]]:
     """The train.py command lines ``sh grid.sh --print FLAGS`` prints, as argument lists."""
-    done = subprocess.run(
-        ["sh", str(REPO / "grid.sh"), "--print", *flags], env={**os.environ, **env}, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return [shlex.split(line) for line in done.stdout.splitlines()]
+    code, out, err = grid_sh(env, "--print", *flags)
+    assert code == 0, err
+    return [shlex.split(line) for line in out.splitlines()]
 
 
 def test_grid_trains_table_2s_sixteen_runs_and_other_initial_rates_when_asked():
-    env = {"PYTHON": "echo", "SEEDS": "1 2", "TABLE2_SEEDS": "2 3 4", "SCHEDULES": "default default@0.1 10:2"}
+    env = {"PYTHON": "python", "SEEDS": "1 2", "TABLE2_SEEDS": "2 3 4", "SCHEDULES": "default default@0.1 10:2"}
     runs = [(c[c.index("--seed") + 1], shlex.join(c[c.index("--resume") + 1 :])) for c in grid_commands(env)]
     schedules = ["", "--lr 0.1", "--warm-restart -t0 10 -tm 2"]
     sgdr = schedules[2]
@@ -261,7 +267,7 @@ def test_grid_trains_table_2s_sixteen_runs_and_other_initial_rates_when_asked():
 
 
 def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their_own():
-    env = {"PYTHON": "echo", "SEEDS": "1", "EPOCHS": "40", "COMPARE": "1", "SCHEDULES": "10:2 10:2@0.1/w2/s0.01/k3"}
+    env = {"PYTHON": "python", "SEEDS": "1", "EPOCHS": "40", "COMPARE": "1", "SCHEDULES": "10:2 10:2@0.1/w2/s0.01/k3"}
     commands = [shlex.join(c[c.index("--output-dir") + 1 :]) for c in grid_commands(env)]
     seed1 = "outputs/grid/cifar10-wrn-28-10-paper/seed1"
     assert commands == [
@@ -293,8 +299,9 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         ({"SCHEDULES": "default/w5"}, "SCHEDULES: default/w5 is neither"),  # shaping is for warm restarts
         ({"SCHEDULES": "10:2/x5"}, "SCHEDULES: 10:2/x5 is neither"),
         ({"SCHEDULES": "10:2/d"}, "SCHEDULES: 10:2/d is neither"),
-        ({"SCHEDULES": "10:2/w0.5"}, "SCHEDULES: 10:2/w0.5 is neither"),  # whole epochs
-        ({"SCHEDULES": "10:2/k0"}, "SCHEDULES: 10:2/k0 is neither"),  # at least one cycle
+        ({"SCHEDULES": "10:2/w0.5"}, "SCHEDULES: 10:2/w0.5: argument --warmup-epochs: expected an integer"),
+        ({"SCHEDULES": "10:2/k0"}, "SCHEDULES: 10:2/k0: argument --cycle-limit: must be at least 1"),
+        ({"SCHEDULES": "2:0"}, "SCHEDULES: 2:0: argument -tm/--t-mult: must be at least 1"),
         ({"SCHEDULES": "10:2/d0.5/d0.3"}, "SCHEDULES: 10:2/d0.5/d0.3 is neither"),  # which decay?
         ({"COMPARE": "1", "EPOCHS": "5"}, "COMPARE=1 adds a 5-epoch warmup before one cycle"),
         ({"COMPARE": "yes"}, "COMPARE is yes; COMPARE=1 adds the comparison schedules"),
@@ -302,20 +309,22 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
     ],
 )
 def test_grid_refuses_words_it_cannot_train(bad, message):
-    env = {**os.environ, "PYTHON": "echo", **bad}
-    done = subprocess.run(["sh", str(REPO / "grid.sh"), "--print"], env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and message in done.stderr and done.stdout == "", done.stderr
+    code, out, err = grid_sh({"PYTHON": "python", **bad}, "--print")
+    assert code == 2 and message in err and out == "", err
 
 
-def test_grid_checks_every_command_before_it_trains_or_plans_any(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "SCHEDULES": "default 10:2/d2"}
-    done = subprocess.run(["sh", str(REPO / "grid.sh")], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and "argument --cycle-decay: must be a number above 0 and at most 1" in done.stderr
-    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []  # no run trained, no grid.txt
+def test_grid_checks_every_command_before_it_trains_or_plans_any(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = grid_sh({"PYTHON": sys.executable, "SEEDS": "1", "SCHEDULES": "default 10:2/d2"})
+    assert code == 2 and "argument --cycle-decay: must be a number above 0 and at most 1" in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []  # no run trained, no grid.txt
 
 
 def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
-    env = {"PYTHON": "echo", "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
+    fake = tmp_path / "python"  # runs grid.py, and only says what it was asked to train
+    fake.write_text(f'#!/bin/sh\ncase "$1" in *grid.py) exec {sys.executable} "$@" ;; esac\necho "$@"\n')
+    fake.chmod(0o755)
+    env = {"PYTHON": str(fake), "SEEDS": "1 2", "MODEL": "wrn-16-4", "DATASET": "cifar100", "EPOCHS": "50"}
     done = subprocess.run(
         ["sh", str(REPO / "grid.sh"), "--workers", "1"],
         cwd=tmp_path,
@@ -339,6 +348,8 @@ def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
     ]
     assert lines[:-1] == [f"{REPO}/train.py {common.format(s, s)}{w}" for s in (1, 2) for w in schedules]
     assert lines[-1] == "Done. Compare with the paper: python report.py --runs outputs/grid"
+    planned = (tmp_path / "outputs" / "grid" / "cifar100-wrn-16-4-paper" / "grid.txt").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in planned] == lines[:-1]
 
 
 def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards():
@@ -356,15 +367,54 @@ def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards(
         (True, 1, 2),
         (True, 10, 2),
     ]
-    refused = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", "--seed", "9"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "SEEDS" in refused.stderr and not refused.stdout
-    # A mode given twice would reach train.py as a flag; a grid of no seeds would print nothing, exit 0.
-    twice = subprocess.run(["sh", str(REPO / "grid.sh"), "--print", "--print"], capture_output=True, text=True)
-    assert twice.returncode == 2 and "--print must come first" in twice.stderr and not twice.stdout
-    empty = subprocess.run(
-        ["sh", str(REPO / "grid.sh"), "--print"], env={**os.environ, "SEEDS": ""}, capture_output=True, text=True
-    )
-    assert empty.returncode == 2 and "SEEDS and SCHEDULES must each name at least one" in empty.stderr
+    for words, said in [
+        (["--seed", "9"], "--seed is the grid's own; set SEEDS"),
+        (["--print"], "--print and --print: one mode at a time"),
+        (["-b", "16", "--status"], "--status must come first"),
+        (["--dry-run"], "--dry-run, --sbatch and --signal-seconds go with --submit"),
+    ]:
+        code, out, err = grid_sh({}, "--print", *words)
+        assert code == 2 and said in err and not out, err
+    # A grid of no seeds would print nothing, exit 0.
+    code, _, err = grid_sh({"SEEDS": ""}, "--print")
+    assert code == 2 and "SEEDS and SCHEDULES must each name at least one" in err
+
+
+def test_grid_refuses_abbreviated_flags_and_names_folders_after_the_parsed_ones():
+    """An abbreviation (--se 7 for --seed 7) would pass the grid's checks and reach train.py: every script
+    refuses them. The folders follow the flags as train.py parses them (-e2 is -e 2)."""
+    env = {"PYTHON": "python", "SEEDS": "1 2", "SCHEDULES": "default"}
+    for flags in (
+        ["--se", "7"],
+        ["--mod", "wrn-10-1"],
+        ["--datas", "cifar100"],
+        ["--output", "x"],
+        ["--recip", "paper"],
+    ):
+        code, out, err = grid_sh(env, "--print", *flags)
+        assert code == 2 and f"unrecognized arguments: {' '.join(flags)}" in err and not out, flags
+    for script in (settings, report, ensemble, plot, grid):
+        assert script.build_parser().allow_abbrev is False, script.__name__
+    commands = grid_commands(env, "-e2", "--model=wrn-10-1")
+    assert [settings.parse_args(c[2:]).epochs for c in commands] == [2, 2]
+    assert all("--model wrn-10-1" in shlex.join(c) for c in commands)
+
+
+def test_equivalent_schedule_words_are_one_run_in_one_folder():
+    words = "1:1 1:1/w0 1:1/d1 default default@0.05 default@0.050 10:2/d0.5 10:2/d0.50 10:2@0.1 10:2@0.10"
+    words += " 10:2/w5/s0 10:2/w5"
+    commands = grid_commands({"PYTHON": "python", "SEEDS": "1 1", "SCHEDULES": words})
+    tails = [
+        shlex.join(c[c.index("--output-dir") + 1 :]).replace("outputs/grid/cifar10-wrn-28-10-paper/", "")
+        for c in commands
+    ]
+    assert tails == [
+        "seed1 --resume --warm-restart -t0 1 -tm 1",
+        "seed1 --resume",
+        "seed1/d0.5 --resume --warm-restart -t0 10 -tm 2 --cycle-decay 0.5",
+        "seed1/lr0.1 --resume --lr 0.1 --warm-restart -t0 10 -tm 2",
+        "seed1/w5 --resume --warm-restart -t0 10 -tm 2 --warmup-epochs 5",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -459,12 +509,12 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", str(tmp_path / "bin"))
         mp.chdir(tmp_path)  # the commands' folders are relative, as grid.sh writes them
-        code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
+        code, out, err = call(grid.main, ["--submit", "--commands", str(plan)])
         assert code == 1 and "sbatch is not on this machine's PATH: submit from a SLURM login node" in err
         sbatch = tmp_path / "bin" / "sbatch"
         sbatch.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpus' >&2\nexit 1\n")
         sbatch.chmod(0o755)
-        code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
+        code, out, err = call(grid.main, ["--submit", "--commands", str(plan)])
         assert (
             code == 1
             and err == "error: sbatch refused the job array: sbatch: error: invalid partition specified: gpus\n"
@@ -477,19 +527,28 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
         grid_txt.parent.mkdir(parents=True, exist_ok=True)
         grid_txt.write_text(" ".join(f"'{word}'" for word in commands[0]) + "\n")
         for _ in range(2):
-            code, out, err = call(grid.main, ["--commands", str(plan), "submit"])
+            code, out, err = call(grid.main, ["--submit", "--commands", str(plan)])
             assert code == 0 and "Submitted 4 runs as job array 4242 (tasks 0-3)." in out, err
         written = (tmp_path / "outputs" / "grid" / "cifar10-wrn-10-1-paper" / "grid.txt").read_text().splitlines()
         assert [shlex.split(line) for line in written] == commands
+        # sbatch that submits nothing and gives no job id (--test-only): said, and nothing planned.
+        grid_txt.unlink()
+        sbatch.write_text("#!/bin/sh\ncat > /dev/null\necho 'sbatch: Job 3 to start at 2026-12-06T08:00:00' >&2\n")
+        code, out, err = call(grid.main, ["--submit", "--commands", str(plan), "--sbatch", "--test-only"])
+        assert code == 1 and "sbatch gave no job id (it said: sbatch: Job 3 to start at" in err and out == ""
+        assert not grid_txt.exists()
 
 
-def test_submit_refuses_what_would_fail_on_the_cluster(tmp_path):
-    env = {**os.environ, "PYTHON": "python -X utf8", "MODEL": "wrn-10-1", "SEEDS": "1", "SCHEDULES": "default"}
+def test_submit_refuses_what_would_fail_on_the_cluster(tmp_path, monkeypatch):
+    env = {"PYTHON": "python -X utf8", "MODEL": "wrn-10-1", "SEEDS": "1", "SCHEDULES": "default"}
+    monkeypatch.chdir(tmp_path)
 
     def submit(*words: str, **more: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["sh", str(REPO / "grid.sh"), "--submit", "--dry-run", *words], **run_in(tmp_path, {**env, **more})
-        )
+        with monkeypatch.context() as mp:
+            for name, value in more.items():  # sbatch's own variables are read where sbatch would read them
+                mp.setenv(name, value)
+            code, out, err = grid_sh({**env, **more}, "--submit", "--dry-run", *words)
+        return subprocess.CompletedProcess(words, code, out, err)
 
     # PYTHON of several words is split, in the job script as when grid.sh trains.
     assert "set -- python -X utf8 " in submit().stdout
@@ -498,12 +557,8 @@ def test_submit_refuses_what_would_fail_on_the_cluster(tmp_path):
         (["--sbatch", "--time=4"], {}, "a time limit of 240 s leaves no time to train: each task stops 300 s before"),
         ([], {"SBATCH_TIMELIMIT": "9:00"}, "a time limit of 540 s leaves no time"),
         ([], {"SEEDS": "01 1"}, "SEEDS: 01 is not a whole number without leading zeros"),
-        ([], {"SEEDS": "1 1"}, "the grid names a run more than once"),
-        (
-            ["-b", "64", "--sbatch", "-p x"],
-            {},
-            "--sbatch must come first: sh grid.sh --submit [--dry-run] [--sbatch ...]",
-        ),
+        ([], {"SIGNAL_SECONDS": "soon"}, "SIGNAL_SECONDS is soon, not a whole number of seconds"),
+        (["-b", "64", "--sbatch", "-p x"], {}, "--sbatch must come first: sh grid.sh [--print | --status | --submit"),
     ]
     for words, more, said in cases:
         done = submit(*words, **more)
@@ -561,7 +616,7 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     assert f"| T_0 = 10, T_mult = 2 | 1 run, M = 1 | {rows['T_0 = 10, T_mult = 2'][2]} | 4.03 |" in text
     # The same, to the last digit of the loss: the ensemble's logits of a snapshot give its run's test loss.
     run = tiny_grid / "cifar10-wrn-10-1-paper" / "seed1" / "runs" / "wr_s10_m2"
-    test = ensembles.TestSet(cifar_dir, torch.device("cpu"))
+    test = ensembles.SnapshotOutputs(cifar_dir, torch.device("cpu"))
     loss = torch.nn.functional.cross_entropy(test.logits(run / "snapshots" / "epoch_0010.pt"), test.labels()).item()
     assert loss == pytest.approx(json.loads((run / "metrics.jsonl").read_text().splitlines()[9])["test_loss"], rel=1e-5)
     for name in ("test_error_cifar10_wrn-10-1_paper.png", "ensembles_cifar10_wrn-10-1_paper.png"):
@@ -625,9 +680,30 @@ def test_a_copied_run_folder_is_counted_once(tmp_path):
     shutil.copytree(first, copy)
     code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
     assert code == 0, err
-    assert f"warning: {copy} is the same run as {first} (same settings and seed): counted once" in err
+    assert f"warning: {copy} (200 epochs) is the same run as {first} (same settings and seed): counted once" in err
     text = (tmp_path / "report" / "report.md").read_text()
     assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][0] == "2 (1, 2)" and "Left out, copies" in text
+
+
+def test_a_finished_run_is_never_dropped_for_its_unfinished_copy(tmp_path):
+    """SCHEDULES="default" finished in seed1/, then a grid with default@0.05 (the same run, in another folder
+    by an older planner) was interrupted: the finished run counts, its copy is named, the plan calls it a copy."""
+    multistep = {"warm_restart": False, "milestones": [60, 120, 160], "lr": 0.05}
+    grid = tmp_path / "cifar10-wrn-28-10-paper"
+    finished = fake_run(grid, "seed1", 200, **multistep)
+    copy = fake_run(grid, "seed1/lr0.05", 200, done=37, **multistep)  # sorts first: a/ before r/ in "lr0.05/runs"
+    assert sorted([str(copy), str(finished)])[0] == str(copy)
+    fake_run(grid, "seed1/t", 200, warm_restart=True, t_zero=200, t_mult=1)
+    base = "python train.py -e 200 --model wrn-28-10 --dataset cifar10 --recipe paper --seed 1 --output-dir"
+    (grid / "grid.txt").write_text(f"{base} g/seed1 --resume\n{base} g/seed1/lr0.05 --resume --lr 0.05\n")
+    code, out, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
+    assert code == 0, err
+    assert f"warning: {copy} (37 epochs, not finished) is the same run as {finished}" in err
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][:2] == ["1 (1)", "200"]
+    assert "Incomplete grid" not in text
+    said = "Planned runs that finished as a copy elsewhere, counted there: seed1/lr0.05/multistep"
+    assert f"{said} (finished in {finished})" in text
 
 
 def test_runs_on_other_images_are_kept_apart_and_a_moved_data_set_still_resumes(tiny_cifar, tmp_path):
@@ -670,7 +746,7 @@ def test_damaged_run_files_are_named_and_the_rest_reported(tmp_path):
     assert f"warning: left out {metrics.parent}: {metrics} line 200 is damaged" in err
     assert f"warning: left out {record.parent}: {record} is not a complete run record" in err
     assert f"warning: left out {odd.parent}: {odd} has an inconsistent schedule: warm_restart is 'yes'" in err
-    assert f"{no_t0} has an inconsistent schedule: a warm-restart run with t_zero 'missing'" in err
+    assert f"{no_t0} has an inconsistent schedule: a warm-restart run without t_zero" in err
     assert "Traceback" not in err
     text = (tmp_path / "report" / "report.md").read_text()
     assert table1_rows(text)["default (lr x 0.2 at 60, 120, 160)"][0] == "1 (1)" and "Left out, damaged" in text
@@ -683,14 +759,14 @@ def test_the_report_needs_finished_runs(tmp_path):
 
 def test_table2_cites_the_paper_only_for_its_own_schedule_network_and_ensembles():
     sgdr = (0.05, (10, 2))
-    assert report.paper_table2(sgdr, "cifar10", 1, 3) == "3.51"
-    assert report.paper_table2(sgdr, "cifar100", 3, 3) == "16.64"
-    assert report.paper_table2(sgdr, "cifar100", 1, 1) == "19.57"  # the median of 16 runs, not Table 1's 19.58
-    assert report.paper_table2(sgdr, "cifar10", 1, 2) == ""  # the paper reports M = 1 and 3 only
-    assert report.paper_table2((0.05, (1, 2)), "cifar10", 1, 3) == ""
-    assert report.paper_table2((0.1, (10, 2)), "cifar10", 1, 3) == ""  # another eta_max
-    assert report.paper_table2(sgdr, "cifar10", 1, 3, "wrn-28-20") == ""  # Table 2 is WRN-28-10's
-    assert report.paper_table2(sgdr, "cifar10", 1, 3, "wrn-10-1") == "3.51"  # shown for orientation
+    assert tables.paper_table2(sgdr, "cifar10", 1, 3) == "3.51"
+    assert tables.paper_table2(sgdr, "cifar100", 3, 3) == "16.64"
+    assert tables.paper_table2(sgdr, "cifar100", 1, 1) == "19.57"  # the median of 16 runs, not Table 1's 19.58
+    assert tables.paper_table2(sgdr, "cifar10", 1, 2) == ""  # the paper reports M = 1 and 3 only
+    assert tables.paper_table2((0.05, (1, 2)), "cifar10", 1, 3) == ""
+    assert tables.paper_table2((0.1, (10, 2)), "cifar10", 1, 3) == ""  # another eta_max
+    assert tables.paper_table2(sgdr, "cifar10", 1, 3, "wrn-28-20") == ""  # Table 2 is WRN-28-10's
+    assert tables.paper_table2(sgdr, "cifar10", 1, 3, "wrn-10-1") == "3.51"  # shown for orientation
 
 
 def test_the_report_without_the_data_set_names_the_way_out(tiny_grid, tmp_path, offline):
@@ -717,8 +793,8 @@ def test_a_moved_grid_plan_finds_its_runs_in_the_folders_of_their_own(tmp_path):
     env = {"PYTHON": "python", "SEEDS": "1", "SCHEDULES": "10:2 10:2/d0.5 default@0.1", "GRID_DIR": "old"}
     root = tmp_path / "moved"
     root.mkdir()
-    (root / gridruns.PLAN).write_text("".join(shlex.join(c) + "\n" for c in grid_commands(env)))
-    found = [run.files.run_dir for run in gridruns.read_plan_file(root / gridruns.PLAN)]
+    (root / planner.PLAN).write_text("".join(shlex.join(c) + "\n" for c in grid_commands(env)))
+    found = [run.files.run_dir for run in planner.read_plan_file(root / planner.PLAN)]
     assert found == [
         root / "seed1" / "runs" / "wr_s10_m2",
         root / "seed1" / "d0.5" / "runs" / "wr_s10_m2",

@@ -13,7 +13,7 @@ from conftest import SMALL, TINY, call
 from torch import nn
 
 import train
-from sgdr.data import cifar
+from sgdr.data import cifar, loaders
 from sgdr.run import settings
 from sgdr.training import recipes
 from sgdr.training.schedules import build_schedule
@@ -98,7 +98,7 @@ def random_images(n: int, seed: int = 0) -> cifar.InMemoryCIFAR:
 
 
 def paper_loaders(dataset, batch_size: int = 128, seed: int = 0):
-    return cifar.make_loaders(
+    return loaders.make_loaders(
         dataset, dataset, "device", batch_size, torch.Generator().manual_seed(seed), CPU, recipe=recipes.PAPER
     )
 
@@ -149,7 +149,9 @@ def test_full_cifar10_gives_781_batches_holding_every_image_twice_once_mirrored(
 
 def test_test_inputs_are_the_images_minus_the_training_mean_image_without_augmentation():
     train_set, test_set = random_images(40, seed=1), random_images(30, seed=2)
-    _, val_loader = cifar.make_loaders(train_set, test_set, "device", 16, torch.Generator(), CPU, recipe=recipes.PAPER)
+    _, val_loader = loaders.make_loaders(
+        train_set, test_set, "device", 16, torch.Generator(), CPU, recipe=recipes.PAPER
+    )
     images = torch.cat([x for x, _ in val_loader]).double().numpy()
     mean = (train_set.data.astype(np.float64) / 255).mean(axis=0)
     want = (test_set.data.astype(np.float64) / 255 - mean).transpose(0, 3, 1, 2)

@@ -8,11 +8,12 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import call
+from conftest import REPO, call
 from fake_runs import fake_run
 
 import report
 from sgdr.paper import ensembles
+from sgdr.paper import report as paper_report
 
 # The paper's Table 1 ("WRN (ours)"), typed in from arXiv 1608.03983 (ICLR 2017 version): test error %,
 # WRN-28-10 (median of 5) on CIFAR-10 and CIFAR-100, then WRN-28-20 (median of 2) on both.
@@ -102,7 +103,7 @@ def fake_grid(root: Path, seeds, dataset: str = "cifar10") -> None:
 
 
 def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "TestSet", FakeTestSet)
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeTestSet)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     for dataset in ("cifar10", "cifar100"):
         fake_grid(tmp_path / dataset, range(1, 17), dataset)  # Table 2.s 16 runs, folders seed1 .. seed16
@@ -126,7 +127,7 @@ def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_pa
 
 
 def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "TestSet", FakeTestSet)
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeTestSet)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     fake_grid(tmp_path, range(1, 6))  # the grid's 5 seeds
     text = run_report(tmp_path)
@@ -150,7 +151,7 @@ def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeyp
     ],
 )  # fmt: skip
 def test_table2_rows_with_few_runs_stand_beside_the_nearest_of_the_papers(runs, rows, tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "TestSet", FakeTestSet)
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeTestSet)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     fake_grid(tmp_path, range(1, runs + 1))
     got = {row[1]: row[2:] for row in section(run_report(tmp_path), "Table 2")}
@@ -209,8 +210,8 @@ def test_the_anytime_ratio_counts_the_epochs_the_default_needed_to_its_result(tm
 
 def test_figure_2_draws_the_recommended_solutions_and_the_papers_table_1_points(tmp_path):
     anytime_grid(tmp_path)
-    runs = [run for run in report.find_runs(tmp_path)[0]]
-    fig = report.error_figure(runs, "cifar10", "wrn-28-10")
+    runs = [run for run in paper_report.find_runs(tmp_path)[0]]
+    fig = paper_report.error_figure(runs, "cifar10", "wrn-28-10")
     lines = fig.axes[0].get_lines()
     stars = {(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in lines if line.get_marker() == "*"}
     # Each paper entry at the epoch the paper reads it after 200 epochs: 150 for T_0 = 10, 127 for T_0 = 1.
@@ -247,7 +248,7 @@ def test_the_papers_setup_label_names_every_setting_that_changes_the_precision(s
 
 
 def test_the_docs_say_how_each_number_is_computed():
-    paper = " ".join((Path(report.__file__).parent / "docs" / "paper.md").read_text().split())
+    paper = " ".join((REPO / "docs" / "paper.md").read_text().split())
     for phrase in (
         "disjoint groups of N runs",
         "at or below the default schedule's final median",

@@ -34,7 +34,7 @@ from conftest import (
 import train
 from sgdr import storage
 from sgdr.data import cifar
-from sgdr.run import experiment, settings
+from sgdr.run import epoch, settings
 from sgdr.run.record import code_version
 
 # 40 training images in batches of 16: 3 steps an epoch. Warm restarts at epochs 1 and 3.
@@ -161,7 +161,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted, cifar_dir):
         "lr": 0.05,
         "batch_size": 16,
         "train_subset": None,
-        "val_subset": None,
+        "test_subset": None,
         "seed": 12,
         "loader": "device",
         "channels_last": True,
@@ -205,7 +205,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(cifar_dir
                 return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(experiment.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(epoch.F, "cross_entropy", poisoned)
     out = tmp_path / "out"
     code, log, err = call(train.main, argv("multistep", cifar_dir, out))
     assert code == 1
@@ -262,7 +262,7 @@ def without(state: dict, key: str) -> dict:
         (lambda s: {**s, "config": "multistep"}, "its 'config' is a str, not a dict"),
         (lambda s: {**s, "rng": without(s["rng"], "loader")}, "its random states lack loader"),
         # A checkpoint that says more epochs than its history holds would "finish" a run it never trained.
-        (lambda s: {**s, "epoch": 99}, "it says 99 epochs are done, but its history holds 4 train_loss, 4 val_loss"),
+        (lambda s: {**s, "epoch": 99}, "it says 99 epochs are done, but its history holds 4 train_loss, 4 test_loss"),
         (lambda s: {**s, "history": {**s["history"], "lr": s["history"]["lr"][:-1]}}, "learning rates do not split"),
         (
             lambda s: {**s, "history": {**s["history"], "lr": s["history"]["lr"] * 2}},
@@ -429,22 +429,63 @@ def test_a_closed_output_stops_the_run_quietly_and_it_resumes(cifar_dir, tmp_pat
     assert_same_run(out, uninterrupted["warm"])
 
 
-def test_a_new_setting_is_protected_on_resume_without_being_listed(cifar_dir, tmp_path, monkeypatch):
+def test_every_flag_says_how_it_enters_a_runs_settings():
+    """A flag added to the parser without a declaration in settings.DECIDES (or among the settings free to
+    change on resume) fails here: its value for the runs trained before it existed must be said."""
+    flags = {action.dest for action in settings.build_parser()._actions if action.dest != "help"}
+    assert flags == (settings.DECIDES.keys() - {"processes"}) | settings.MAY_CHANGE_ON_RESUME
+    assert settings.undeclared([*flags, "processes"]) == []
+
+
+def with_a_new_flag(monkeypatch, declared: bool) -> None:
+    """train.py with a new flag --dummy (default 0), declared as a setting that decides the run or not."""
     build = settings.build_parser
 
-    def with_a_new_flag():
+    def parser():
         parser = build()
         parser.add_argument("--dummy", type=int, default=0)
         return parser
 
-    monkeypatch.setattr(settings, "build_parser", with_a_new_flag)
-    common = ["--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    monkeypatch.setattr(settings, "build_parser", parser)
+    if declared:
+        monkeypatch.setitem(settings.DECIDES, "dummy", settings.Decides(before=0))
+
+
+def test_a_flag_without_its_declaration_stops_the_run_before_it_writes(cifar_dir, tmp_path, monkeypatch):
+    with_a_new_flag(monkeypatch, declared=False)
+    common = ["-e", "1", "--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    with pytest.raises(RuntimeError, match="settings.DECIDES does not declare dummy"):
+        call(train.main, common)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_declared_setting_is_protected_and_older_checkpoints_resume_as_they_trained(cifar_dir, tmp_path, monkeypatch):
+    common = ["--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir)]
+    old, new = ["--output-dir", str(tmp_path / "old")], ["--output-dir", str(tmp_path / "new")]
+    assert call(train.main, ["-e", "1", *common, *old])[0] == 0  # a checkpoint from before the flag
+    with_a_new_flag(monkeypatch, declared=True)
+    assert call(train.main, ["-e", "1", *common, *new])[0] == 0
+    assert torch.load(tmp_path / "new" / "runs" / "multistep" / "checkpoint.pt")["config"]["dummy"] == 0
+    for out in (old, new):
+        code, _, err = call(train.main, ["-e", "2", *common, *out, "--resume", "--dummy", "3"])
+        assert code == 1 and "dummy: 0 in the checkpoint, 3 now" in err
+    # The older checkpoint, without the setting, resumes as the value it trained under; what may change does.
+    code, log, err = call(train.main, ["-e", "2", *common, *old, "--resume"])
+    assert code == 0 and "Resuming after epoch 1" in log, err
+
+
+def test_a_run_resumes_on_a_machine_with_fewer_cores_than_its_workers(cifar_dir, tmp_path, monkeypatch):
+    """--workers defaults to min(4, CPUs) for a new run; a resumed run keeps its checkpoint's, wherever it runs."""
+    common = ["--seed", "1", *SMALL, "-b", "16", "--loader", "torchvision", "--data-dir", str(cifar_dir)]
+    common += ["--output-dir", str(tmp_path)]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert call(train.main, ["-e", "1", *common])[0] == 0
-    code, _, err = call(train.main, ["-e", "2", *common, "--resume", "--dummy", "3"])
-    assert code == 1 and "dummy: 0 in the checkpoint, 3 now" in err
-    # What may change on resume does: the epoch count (and folders, device).
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
     code, log, err = call(train.main, ["-e", "2", *common, "--resume"])
     assert code == 0 and "Resuming after epoch 1" in log, err
+    assert torch.load(tmp_path / "runs" / "multistep" / "checkpoint.pt")["config"]["workers"] == 2
+    code, _, err = call(train.main, ["-e", "3", *common, "--resume", "--workers", "1"])
+    assert code == 1 and "workers: 2 in the checkpoint, 1 now" in err
 
 
 def test_the_run_record_names_the_code_and_library_versions(uninterrupted, tmp_path, monkeypatch):

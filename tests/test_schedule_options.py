@@ -22,7 +22,8 @@ from conftest import SMALL, TINY, assert_same_run, call, files_of, harness
 from torch import nn
 
 import train
-from sgdr.run import checkpoint, experiment, settings
+from sgdr.run import settings
+from sgdr.run.epoch import train_epoch
 from sgdr.training import schedules
 from sgdr.training.schedules import SampleWarmRestarts, Schedule, ShapedWarmRestarts, WarmRestarts, build_schedule
 
@@ -105,7 +106,7 @@ def tiny_setup(batches: int):
 
 
 def applied(stepping: str, options: dict, epochs: int = EPOCHS, batches: int = BATCHES) -> list[float]:
-    """Build the schedule as experiment.setup does and run experiment.train_epoch: each batch's rate."""
+    """Build the schedule as experiment.setup does and run epoch.train_epoch: each batch's rate."""
     model, loader, optimizer = tiny_setup(batches)
     schedule = build_schedule(
         optimizer,
@@ -121,7 +122,7 @@ def applied(stepping: str, options: dict, epochs: int = EPOCHS, batches: int = B
     )
     lrs: list[float] = []
     for epoch in range(epochs):
-        lrs += experiment.train_epoch(model, loader, optimizer, schedule, epoch, CPU)[2]
+        lrs += train_epoch(model, loader, optimizer, schedule, epoch, CPU)[2]
         schedule.after_epoch()
     return lrs
 
@@ -344,13 +345,13 @@ def test_the_options_are_recorded_only_when_set(straight):
         assert {key: config.get(key) for key in want} == want
 
     def recorded(*flags: str) -> set[str]:
-        return set(settings.trajectory(settings.parse_args(list(flags)), 1, 1)) & set(schedules.OPTION_DEFAULTS)
+        return set(settings.config_of(settings.parse_args(list(flags)), 1, 1)) & set(schedules.OPTION_DEFAULTS)
 
     assert recorded("-wr") == recorded() == recorded("-wr", "--cycle-decay", "1", "--warmup-epochs", "0") == set()
     assert recorded("-wr", "--cycle-decay", "0.5") == {"cycle_decay"}
     assert recorded("-wr", "--warmup-epochs", "2", "--warmup-start-lr", "0.01") == {"warmup_epochs", "warmup_start_lr"}
     # A checkpoint or record without them was made without them.
-    assert {key: checkpoint.with_added_settings({})[key] for key in want} == schedules.OPTION_DEFAULTS
+    assert {key: settings.upgrade({})[key] for key in want} == schedules.OPTION_DEFAULTS
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from conftest import documentation
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
-from sgdr.run import experiment
+from sgdr.run.epoch import train_epoch
 from sgdr.training import recipes, schedules
 from sgdr.training.schedules import Schedule, WarmRestarts, build_schedule, locate_cycle
 
@@ -58,7 +58,7 @@ def applied_lrs(
     schedule = build_schedule(optimizer, warm_restart, t_0, t_mult, list(milestones))
     lrs: list[float] = []
     for epoch in range(epochs):
-        lrs += experiment.train_epoch(model, loader, optimizer, schedule, epoch, CPU)[2]
+        lrs += train_epoch(model, loader, optimizer, schedule, epoch, CPU)[2]
         schedule.after_epoch()
     return lrs
 
@@ -98,7 +98,7 @@ def test_the_oracle_catches_torchs_closed_form():
     schedule = Schedule(CosineAnnealingWarmRestarts(optimizer, T_0=1, T_mult=3), per_batch=True)
     lrs: list[float] = []
     for epoch in range(130):
-        lrs += experiment.train_epoch(model, loader, optimizer, schedule, epoch, CPU)[2]
+        lrs += train_epoch(model, loader, optimizer, schedule, epoch, CPU)[2]
     want = oracle_lrs(1, 3, 130, 2)
     wrong = [k // 2 for k, (g, w) in enumerate(zip(lrs, want)) if abs(g - w) > 1e-12]
     if not wrong:

@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import HARNESS, REPO, assert_equal, call
 
+import grid as grid_script
 import report
 import train
 from sgdr.run import layout
@@ -103,6 +104,14 @@ def grid(slurm, tiny_cifar, tmp_path_factory) -> dict:
     def grid_sh(*words: str) -> subprocess.CompletedProcess:
         return slurm.run("sh", str(REPO / "grid.sh"), *words, *flags, cwd=root, env=env, timeout=120)
 
+    def grid_here(*words: str) -> str:
+        """What grid.sh WORDS prints, from grid.py in this process (it reads the run folders only)."""
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(root)
+            code, out, err = call(lambda argv: grid_script.main(argv, environ={**os.environ, **env}), [*words, *flags])
+        assert code == 0, err
+        return out
+
     def paused(k: int) -> bool:
         log = files[NAMES[k]].log
         return log.exists() and "harness: paused" in log.read_text()
@@ -113,11 +122,11 @@ def grid(slurm, tiny_cifar, tmp_path_factory) -> dict:
     job = re.search(r"as job array (\d+)", submitted.stdout)[1]
     # Everything that does not wait for a signal ends; the two that do hold their runs (and lock them).
     wait_for("the other tasks", lambda: len(slurm.jobs(job)) == 2 and paused(REQUEUED) and paused(TIMED_OUT))
-    seen["status_paused"] = grid_sh("--status").stdout
+    seen["status_paused"] = grid_here("--status")
     # The same grid again, while two of its runs are going: nothing is trained twice.
     again = re.search(r"as job array (\d+)", grid_sh("--submit").stdout)[1]
     slurm.wait(again)
-    seen["status_again"] = grid_sh("--status").stdout
+    seen["status_again"] = grid_here("--status")
     # A requeue (as preemption does: SIGTERM to the job, then back in the queue), and the time-limit
     # signal --signal=B:USR1@... sends to the batch script, which stops the run and requeues itself.
     slurm.run("scontrol", "requeue", f"{job}_{REQUEUED}")
@@ -126,13 +135,13 @@ def grid(slurm, tiny_cifar, tmp_path_factory) -> dict:
     for k in (REQUEUED, TIMED_OUT):  # a requeued job waits for a begin time: now
         slurm.run("scontrol", "update", f"jobid={job}_{k}", "StartTime=now")
     slurm.wait(job)
-    seen["status_done"] = grid_sh("--status").stdout
+    seen["status_done"] = grid_here("--status")
     # The same runs, uninterrupted, in this process.
     reference = root / "reference"
     with pytest.MonkeyPatch.context() as mp:
         use_checksums_of(tiny_cifar, mp.setattr)
         for k in (REQUEUED, TIMED_OUT):
-            line = grid_sh("--print").stdout.splitlines()[k]
+            line = grid_here("--print").splitlines()[k]
             words = shlex.split(line)[2:]
             words[words.index("--output-dir") + 1] = str(reference)
             code, _, err = call(train.main, words)

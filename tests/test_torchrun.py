@@ -19,9 +19,10 @@ import torch
 from conftest import HARNESS, REPO, assert_same_run, call, files_of, start_until
 
 import train
-from sgdr.data import cifar
+from sgdr.data import cifar, loaders
 from sgdr.parallel.distributed import Team
-from sgdr.run import experiment, stopping
+from sgdr.run import stopping
+from sgdr.run.epoch import validate
 from sgdr.testing.cifar_files import use_checksums_of
 from sgdr.training.networks import build_network
 
@@ -168,7 +169,7 @@ def test_the_test_metrics_are_those_of_the_saved_network(runs, cifar_dir):
     model = build_network("wrn-10-1", 10).to(memory_format=torch.channels_last)
     model.load_state_dict(state["model"])
     _, val_set = cifar.load_splits(cifar_dir)
-    loss, accuracy = experiment.validate(model, cifar.DeviceLoader(val_set, 16, CPU, channels_last=True), CPU)
+    loss, accuracy = validate(model, loaders.DeviceLoader(val_set, 16, CPU, channels_last=True), CPU)
     last = json.loads((runs["two"] / "runs" / "wr_s1_m2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["epoch"] == 3
     assert last["test_loss"] == pytest.approx(loss, rel=1e-6) and last["test_accuracy"] == accuracy
@@ -190,7 +191,7 @@ def test_shards_are_disjoint_cover_each_batch_and_keep_its_draws():
     dataset = cifar.InMemoryCIFAR(data, list(range(n)))  # label = index: shows which image
 
     def batches(rank, world):
-        loader = cifar.DeviceLoader(
+        loader = loaders.DeviceLoader(
             dataset, 16, CPU, torch.Generator().manual_seed(3), augment=True, rank=rank, world=world
         )
         return list(loader)
@@ -226,7 +227,7 @@ def test_sync_bn_needs_cuda_and_several_processes(monkeypatch):
 
 def test_the_torchvision_loader_stays_single_process():
     with pytest.raises(cifar.UserError, match="under torchrun use the default --loader device"):
-        cifar.make_loaders(None, None, "torchvision", 16, torch.Generator(), CPU, rank=0, world=2)
+        loaders.make_loaders(None, None, "torchvision", 16, torch.Generator(), CPU, rank=0, world=2)
 
 
 def test_killing_one_rank_ends_the_job_and_the_run_resumes_exactly(cifar_dir, tmp_path, runs):

@@ -339,8 +339,8 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
         (["-e", "-3"], "argument -e/--epochs: must be at least 1, got -3"),
         (["-t0", "1.5"], "argument -t0/--t-zero: expected an integer, got '1.5'"),
         (["--train-subset", "50001"], "argument --train-subset: CIFAR has 50,000 training images, got 50,001"),
-        (["--val-subset", "10001"], "argument --val-subset: CIFAR has 10,000 test images, got 10,001"),
-        (["--val-subset", "0"], "argument --val-subset: must be at least 1, got 0"),
+        (["--val-subset", "10001"], "argument --test-subset/--val-subset: CIFAR has 10,000 test images, got 10,001"),
+        (["--val-subset", "0"], "argument --test-subset/--val-subset: must be at least 1, got 0"),
         (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
         (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
         (["--lr", "0"], "argument --lr: must be a number above 0, got 0"),
@@ -461,8 +461,8 @@ def test_batches_of_one_image_are_refused_for_resnet34(cifar_dir, tmp_path):
 
 def test_help_opens_with_what_the_script_says_it_does():
     """train.py --help reads its description from settings.py; the script's own first line must agree."""
-    assert train.__doc__.splitlines()[0] == settings.DESCRIPTION
-    assert settings.build_parser().format_help().split("\n\n")[1] == settings.DESCRIPTION
+    assert " ".join(train.__doc__.split("\n\n")[0].split()) == settings.DESCRIPTION
+    assert " ".join(settings.build_parser().format_help().split("\n\n")[1].split()) == settings.DESCRIPTION
 
 
 def test_resuming_at_another_lr_is_refused(cifar_dir, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sgdr.cli import UserError
-from sgdr.data import cifar
+from sgdr.data import cifar, loaders
 from sgdr.run import checkpoint, layout
 from sgdr.training.networks import build_network, top1_correct
 
@@ -26,7 +26,7 @@ def error_rate(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return 1 - top1_correct(scores, labels).item() / len(labels)
 
 
-def snapshots_in(run: Path) -> list[Path]:
+def run_snapshots(run: Path) -> list[Path]:
     """A run folder's snapshots, oldest first; other files in its snapshots/ are named once, and left alone."""
     snapshots, others = layout.snapshots_in(run)
     if others:
@@ -34,7 +34,7 @@ def snapshots_in(run: Path) -> list[Path]:
     return snapshots
 
 
-class TestSet:
+class SnapshotOutputs:
     """Test-set outputs of snapshots, each computed once: the test set of the snapshots' data set
     (the subset they were validated on), evaluated on ``device``."""
 
@@ -48,11 +48,11 @@ class TestSet:
         if path not in self.cache:
             snapshot = checkpoint.load_snapshot(path)
             config = snapshot["config"]
-            key = (config["dataset"], config["val_subset"])
+            key = (config["dataset"], config["test_subset"])
             if self.key is None:
                 self.key = key
-                val_set = cifar.load_test_set(self.data_dir, config["val_subset"], config["dataset"])
-                self.loader = cifar.DeviceLoader(val_set, self.batch_size, self.device, stats=config["dataset"])
+                test_set = cifar.load_test_set(self.data_dir, config["test_subset"], config["dataset"])
+                self.loader = loaders.DeviceLoader(test_set, self.batch_size, self.device, stats=config["dataset"])
                 self.stats = {"mean": self.loader.mean, "std": self.loader.std}
             elif key != self.key:
                 raise UserError(
@@ -81,13 +81,13 @@ class TestSet:
         return self.loader.labels.cpu()
 
 
-def ensemble_error(members: Sequence[Path], test: TestSet) -> float:
+def ensemble_error(members: Sequence[Path], test: SnapshotOutputs) -> float:
     """Test error (a fraction) of the equal-weight ensemble of the snapshots ``members``."""
     return error_rate(average_softmax([test.logits(path) for path in members]), test.labels())
 
 
 def last_m_errors(
-    runs: Sequence[Sequence[Path]], test: TestSet, largest_m: int | None = None
+    runs: Sequence[Sequence[Path]], test: SnapshotOutputs, largest_m: int | None = None
 ) -> list[tuple[int, float]]:
     """(M, test error) of the ensemble of every run's last M snapshots, for M = 1 .. the fewest any run has."""
     fewest = min(len(snapshots) for snapshots in runs)

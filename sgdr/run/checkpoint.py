@@ -11,24 +11,9 @@ import torch
 
 from sgdr import storage
 from sgdr.cli import UserError
-from sgdr.training.schedules import OPTION_DEFAULTS
+from sgdr.run import settings
 
 FORMAT = 1
-# Settings added to a run's config after checkpoints of this format were first written, each with
-# the value that reproduces how runs trained before it existed: a checkpoint without the key was
-# made that way, and resumes under that value (any other is a difference, refused as usual).
-ADDED_SETTINGS: dict[str, Any] = {
-    "recipe": "tutorial",
-    # Before --tf32, runs left PyTorch's default: on Ampere and newer GPUs TF32 convolutions, fp32
-    # matrix products. "conv" is that; on the CPU all three choices compute the same fp32 numbers.
-    "tf32": "conv",
-    "deterministic": False,
-    "lr": 0.05,  # before --lr every run started at 0.05
-    # The options that shape warm restarts (--warmup-epochs, --warmup-start-lr, --cycle-decay,
-    # --cycle-limit): at these values the schedule is the one runs had before them. A run records
-    # them only when set (settings.trajectory), so a config without them reads as these, old or new.
-    **OPTION_DEFAULTS,
-}
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
@@ -80,7 +65,9 @@ PARTS = {
     "scheduler": dict,
     "rng": dict,
 }
-PER_EPOCH = ("train_loss", "val_loss", "train_acc", "val_acc")
+PER_EPOCH = ("train_loss", "test_loss", "train_acc", "test_acc")
+# The names the history gave the test set's losses and accuracies before it took the metrics' names.
+OLD_HISTORY = {"val_loss": "test_loss", "val_acc": "test_acc"}
 RANDOM_STATES = ("python", "torch", "cuda", "loader")
 
 
@@ -88,6 +75,8 @@ def load(path: Path) -> dict[str, Any]:
     """A checkpoint written by ``save``, read with ``weights_only=True`` and checked whole (every part,
     its type, the history against the epoch count) before any of it is used; a clear error otherwise."""
     state = _read(path, "checkpoint", RESTORE)
+    if isinstance(state.get("history"), dict):
+        state["history"] = {OLD_HISTORY.get(key, key): values for key, values in state["history"].items()}
     if (wrong := damage(state)) is not None:
         raise UserError(f"the checkpoint {path} is damaged: {wrong}.{RESTORE}")
     return state
@@ -168,9 +157,11 @@ def load_snapshot(path: Path) -> dict[str, Any]:
         wrong = "its settings name no network or data set"
     elif not isinstance(snapshot.get("num_classes"), int) or not isinstance(snapshot["model"], dict):
         wrong = "it has no class count or no network"
+    elif (problem := settings.problem(config)) is not None:
+        wrong = f"its settings are not a run's ({problem})"
     if wrong:
         raise UserError(f"the snapshot {path} is damaged: {wrong}. Leave it out, or restore it from a backup.")
-    return snapshot
+    return {**snapshot, "config": settings.upgrade(config)}
 
 
 def _read(path: Path, what: str, advice: str, *required: str) -> dict[str, Any]:
@@ -185,19 +176,3 @@ def _read(path: Path, what: str, advice: str, *required: str) -> dict[str, Any]:
             return state
         reason = f"not a {what} of format {FORMAT}"
     raise UserError(f"the {what} {path} cannot be read ({reason.splitlines()[0]}).{advice}")
-
-
-def with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's settings, with those it predates at the values it was trained under."""
-    return {**ADDED_SETTINGS, **saved}
-
-
-def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``. A setting
-    either side lacks is at its ``ADDED_SETTINGS`` value (the current run leaves out unset shaping options)."""
-    saved, current = with_added_settings(saved), with_added_settings(current)
-    return [
-        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]

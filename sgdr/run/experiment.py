@@ -1,6 +1,5 @@
-"""A run, built from its settings: the network, data, optimiser and schedule (``setup``), one
-epoch of training and of validation, and the files written after each epoch. train.py's loop
-puts these together; how a run stops early is stopping.py's."""
+"""A run, built from its settings: the network, data, optimiser and schedule (``setup``), or all of it
+restored from the checkpoint, as an ``Experiment``, which train.py's loop drives epoch by epoch."""
 
 from __future__ import annotations
 
@@ -17,131 +16,21 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from sgdr import drawing, storage
+from sgdr import storage
 from sgdr.cli import UserError
-from sgdr.data import cifar
+from sgdr.data import cifar, loaders
 from sgdr.parallel.devices import pick_device, set_determinism, set_precision
 from sgdr.parallel.distributed import Team
-from sgdr.run import checkpoint, layout, lock
-from sgdr.run.settings import trajectory
-from sgdr.run.stopping import Guard, NonFiniteWatch
-from sgdr.training.networks import build_network, deterministic_pooling, top1_correct, trains_on_single_images
+from sgdr.run import checkpoint, layout, lock, settings
+from sgdr.run.epoch import train_epoch, validate
+from sgdr.run.outputs import save_outputs
+from sgdr.run.stopping import Guard
+from sgdr.training.networks import build_network, deterministic_pooling, trains_on_single_images
 from sgdr.training.recipes import RECIPES
 from sgdr.training.schedules import Schedule, build_schedule, run_cycle_ends
-
-
-def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return optimizer.param_groups[0]["lr"]
-
-
-def train_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    epoch: int,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager] = nullcontext,
-    guard: Guard | None = None,
-) -> tuple[float, float, list[float]]:
-    """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
-    sample and the top-1 accuracy, both of each batch as it was trained (over all processes), and
-    the rate each batch was trained with.
-
-    The loss is summed on the device and read once at the end, so the loop never waits for the
-    device. After each batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
-    or infinite, ``Interrupted`` after a signal.
-    """
-    guard = guard or Guard()
-    model.train()
-    batches = len(loader)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    samples = torch.zeros((), dtype=torch.long, device=device)
-    watch = NonFiniteWatch(device)
-    lrs: list[float] = []
-    for i, (images, labels) in enumerate(tqdm(loader, desc="Training", total=batches, disable=None, file=sys.stdout)):
-        lrs.append(current_lr(optimizer))
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-        loss.backward()
-        optimizer.step()
-        schedule.after_batch(epoch, i, batches)
-        loss_sum += loss.detach() * labels.size(0)
-        correct += top1_correct(logits.detach(), labels)
-        samples += labels.size(0)
-        watch.update(loss.detach(), i)
-        guard.after_batch(i, epoch, watch.first_seen())
-    guard.team.sum(loss_sum, correct, samples)
-    mean = (loss_sum / samples).item()
-    guard.check(epoch, watch.first_seen())  # exact now: the device has caught up
-    return mean, correct.item() / samples.item(), lrs
-
-
-@torch.inference_mode()
-def validate(
-    model: nn.Module,
-    loader,
-    device: torch.device,
-    autocast: Callable[[], AbstractContextManager] = nullcontext,
-    guard: Guard | None = None,
-) -> tuple[float, float]:
-    """Mean cross-entropy per sample over ``loader`` (the reference averaged batch means), and top-1
-    accuracy: sums and counts over all processes, then divided."""
-    guard = guard or Guard()
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    samples = torch.zeros((), dtype=torch.long, device=device)
-    batches = tqdm(loader, desc="Validation", total=len(loader), disable=None, file=sys.stdout)
-    for i, (images, labels) in enumerate(batches):
-        with autocast():
-            logits = model(images)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += top1_correct(logits, labels)
-        samples += labels.size(0)
-        guard.after_batch(i)
-    guard.team.sum(loss_sum, correct, samples)
-    return (loss_sum / samples).item(), correct.item() / samples.item()
-
-
-def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
-    """One row per epoch for ``metrics.jsonl``: losses, top-1 accuracies, test error, and the
-    learning rates of the epoch's first and last batch."""
-    per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
-    return [
-        {
-            "epoch": k + 1,
-            "train_loss": history["train_loss"][k],
-            "train_accuracy": history["train_acc"][k],
-            "test_loss": history["val_loss"][k],
-            "test_accuracy": history["val_acc"][k],
-            "test_error": 1 - history["val_acc"][k],
-            "lr_first": history["lr"][k * per_epoch],
-            "lr_last": history["lr"][(k + 1) * per_epoch - 1],
-        }
-        for k in range(len(history["train_loss"]))
-    ]
-
-
-def save_outputs(files: layout.RunFiles, history: dict[str, list[float]], figures: bool) -> None:
-    """Write the reference files for the epochs so far, each atomically; figures only if asked."""
-    storage.save_floats(files.train_loss, history["train_loss"])
-    storage.save_floats(files.val_loss, history["val_loss"])
-    if files.lr_values is not None:
-        storage.save_floats(files.lr_values, history["lr"])
-    storage.save_jsonl(files.metrics, metrics_rows(history))
-    if figures:
-        drawing.save_loss_figure(history["train_loss"], history["val_loss"], files.loss_figure)
-        if files.lr_figure is not None:
-            drawing.save_lr_figure(history["lr"], files.lr_figure)
 
 
 def open_checkpoint(args: argparse.Namespace, files: layout.RunFiles) -> dict[str, Any] | None:
@@ -193,13 +82,13 @@ class Experiment:
     schedule: Schedule
     generator: torch.Generator
     train_loader: Any
-    val_loader: Any
+    test_loader: Any
     net: nn.Module  # what training calls: ``model``, or wrapped (DDP) and compiled; files hold ``model``
     eval_net: nn.Module  # what validation calls: ``model``, or compiled
     autocast: Callable[[], AbstractContextManager]
     team: Team = field(default_factory=Team)
     history: dict[str, list[float]] = field(
-        default_factory=lambda: {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "lr": []}
+        default_factory=lambda: {"train_loss": [], "test_loss": [], "train_acc": [], "test_acc": [], "lr": []}
     )
     epochs_done: int = 0
     resumed: bool = False
@@ -266,17 +155,19 @@ class Experiment:
         """The module's ``validate`` on this run's test set: mean loss and accuracy. Every process first
         takes rank 0's BatchNorm statistics, so that all of them validate the network rank 0 saves."""
         self.team.share_buffers(self.model)
-        return validate(self.eval_net, self.val_loader, self.device, self.autocast, guard)
+        return validate(self.eval_net, self.test_loader, self.device, self.autocast, guard)
 
-    def add_epoch(self, train_loss: float, val_loss: float, train_acc: float, val_acc: float, lrs: list[float]) -> None:
+    def add_epoch(
+        self, train_loss: float, test_loss: float, train_acc: float, test_acc: float, lrs: list[float]
+    ) -> None:
         """One more complete epoch: its losses and accuracies, and the rate of each of its batches. Called
         only once the epoch is complete, so the history (and every file written from it) never holds part
         of an epoch."""
         for key, value in (
             ("train_loss", train_loss),
-            ("val_loss", val_loss),
+            ("test_loss", test_loss),
             ("train_acc", train_acc),
-            ("val_acc", val_acc),
+            ("test_acc", test_acc),
         ):
             self.history[key].append(value)
         self.history["lr"].extend(lrs)
@@ -313,43 +204,12 @@ class Experiment:
         if self.team.is_main and self.epochs_done in run_cycle_ends(c, self.epochs_done):
             classes = cifar.DATASETS[c["dataset"]].classes
             inputs = {
-                "mean": self.val_loader.mean.cpu(),
-                "std": self.val_loader.std.cpu(),
+                "mean": self.test_loader.mean.cpu(),
+                "std": self.test_loader.std.cpu(),
             }  # how to normalise test images
             checkpoint.save_snapshot(
                 self.files.snapshot(self.epochs_done), self.model, c, self.epochs_done, classes, inputs
             )
-
-
-def check_team(args: argparse.Namespace, team_size: int) -> None:
-    """What several processes need: an even split of every batch, and --sync-bn only on CUDA."""
-    if team_size == 1:
-        if args.sync_bn:
-            raise UserError("--sync-bn needs several processes: start the run with torchrun.")
-        return
-    if args.sync_bn and args.compile:
-        raise UserError(
-            "--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm "
-            "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them."
-        )
-    if args.batch_size % team_size:
-        raise UserError(
-            f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
-            f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8)."
-        )
-    if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
-        raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
-
-
-def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
-    """Refuse batches of one image per process for a network BatchNorm cannot train on them (ResNet34)."""
-    classes = cifar.DATASETS[args.dataset].classes
-    if args.batch_size // team_size == 1 and not trains_on_single_images(args.model, classes):
-        raise UserError(
-            f"{args.model} cannot train on batches of one image{' per process' if team_size > 1 else ''}: "
-            "one of its BatchNorm layers would see a single value per channel. "
-            f"Use -b {2 * team_size} or more."
-        )
 
 
 def setup(
@@ -361,7 +221,7 @@ def setup(
     """Check the request (nothing is written before it passes), then build or restore the run.
 
     ``data``: the (training, test) sets to use instead of those in ``args.data_dir`` (bench.py's
-    synthetic ones); ``args.train_subset`` and ``args.val_subset`` do not apply to them.
+    synthetic ones); ``args.train_subset`` and ``args.test_subset`` do not apply to them.
     """
     team = team or Team()
     # A seed drawn here is rank 0's in every process: each draws from the same permutation its share
@@ -377,11 +237,10 @@ def setup(
             seed = args.seed
         else:
             seed = saved["config"]["seed"] if saved is not None else drawn
-        if args.tf32 is None:  # PyTorch's default for a new run; a resumed one keeps how it trained
-            args.tf32 = checkpoint.with_added_settings(saved["config"])["tf32"] if saved is not None else "conv"
-        config = trajectory(args, seed, team.world)
+        settings.resolve_defaults(args, saved["config"] if saved is not None else None)
+        config = settings.config_of(args, seed, team.world)
         known = {k: v for k, v in saved["config"].items() if k != "data"} if saved is not None else {}
-        if saved is not None and (differences := checkpoint.differences(known, config)):
+        if saved is not None and (differences := settings.differences(known, config)):
             raise UserError(
                 f"this run's checkpoint {files.checkpoint} was made with other settings: "
                 f"{'; '.join(differences)}. Resume with the original settings, or start over with --overwrite."
@@ -393,10 +252,10 @@ def setup(
         set_determinism(args.deterministic, device)
         recipe = RECIPES[args.recipe]
         if data is None:
-            data = cifar.load_splits(args.data_dir, args.train_subset, args.val_subset, args.dataset)
-        train_set, val_set = data
+            data = cifar.load_splits(args.data_dir, args.train_subset, args.test_subset, args.dataset)
+        train_set, test_set = data
         # What identifies the images (not their folder): runs on other data are other experiments.
-        digest = cifar.data_digest(train_set, val_set)
+        digest = cifar.data_digest(train_set, test_set)
         if saved is not None and saved["config"].get("data", digest) != digest:
             raise UserError(
                 f"this run's checkpoint {files.checkpoint} was trained on other images than those in "
@@ -411,9 +270,9 @@ def setup(
                 f"the last training batch ({remainder} images) does not split evenly "
                 f"over {team.world} processes; choose a --train-subset whose remainder does."
             )
-        train_loader, val_loader = cifar.make_loaders(
+        train_loader, test_loader = loaders.make_loaders(
             train_set,
-            val_set,
+            test_set,
             args.loader,
             args.batch_size,
             generator,
@@ -432,7 +291,7 @@ def setup(
             )
         classes = cifar.DATASETS[args.dataset].classes
         if remainder == team.world and not trains_on_single_images(args.model, classes):
-            train_loader = cifar.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
+            train_loader = loaders.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.deterministic:
         deterministic_pooling(model)
@@ -472,7 +331,7 @@ def setup(
         schedule,
         generator,
         train_loader,
-        val_loader,
+        test_loader,
         net,
         compiled,
         autocast,
@@ -486,7 +345,7 @@ def setup(
             storage.remove(files.all())
             if kept := layout.snapshots_in(files.run_dir)[1]:
                 print(f"Kept {', '.join(map(str, kept))}: not files of this project.")
-        storage.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / "snapshots"])
+        storage.remove_stale_temporaries(files.reference(), [files.run_dir, files.run_dir / layout.SNAPSHOTS])
     return exp
 
 

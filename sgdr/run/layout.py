@@ -1,4 +1,6 @@
-"""Names of every file a run writes, and how files are written: atomically, never half-written."""
+"""The name of every file a run writes: the reference's outputs in the output folder, and the run's own folder
+(``<output folder>/runs/<schedule>``) with its checkpoint, record, metrics and snapshots. Nobody else builds
+these paths."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 COMBINED_FIGURE = "loss_plot_combined.jpg"
+RUNS = "runs"  # in an output folder: the run folders
+CHECKPOINT, RECORD, METRICS, SNAPSHOTS = "checkpoint.pt", "run.json", "metrics.jsonl", "snapshots"  # in a run folder
 SNAPSHOT = re.compile(r"epoch_(\d{4,})\.pt")  # the only names of snapshots; anything else in snapshots/ is the user's
 
 
@@ -24,16 +28,16 @@ class RunFiles:
 
     @property
     def checkpoint(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
+        return self.run_dir / CHECKPOINT
 
     @property
     def record(self) -> Path:
-        return self.run_dir / "run.json"
+        return record_of(self.run_dir)
 
     @property
     def metrics(self) -> Path:
         """Per-epoch losses and top-1 accuracies, one JSON object a line."""
-        return self.run_dir / "metrics.jsonl"
+        return metrics_of(self.run_dir)
 
     @property
     def log(self) -> Path:
@@ -42,7 +46,7 @@ class RunFiles:
 
     def snapshot(self, epoch: int) -> Path:
         """The network at the end of a warm-restart cycle (the paper's snapshot ensembles)."""
-        return self.run_dir / "snapshots" / f"epoch_{epoch:04d}.pt"
+        return self.run_dir / SNAPSHOTS / f"epoch_{epoch:04d}.pt"
 
     def reference(self) -> list[Path]:
         """The reference's output files (plus the lr pickle beside the lr figure)."""
@@ -53,6 +57,21 @@ class RunFiles:
         return [*self.reference(), self.checkpoint, self.record, self.metrics, *snapshots_in(self.run_dir)[0]]
 
 
+def record_of(run_dir: str | Path) -> Path:
+    """A run folder's record, ``run.json``."""
+    return Path(run_dir) / RECORD
+
+
+def metrics_of(run_dir: str | Path) -> Path:
+    """A run folder's per-epoch metrics, ``metrics.jsonl``."""
+    return Path(run_dir) / METRICS
+
+
+def records_under(root: str | Path) -> list[Path]:
+    """The record of every run folder under ``root`` (``.../runs/<run>/run.json``), sorted."""
+    return sorted(Path(root).rglob(f"{RUNS}/*/{RECORD}"))
+
+
 def in_the_way(files: RunFiles) -> list[str]:
     """What stands where the run writes: a folder (or other non-file) where a file of it goes, a
     file where its snapshots' folder goes. Each as ``PATH is ..., where ...``."""
@@ -61,7 +80,7 @@ def in_the_way(files: RunFiles) -> list[str]:
         for path in [*files.reference(), files.checkpoint, files.record, files.metrics]
         if path.exists() and not path.is_file()
     ]
-    snapshots = files.run_dir / "snapshots"
+    snapshots = files.run_dir / SNAPSHOTS
     if snapshots.exists() and not snapshots.is_dir():
         wrong.append(f"{snapshots} is a file, where this run keeps its snapshots (a folder)")
     return wrong
@@ -71,7 +90,7 @@ def snapshots_in(run_dir: str | Path) -> tuple[list[Path], list[Path]]:
     """(the snapshots in ``run_dir``/snapshots, oldest first; the other entries there, which this project neither
     reads nor removes: a user's own ``epoch_best.pt``, a folder ...). Hidden files (temporaries) are in neither."""
     ours, others = [], []
-    for path in sorted((Path(run_dir) / "snapshots").glob("*")):
+    for path in sorted((Path(run_dir) / SNAPSHOTS).glob("*")):
         if path.name.startswith("."):
             continue
         match = SNAPSHOT.fullmatch(path.name)
@@ -87,13 +106,13 @@ def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: i
     """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts."""
     out = Path(output_dir)
     if not warm_restart:
-        return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl", out / "runs" / "multistep")
+        return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl", out / RUNS / "multistep")
     tag = f"s{t_zero}_m{t_mult}"
     return RunFiles(
         loss_figure=out / f"wr_loss_{tag}.jpg",
         train_loss=out / f"wr_train_loss_{tag}.pkl",
         val_loss=out / f"wr_val_loss_{tag}.pkl",
-        run_dir=out / "runs" / f"wr_{tag}",
+        run_dir=out / RUNS / f"wr_{tag}",
         lr_figure=out / f"lr_schedule_{tag}.jpg",
         lr_values=out / f"lr_schedule_{tag}.pkl",
     )

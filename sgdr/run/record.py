@@ -1,4 +1,6 @@
-"""run.json beside a run's checkpoint: what ran, where, with which versions, and each session of it."""
+"""run.json beside a run's checkpoint: what ran, where, with which versions, and each session of it; written
+by ``RunRecord`` as the run goes, read back by ``read_record`` (the one reader: train.py on resume, the
+grid's status, the report and the ensembles)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import datetime
 import json
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import torch
 import torchvision
 
 from sgdr import storage
+from sgdr.run.settings import same_run, upgrade
 
 
 class RunRecord:
@@ -65,10 +69,9 @@ class RunRecord:
     def _previous(self) -> dict[str, Any]:
         """The record of the sessions so far; a lost or damaged record starts a new one."""
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            return dict(read_record(self.path).data)
+        except (OSError, DamagedRecord):
             return {}
-        return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else {}
 
     def epoch_done(self, epochs_done: int) -> None:
         self.sessions[-1]["epochs_done"] = epochs_done
@@ -83,6 +86,80 @@ class RunRecord:
     def _write(self) -> None:
         if self.writes:
             storage.save_json(self.path, self.data)
+
+
+class DamagedRecord(ValueError):
+    """A run.json that is not a run's record: the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A run's ``run.json`` as read back by ``read_record``."""
+
+    path: Path
+    data: dict[str, Any]  # as written
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings that decide the run's numbers, as recorded (``settings`` reads older ones as they trained)."""
+        return self.data["config"]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The recorded settings, with those the run predates at the values it trained under."""
+        return upgrade(self.config)
+
+    @property
+    def same_run(self) -> str:
+        """What this run shares with its copies, and with no other run (``settings.same_run``)."""
+        return same_run(self.config)
+
+    @property
+    def epochs(self) -> int:
+        """The epochs the run was asked for, last time it ran."""
+        return self.data["epochs"]
+
+    @property
+    def finished(self) -> bool:
+        return self.data.get("finished") is not None
+
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        return self.data["sessions"]
+
+    @property
+    def outcome(self) -> str:
+        """How the last session ended ("running" while it runs, or if it was killed), or "" for no session."""
+        outcome = self.sessions[-1].get("outcome") if self.sessions else ""
+        return outcome if isinstance(outcome, str) else ""
+
+    @property
+    def devices(self) -> frozenset[str]:
+        """Where its sessions trained (cpu, cuda:0 ...)."""
+        return frozenset(s["device"] for s in self.sessions if isinstance(s.get("device"), str))
+
+
+def read_record(path: Path) -> Record:
+    """The record at ``path``. An ``OSError`` when it cannot be read (absent included); ``DamagedRecord`` when
+    it is not a run's record: not JSON, no settings, no epoch count, or sessions that are not a list of them."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DamagedRecord(f"{path} is not a complete run record ({type(error).__name__}: {error})") from None
+    wrong = None
+    if not isinstance(data, dict):
+        wrong = f"it holds a {type(data).__name__}"
+    elif not isinstance(data.get("config"), dict):
+        wrong = "it has no settings ('config')"
+    elif not isinstance(data.get("epochs"), int) or isinstance(data["epochs"], bool):
+        wrong = f"its epoch count is {data.get('epochs')!r}"
+    elif not isinstance(sessions := data.setdefault("sessions", []), list) or not all(
+        isinstance(s, dict) for s in sessions
+    ):
+        wrong = "its sessions are not a list of sessions"
+    if wrong:
+        raise DamagedRecord(f"{path} is not a complete run record: {wrong}")
+    return Record(path, data)
 
 
 def code_version() -> dict[str, Any] | None:

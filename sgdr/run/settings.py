@@ -1,54 +1,29 @@
-"""The settings of a run: train.py's flags and their checks, and which of them a resumed run must match."""
+"""The settings of a run: train.py's flags and their checks (also against the processes that share the run),
+and which of them a resumed run must match."""
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sgdr.cli import ShowDefaults
-from sgdr.data import cifar
-from sgdr.training.networks import check_model_name
-from sgdr.training.recipes import LR, RECIPES
-from sgdr.training.schedules import OPTION_DEFAULTS
+import torch
 
-DESCRIPTION = "Train ResNet34 on CIFAR-10 with the multistep schedule or SGDR's cosine annealing with warm restarts."
+from sgdr.cli import ShowDefaults, UserError, int_at_least, number_in
+from sgdr.data import cifar, loaders
+from sgdr.training.networks import check_model_name, trains_on_single_images
+from sgdr.training.recipes import LR, RECIPES
+from sgdr.training.schedules import MILESTONES, OPTION_DEFAULTS
+
+DESCRIPTION = (
+    "Train a network on CIFAR with the multistep schedule or SGDR's cosine annealing with warm restarts: by "
+    "default the tutorial's ResNet34 on CIFAR-10 (--model, --dataset and --recipe for the paper's)."
+)
 # torch's generators take seeds of 64 bits.
 SEED_MAX = 2**64 - 1
-
-
-def int_at_least(minimum: int, maximum: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
-        return value
-
-    return parse
-
-
-def number_in(low: float, high: float = math.inf, low_included: bool = True):
-    """A finite number from ``low`` (or just above it) up to ``high``."""
-    bounds = f"{'at least' if low_included else 'above'} {low:g}"
-    bounds += f" and at most {high:g}" if high < math.inf else ""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (value == low and not low_included) or value > high:
-            raise argparse.ArgumentTypeError(f"must be a number {bounds}, got {text}")
-        return value
-
-    return parse
 
 
 def subset_of(total: int, what: str):
@@ -72,7 +47,9 @@ def model_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags (-wr, -t0, -tm, -e) with their defaults, and options added beside them."""
-    parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=ShowDefaults)
+    parser = argparse.ArgumentParser(
+        prog="train.py", description=DESCRIPTION, formatter_class=ShowDefaults, allow_abbrev=False
+    )
     positive = int_at_least(1)
     ref = parser.add_argument_group("reference flags")
     ref.add_argument(
@@ -132,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--milestones",
         type=positive,
         nargs="+",
-        default=[60, 120, 160],
+        default=list(MILESTONES),
         metavar="EPOCH",
         help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)",
     )
@@ -165,15 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on the first N training images only (default: all 50,000)",
     )
     extra.add_argument(
+        "--test-subset",
         "--val-subset",
         type=subset_of(cifar.TEST_IMAGES, "test"),
         metavar="N",
-        help="validate on the first N test images only (default: all 10,000)",
+        help="validate on the first N test images only (--val-subset: its older name) (default: all 10,000)",
     )
     fast = parser.add_argument_group("speed (see docs/performance.md)")
     fast.add_argument(
         "--loader",
-        choices=cifar.LOADERS,
+        choices=loaders.LOADERS,
         default="device",
         help="device: the data set held on the training device, augmented there in batches; "
         "torchvision: the reference DataLoader with PIL transforms (default: device)",
@@ -218,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument(
         "--workers",
         type=int_at_least(0),
-        default=min(4, os.cpu_count() or 1),
-        help="worker processes of --loader torchvision (default: min(4, CPUs))",
+        help="worker processes of --loader torchvision (default: min(4, CPUs) for a new run; a resumed run keeps "
+        "its checkpoint's)",
     )
     extra.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)"
@@ -261,30 +239,216 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # The settings that may change between a run and its resumption: where it runs, where its files
-# go, and for how long (a finished run can be extended). Every other setting the parser holds
-# decides the run's numbers, so a new flag is protected on resume without being listed anywhere.
+# go, and for how long (a finished run can be extended).
 MAY_CHANGE_ON_RESUME = frozenset({"epochs", "data_dir", "output_dir", "device", "resume", "overwrite"})
+FIRST = "in every record"  # a setting that runs have recorded since the first format of checkpoints
 
 
-def trajectory(args: argparse.Namespace, seed: int, processes: int) -> dict[str, Any]:
-    """The settings that decide a run's numbers; a resumed run must match its checkpoint on each.
+def _always(config: dict[str, Any]) -> bool:
+    return True
 
-    Every parsed setting but ``MAY_CHANGE_ON_RESUME``, with the seed as drawn and the number of
-    processes (each normalises its BatchNorm layers over its share of a batch). Settings that
-    cannot act in this run are left out: the other schedule's, and the worker count of the
-    torchvision loader when the on-device loader (which has no workers) is used; so are the options
-    that shape warm restarts while they are at their defaults.
+
+def _warm(config: dict[str, Any]) -> bool:
+    return bool(config["warm_restart"])
+
+
+def _multistep(config: dict[str, Any]) -> bool:
+    return not config["warm_restart"]
+
+
+def _torchvision(config: dict[str, Any]) -> bool:
+    return config["loader"] == "torchvision"  # its worker processes each draw their own augmentation stream
+
+
+@dataclass(frozen=True)
+class Decides:
+    """A setting that decides a run's numbers: a resumed run must match its checkpoint on it.
+
+    ``before``: the value of the runs recorded before the setting existed (``FIRST`` for those recorded
+    since the first format), which a record without it is read as. ``acts``: whether it acts on a run
+    of these settings; where it does not (the other schedule's settings), it is not recorded.
+    ``only_when_set``: recorded only away from ``before``, so that records of runs that leave it alone
+    stay as they were before it existed. ``new_run``: for a flag whose default is None, the value a new
+    run takes; a resumed run takes its checkpoint's (a default that depends on the machine must not
+    make a run refuse to resume on another machine).
     """
-    config = {key: value for key, value in vars(args).items() if key not in MAY_CHANGE_ON_RESUME}
-    config.update(seed=seed, processes=processes)
-    for unused in ("milestones",) if args.warm_restart else ("t_zero", "t_mult", *OPTION_DEFAULTS):
-        del config[unused]
-    # The options that shape warm restarts are recorded only when set: the settings of a run without
-    # them (run.json, the checkpoint) stay as they were before the options existed, and a setting that
-    # is absent reads as its default (checkpoint.ADDED_SETTINGS, schedules.run_cycle_ends).
-    for key, default in OPTION_DEFAULTS.items():
-        if key in config and config[key] == default:
-            del config[key]
-    if args.loader != "torchvision":  # worker processes each draw their own augmentation stream
-        del config["workers"]
-    return config
+
+    before: Any = FIRST
+    acts: Callable[[dict[str, Any]], bool] = _always
+    only_when_set: bool = False
+    new_run: Callable[[], Any] | None = None
+
+
+# Every setting of a run but those that may change on resume, in the parser's order: a flag added to
+# the parser must be declared here (tests/test_resume.py holds it, and ``config_of`` refuses to run
+# without), with the value runs trained before it existed had.
+DECIDES: dict[str, Decides] = {
+    "warm_restart": Decides(),
+    "t_zero": Decides(acts=_warm),
+    "t_mult": Decides(acts=_warm),
+    **{name: Decides(before=default, acts=_warm, only_when_set=True) for name, default in OPTION_DEFAULTS.items()},
+    "recipe": Decides(before="tutorial"),
+    "milestones": Decides(acts=_multistep),
+    "lr": Decides(before=LR),  # before --lr every run started at 0.05
+    "dataset": Decides(),
+    "model": Decides(),
+    "batch_size": Decides(),
+    "train_subset": Decides(),
+    "test_subset": Decides(),
+    "loader": Decides(),
+    "channels_last": Decides(),
+    "amp": Decides(),
+    # Before --tf32, runs left PyTorch's default: on Ampere and newer GPUs TF32 convolutions, fp32
+    # matrix products. "conv" is that; on the CPU all three choices compute the same fp32 numbers.
+    "tf32": Decides(before="conv", new_run=lambda: "conv"),
+    "deterministic": Decides(before=False),
+    "compile": Decides(),
+    "sync_bn": Decides(),
+    "seed": Decides(),
+    "workers": Decides(acts=_torchvision, new_run=lambda: min(4, os.cpu_count() or 1)),
+    "processes": Decides(),  # not a flag: how many processes share the run (each normalises its share of a batch)
+}
+
+
+def undeclared(names: Iterable[str]) -> list[str]:
+    """The settings among ``names`` (a run's parsed flags) that are neither declared in DECIDES nor free to change."""
+    return sorted(set(names) - DECIDES.keys() - MAY_CHANGE_ON_RESUME)
+
+
+# Settings recorded under another name before: the test set's subset was val_subset until it took the name
+# the metrics give the test set (test_loss, test_error).
+RENAMED = {"val_subset": "test_subset"}
+
+
+def upgrade(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded run's settings, with those it predates at the values it was trained under, and older names
+    read as today's."""
+    current = {RENAMED.get(name, name): value for name, value in config.items()}
+    return {**{name: s.before for name, s in DECIDES.items() if s.before is not FIRST}, **current}
+
+
+def resolve_defaults(args: argparse.Namespace, saved: dict[str, Any] | None) -> None:
+    """Fill the flags left to the run (default None): a new run's value, or the checkpoint's ``saved`` settings'."""
+    for name, setting in DECIDES.items():
+        if setting.new_run is not None and getattr(args, name) is None:
+            known = upgrade(saved) if saved is not None else {}
+            setattr(args, name, known[name] if name in known else setting.new_run())
+
+
+def config_of(args: argparse.Namespace, seed: int, processes: int) -> dict[str, Any]:
+    """The settings that decide the run's numbers (``DECIDES``), which a resumed run must match.
+
+    The parsed flags, with the seed as drawn and the number of processes; those that do not act in
+    this run, or are recorded only when set and are not, are left out.
+    """
+    values = {**vars(args), "seed": seed, "processes": processes}
+    if missing := undeclared(values):
+        raise RuntimeError(f"settings.DECIDES does not declare {', '.join(missing)}: say how each enters the run")
+    return {
+        name: values[name]
+        for name, setting in DECIDES.items()
+        if setting.acts(values) and not (setting.only_when_set and values[name] == setting.before)
+    }
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings on which a resumed run contradicts its checkpoint, as ``name: saved -> now``. A setting
+    either side lacks is at its ``before`` value (the current run leaves out unset shaping options)."""
+    saved, current = upgrade(saved), upgrade(current)
+    return [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+
+
+def same_run(config: dict[str, Any], planned: bool = False) -> str:
+    """What makes two runs the same run (two folders, a copy of one): every setting that decides its
+    numbers, seed and images included, as its record holds them. Used by the report, the ensembles and
+    the grid. ``planned``: of runs not all trained yet (a grid's plan), without what only training knows,
+    the digest of the images and the number of processes."""
+    known = upgrade(config)
+    if planned:
+        known = {key: value for key, value in known.items() if key not in ("data", "processes")}
+    return json.dumps(known, sort_keys=True, default=str)
+
+
+# What a recorded run must hold for its numbers to be read (the report, the ensembles): its schedule, what
+# groups it, and its test set.
+READ = ("warm_restart", "t_zero", "t_mult", "milestones", "seed", "dataset", "model", "test_subset")
+
+
+def problem(config: dict[str, Any]) -> str | None:
+    """What makes a recorded run's settings ones train.py could not have written, or None. Each value is
+    checked as the flag's own parser checks it; a setting that does not act on the run (a warmup on a
+    multistep run) must be absent; those the report reads (``READ``) must be there."""
+    config = upgrade(config)
+    if not isinstance(config.get("warm_restart"), bool):
+        return f"warm_restart is {config.get('warm_restart')!r}, not true or false"
+    kind = "warm-restart" if config["warm_restart"] else "multistep"
+    flags = {action.dest: action for action in build_parser()._actions}
+    for name, setting in DECIDES.items():
+        if name not in flags or (name not in config and name not in READ):
+            continue
+        if not setting.acts(config):
+            if name in config and config[name] != setting.before and setting.only_when_set:
+                return f"{name} {config[name]!r} on a {kind} run"
+            continue
+        if name not in config:
+            return f"a {kind} run without {name}"
+        if (refused := _refused(flags[name], config[name])) is not None:
+            return f"{name} {config[name]!r} on a {kind} run, which train.py refuses: {refused}"
+    return None
+
+
+def _refused(flag: argparse.Action, value: Any) -> str | None:
+    """Why ``flag`` could not have taken ``value`` (as its parser reads the value's text), or None."""
+    if flag.const is not None or isinstance(flag, argparse.BooleanOptionalAction):  # store_true, --x/--no-x
+        return None if isinstance(value, bool) else "not true or false"
+    if value is None:
+        return None if flag.default is None else "missing"
+    values = value if flag.nargs == "+" and isinstance(value, list) else [value]
+    for item in values:
+        if isinstance(item, bool) or (flag.nargs == "+") != isinstance(value, list):
+            return "not of its kind"
+        if flag.choices is not None and item not in flag.choices:
+            return f"not one of {', '.join(map(str, flag.choices))}"
+        if flag.type is not None:
+            try:
+                parsed = flag.type(str(item))
+            except (argparse.ArgumentTypeError, ValueError) as error:
+                return str(error)
+            if parsed != item or (isinstance(parsed, int) and not isinstance(item, int)):
+                return f"not of its kind ({type(item).__name__})"
+    return None
+
+
+def check_team(args: argparse.Namespace, team_size: int) -> None:
+    """What several processes need: an even split of every batch, and --sync-bn only on CUDA."""
+    if team_size == 1:
+        if args.sync_bn:
+            raise UserError("--sync-bn needs several processes: start the run with torchrun.")
+        return
+    if args.sync_bn and args.compile:
+        raise UserError(
+            "--compile and --sync-bn do not go together: the compiled graph breaks at every SyncBatchNorm "
+            "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them."
+        )
+    if args.batch_size % team_size:
+        raise UserError(
+            f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
+            f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8)."
+        )
+    if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
+        raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
+
+
+def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
+    """Refuse batches of one image per process for a network BatchNorm cannot train on them (ResNet34)."""
+    classes = cifar.DATASETS[args.dataset].classes
+    if args.batch_size // team_size == 1 and not trains_on_single_images(args.model, classes):
+        raise UserError(
+            f"{args.model} cannot train on batches of one image{' per process' if team_size > 1 else ''}: "
+            "one of its BatchNorm layers would see a single value per channel. "
+            f"Use -b {2 * team_size} or more."
+        )

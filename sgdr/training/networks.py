@@ -35,9 +35,6 @@ def resnet34(pretrained: bool = False, requires_grad: bool = True, num_classes: 
     return model
 
 
-build_model = resnet34  # the name this module gave it first
-
-
 def _weights_unavailable(weights: ResNet34_Weights, error: Exception) -> str:
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
@@ -177,7 +174,7 @@ def check_model_name(name: str) -> str:
 def build_network(name: str, num_classes: int) -> nn.Module:
     """A network by name, trained from scratch: ``resnet34`` or ``wrn-D-K``."""
     if check_model_name(name) == "resnet34":
-        return build_model(pretrained=False, requires_grad=True, num_classes=num_classes)
+        return resnet34(pretrained=False, requires_grad=True, num_classes=num_classes)
     depth, k = (int(x) for x in name.split("-")[1:])
     return WideResNet(depth, k, num_classes)
 

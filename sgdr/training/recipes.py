@@ -92,7 +92,7 @@ class Recipe:
     padding: str  # of the 4-pixel padding before the random crop: "reflect" or "zeros"
     mean_image: bool  # subtract the training images' per-pixel mean only, not normalise per channel
     drop_last: bool  # drop the last partial training batch
-    val_batch_size: int | None  # None: the training batch size
+    test_batch_size: int | None  # None: the training batch size
     optimizer: Callable[[nn.Module, float], torch.optim.Optimizer]  # (network, initial rate)
     sgdr_by_samples: bool  # T_cur += batch / samples-per-epoch, reset at cycle ends; else epoch + i / iters
     header: str  # the line a run prints about it ("" for the tutorial: its output is the reference's)
@@ -105,7 +105,7 @@ TUTORIAL = Recipe(
     padding="reflect",
     mean_image=False,
     drop_last=False,
-    val_batch_size=None,
+    test_batch_size=None,
     optimizer=reference_optimizer,
     sgdr_by_samples=False,
     header="",
@@ -117,7 +117,7 @@ PAPER = Recipe(
     padding="zeros",
     mean_image=True,
     drop_last=True,
-    val_batch_size=500,
+    test_batch_size=500,
     optimizer=script_optimizer,
     sgdr_by_samples=True,
     header="the SGDR script's (every image plain and mirrored, zero-padded crops, mean image subtracted, "

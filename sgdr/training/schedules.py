@@ -16,6 +16,8 @@ def sgdr_lr(t_cur: float, t_i: float, eta_max: float, eta_min: float = 0.0) -> f
     return eta_min + 0.5 * (eta_max - eta_min) * (1.0 + math.cos(math.pi * t_cur / t_i))
 
 
+# The reference's multistep schedule: the rate x GAMMA after each of these epochs.
+MILESTONES, GAMMA = (60, 120, 160), 0.2
 # The shaping options of warm restarts (train.py's --warmup-epochs, --warmup-start-lr, --cycle-decay and
 # --cycle-limit), by their names in a run's settings, at the values that leave the schedule as it is:
 # no warmup, every cycle peaking at eta_max, restarts for as long as the run lasts.
@@ -262,7 +264,7 @@ def build_schedule(
     t_zero: int,
     t_mult: int,
     milestones: list[int],
-    gamma: float = 0.2,
+    gamma: float = GAMMA,
     by_samples: tuple[int, float] | None = None,
     warmup: int = 0,
     warmup_start: float = 0.0,

@@ -1,0 +1,339 @@
+"""The paper's grid, planned once: its settings (what grid.sh reads from the environment), the schedule words
+of SCHEDULES, the train.py command and folder of every run, and the plan file that remembers them.
+
+A word is ``default`` (the multistep schedule) or ``T_0:T_mult`` (warm restarts); ``@LR`` after either trains
+it with another initial rate; after ``T_0:T_mult``, ``/wW /sS /dD /kK`` add a warmup of W epochs from rate S,
+a cycle decay D and a limit of K cycles, each at most once, in any order. Values are read as train.py's flags
+read them, and a word is the run it names: options at their defaults are dropped and numbers written one way
+(``10:2/d0.50/w0`` is ``10:2/d0.5``), so that one run has one folder, ``<grid>/seed<k>/<what the word adds>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sgdr import storage
+from sgdr.cli import UserError
+from sgdr.run import layout, settings
+from sgdr.training.recipes import LR
+from sgdr.training.schedules import OPTION_DEFAULTS
+
+PLAN = "grid.txt"  # in a grid's folder: its train.py commands, one a line, as grid.sh --print gives them
+PAPER_SCHEDULES = "default 50:1 100:1 200:1 1:2 10:2"  # the paper's Table 1, but for its eta_0 = 0.1 row
+PAPER_SEEDS = "1 2 3 4 5"  # the paper: the median of 5 runs
+TABLE2_SCHEDULE = "10:2"  # the schedule of the paper's snapshot ensembles, trained for TABLE2_SEEDS too
+COMPARE_WARMUP = 5  # COMPARE=1: one cosine after a warmup of this many epochs, and SGDR with cycle decay 0.5
+# The options of a word, by letter, in the one order of its flags, its folder and its text.
+OPTIONS = {"w": "warmup_epochs", "s": "warmup_start_lr", "d": "cycle_decay", "k": "cycle_limit"}
+WORD = re.compile(r"(?P<shape>default|\d+:\d+)(?:@(?P<lr>[^/@]*))?(?P<options>(?:/[^/]*)*)")
+WORD_HELP = (
+    "is neither default nor T_0:T_mult (e.g. 10:2), with @LR for another initial lr (default@0.1) and, after "
+    "T_0:T_mult, /wW /sS /dD /kK, each at most once (10:2/w5/d0.5)."
+)
+
+
+class GridError(UserError):
+    """A grid setting or flag that cannot make a grid: exit status 2, as for a flag train.py refuses."""
+
+    exit_status = 2
+
+
+def number_text(value: float | int) -> str:
+    """A number as a word and a folder write it: the shortest decimal, no exponent, no trailing zeros."""
+    return format(Decimal(repr(value)).normalize(), "f")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A word of SCHEDULES, read: the schedule's kind and T_0, T_mult, its initial rate if not the default,
+    and the shaping options set away from their defaults, in OPTIONS' order."""
+
+    warm_restart: bool
+    t_zero: int = 0
+    t_mult: int = 0
+    lr: float | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def word(self) -> str:
+        """The word in its one spelling."""
+        text = f"{self.t_zero}:{self.t_mult}" if self.warm_restart else "default"
+        text += f"@{number_text(self.lr)}" if self.lr is not None else ""
+        return text + "".join(f"/{letter}{number_text(value)}" for letter, value in self._lettered())
+
+    @property
+    def tag(self) -> str:
+        """The folder its runs get inside a seed's ("" for T_0:T_mult or default alone): ``lr0.1_w5_d0.5``."""
+        parts = [f"lr{number_text(self.lr)}"] if self.lr is not None else []
+        return "_".join(parts + [f"{letter}{number_text(value)}" for letter, value in self._lettered()])
+
+    @property
+    def flags(self) -> list[str]:
+        """train.py's flags for it."""
+        words = ["--lr", number_text(self.lr)] if self.lr is not None else []
+        if self.warm_restart:
+            words += ["--warm-restart", "-t0", str(self.t_zero), "-tm", str(self.t_mult)]
+        for name, value in self.options:
+            words += ["--" + name.replace("_", "-"), number_text(value)]
+        return words
+
+    def _lettered(self) -> list[tuple[str, Any]]:
+        letters = {name: letter for letter, name in OPTIONS.items()}
+        return [(letters[name], value) for name, value in self.options]
+
+
+def read_word(word: str) -> Schedule:
+    """The schedule a SCHEDULES word names; a GridError saying what is wrong with it."""
+    match = WORD.fullmatch(word)
+    if match is None or (match["lr"] is not None and not match["lr"]):
+        raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
+    flags = {action.dest: action for action in settings.build_parser()._actions}
+
+    def value(name: str, text: str) -> Any:
+        if not re.fullmatch(r"\d+(\.\d+)?", text):  # plain decimals: no signs, exponents or words
+            raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
+        try:
+            return flags[name].type(text)
+        except argparse.ArgumentTypeError as error:
+            raise GridError(f"SCHEDULES: {word}: argument {'/'.join(flags[name].option_strings)}: {error}") from None
+
+    warm = match["shape"] != "default"
+    t_zero, t_mult = (value(n, t) for n, t in zip(("t_zero", "t_mult"), match["shape"].split(":"))) if warm else (0, 0)
+    lr = value("lr", match["lr"]) if match["lr"] is not None else None
+    given: dict[str, Any] = {}
+    for option in filter(None, match["options"].split("/")):
+        name = OPTIONS.get(option[0])
+        if not warm or name is None or name in given:  # shaping is for warm restarts, each option once
+            raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
+        given[name] = value(name, option[1:])
+    set_ = [name for name in OPTIONS.values() if name in given and given[name] != OPTION_DEFAULTS[name]]
+    options = tuple((name, given[name]) for name in set_)
+    return Schedule(warm, t_zero, t_mult, None if lr == LR else lr, options)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One train.py command of a grid, and the files it writes."""
+
+    command: list[str]  # the whole command line, interpreter first
+    args: argparse.Namespace  # as train.py parses it
+    files: layout.RunFiles
+
+    @property
+    def epochs(self) -> int:
+        return self.args.epochs
+
+    @property
+    def same_run(self) -> str:
+        """What this run shares with its copies (``settings.same_run`` of a run not trained yet), from its flags."""
+        args = argparse.Namespace(**vars(self.args))
+        settings.resolve_defaults(args, None)
+        return settings.same_run(settings.config_of(args, args.seed, 1), planned=True)
+
+
+@dataclass
+class Grid:
+    """The settings of a grid (grid.sh's environment variables, then the train.py flags given to it) and its runs."""
+
+    flags: list[str]  # train.py flags for every run
+    model: str = "wrn-28-10"
+    dataset: str = "cifar10"
+    recipe: str = "paper"
+    epochs: int = 200
+    folder: str = "outputs/grid"  # GRID_DIR: the grid's folder is <folder>/<dataset>-<model>-<recipe>
+    schedules: list[Schedule] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    table2_seeds: list[int] = field(default_factory=list)
+    python: list[str] = field(default_factory=lambda: ["python"])
+    script: str = "train.py"  # the train.py the commands run
+
+    @property
+    def root(self) -> Path:
+        """The grid's folder, where its seeds' folders, its plan and its SLURM output go."""
+        return Path(self.folder) / f"{self.dataset}-{self.model}-{self.recipe}"
+
+    def runs(self) -> list[PlannedRun]:
+        """Every run, seed by seed (SEEDS, then the other TABLE2_SEEDS), schedule by schedule, each run once."""
+        table2 = read_word(TABLE2_SCHEDULE)
+        seeds = self.seeds + [s for s in self.table2_seeds if s not in self.seeds]
+        planned: dict[str, PlannedRun] = {}
+        for seed in seeds:
+            schedules = list(self.schedules) if seed in self.seeds else []
+            schedules += [table2] if seed in self.table2_seeds else []
+            for schedule in schedules:
+                run = self.run(schedule, seed)
+                planned.setdefault(run.same_run, run)
+        return list(planned.values())
+
+    def run(self, schedule: Schedule, seed: int) -> PlannedRun:
+        output = self.root / f"seed{seed}" / schedule.tag if schedule.tag else self.root / f"seed{seed}"
+        words = [
+            *self.python,
+            self.script,
+            *("-e", str(self.epochs), "--model", self.model, "--dataset", self.dataset, "--recipe", self.recipe),
+            *("--seed", str(seed), "--output-dir", str(output), "--resume", *self.flags, *schedule.flags),
+        ]
+        return planned_run(words, "the grid")
+
+
+def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> Grid:
+    """The grid that grid.sh's environment (MODEL, DATASET, RECIPE, EPOCHS, GRID_DIR, SEEDS, SCHEDULES, COMPARE,
+    TABLE2_SEEDS, PYTHON) and the train.py ``flags`` given to it describe; a GridError for a setting or flag
+    that cannot make one. The flags that name a run's folder (--model, --dataset, --recipe, -e) are read as
+    train.py reads them; --seed and --output-dir are the grid's own."""
+    given = _given(flags)
+    for own, instead in (("seed", 'SEEDS="..."'), ("output_dir", "GRID_DIR=...")):
+        if own in given:
+            raise GridError(f"--{own.replace('_', '-')} is the grid's own; set {instead} instead.")
+    epochs_text = str(given["epochs"]) if "epochs" in given else environ.get("EPOCHS", "200")
+    if not re.fullmatch(r"[1-9]\d*", epochs_text):
+        raise GridError(f"EPOCHS (or -e) is {epochs_text}, not a whole number of epochs (e.g. EPOCHS=200).")
+    grid = Grid(
+        list(flags),
+        model=given.get("model") or environ.get("MODEL", "wrn-28-10"),
+        dataset=given.get("dataset", environ.get("DATASET", "cifar10")),
+        recipe=given.get("recipe", environ.get("RECIPE", "paper")),
+        epochs=int(epochs_text),
+        folder=environ.get("GRID_DIR", "outputs/grid"),
+        python=environ.get("PYTHON", "python").split() or ["python"],
+        script=script,
+    )
+    grid.seeds = _seeds(environ.get("SEEDS", PAPER_SEEDS))
+    grid.table2_seeds = _seeds(environ.get("TABLE2_SEEDS", ""))
+    words = environ.get("SCHEDULES", PAPER_SCHEDULES).split()
+    if not grid.seeds or not words:
+        raise GridError('SEEDS and SCHEDULES must each name at least one (e.g. SEEDS="1 2 3").')
+    compare = environ.get("COMPARE", "")
+    if compare not in ("", "1"):
+        raise GridError(f"COMPARE is {compare}; COMPARE=1 adds the comparison schedules, unset it for none.")
+    if compare == "1":
+        if grid.epochs <= COMPARE_WARMUP:
+            raise GridError(
+                f"COMPARE=1 adds a {COMPARE_WARMUP}-epoch warmup before one cycle, which needs more than "
+                f"{COMPARE_WARMUP} epochs."
+            )
+        words += [f"{grid.epochs - COMPARE_WARMUP}:1/w{COMPARE_WARMUP}", f"{TABLE2_SCHEDULE}/d0.5"]
+    for schedule in map(read_word, words):
+        if schedule not in grid.schedules:  # one spelling of one run: 10:2/d0.5/w5 is 10:2/w5/d0.5
+            grid.schedules.append(schedule)
+    return grid
+
+
+def _given(flags: Sequence[str]) -> dict[str, Any]:
+    """The train.py flags among ``flags`` and their values, as train.py reads them (the last of a flag wins);
+    a GridError, with train.py's message, for flags it refuses."""
+    parser = settings.build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    try:
+        return vars(parser.parse_args(list(flags)))
+    except SystemExit:  # argparse said why on stderr
+        raise GridError("train.py refuses these flags (above); they go to every run of the grid.") from None
+
+
+def _seeds(text: str) -> list[int]:
+    """The seeds of SEEDS or TABLE2_SEEDS, each once, in order."""
+    seeds: list[int] = []
+    for word in text.split():
+        if not re.fullmatch(r"0|[1-9]\d*", word):
+            raise GridError(
+                f'SEEDS or TABLE2_SEEDS: {word} is not a whole number without leading zeros (e.g. SEEDS="1 2 3").'
+            )
+        if int(word) not in seeds:
+            seeds.append(int(word))
+    return seeds
+
+
+def planned_run(words: list[str], source: str, output_dir: Path | None = None) -> PlannedRun:
+    """The run of a train.py command line (interpreter and script first); a UserError naming ``source`` when
+    train.py refuses it. ``output_dir``: where its files are, if not where the command says."""
+    script = next((i for i, word in enumerate(words) if word.endswith("train.py")), None)
+    if script is None:
+        raise UserError(f"{source} is not a train.py command: {shlex.join(words)}")
+    try:
+        args = settings.parse_args(words[script + 1 :])
+    except SystemExit:  # argparse said why on stderr
+        raise GridError(f"{source}: train.py refuses these flags: {shlex.join(words)}") from None
+    return PlannedRun(words, args, layout.files_of(args, output_dir))
+
+
+def read_plan(lines: Iterable[str], source: str = "the commands") -> list[PlannedRun]:
+    """The runs of ``lines`` of train.py commands (blank lines and ``#`` comments skipped); a UserError naming
+    a line that is not a train.py command train.py accepts."""
+    runs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError as error:
+            raise UserError(f"{source}, line {number}: {error}: {line.strip()}") from None
+        runs.append(planned_run(words, f"{source}, line {number}"))
+    return runs
+
+
+def read_plan_file(path: Path) -> list[PlannedRun]:
+    """The runs of a file of train.py commands. Those of a grid's own ``grid.txt`` are found from the
+    file's folder: grid.sh wrote their output folders (``<grid>/seed<N>``) relative to where it ran,
+    and the grid may have moved since; any other file's, as written."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path} ({error})") from None
+    runs = read_plan(text.splitlines(), str(path))
+    places = [_in_grid(Path(run.args.output_dir)) for run in runs]
+    if path.name != PLAN or None in places or len({root for root, _ in places}) != 1:
+        return runs  # a list of the user's, or not grid.sh's layout: the paths as written
+    return [
+        PlannedRun(run.command, run.args, layout.files_of(run.args, path.parent / inside))
+        for run, (_, inside) in zip(runs, places)
+    ]
+
+
+def _in_grid(output_dir: Path) -> tuple[Path, Path] | None:
+    """(the grid's folder, the path inside it) of a run's output folder as grid.sh names it, ``<grid>/seed<N>``
+    or ``<grid>/seed<N>/<what its schedule adds>``; None for another layout."""
+    parts = output_dir.parts
+    seeds = [k for k, part in enumerate(parts) if re.fullmatch(r"seed\d+", part)]
+    if not seeds or len(parts) - seeds[-1] > 2:
+        return None
+    return Path(*parts[: seeds[-1]]), Path(*parts[seeds[-1] :])
+
+
+def grid_folder(runs: Sequence[PlannedRun]) -> Path:
+    """The folder of a list of runs that grid.sh did not plan here (``--commands``): the grid's, where their
+    output folders are grid.sh's ``<grid>/seed<N>...``, else the folder that holds them all."""
+    places = {_in_grid(Path(run.args.output_dir)) for run in runs}
+    if None not in places and len({root for root, _ in places}) == 1:
+        return places.pop()[0]
+    outputs = {str(run.files.run_dir.parent.parent) for run in runs}
+    return Path(os.path.commonpath(outputs)) if len(outputs) > 1 else Path(outputs.pop()).parent
+
+
+def short_name(run: PlannedRun, folder: Path) -> str:
+    """``seed1/wr_s10_m2``: the run's output folder under ``folder``, then its schedule."""
+    output = run.files.run_dir.parent.parent
+    return os.path.join(os.path.relpath(output, folder), run.files.run_dir.name)
+
+
+def record_plan(runs: Sequence[PlannedRun], folder: Path) -> None:
+    """Add the runs' commands to ``folder``'s grid.txt, each line once (by its words, however it is quoted);
+    report.py reads it to name the planned runs that did not finish."""
+    plan = folder / PLAN
+    before = plan.read_text().splitlines() if plan.is_file() else []
+    lines: dict[tuple[str, ...], str] = {}
+    for line in [*before, *(shlex.join(run.command) for run in runs)]:
+        try:
+            lines.setdefault(tuple(shlex.split(line)), line)
+        except ValueError:  # a line the report will name as unreadable: kept as it is
+            lines.setdefault((line,), line)
+    with storage.atomic_write(plan) as f:
+        f.write(("\n".join(lines.values()) + "\n").encode())

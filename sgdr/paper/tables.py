@@ -1,0 +1,84 @@
+"""The SGDR paper's numbers (its Tables 1 and 2, its claim of fewer epochs) and the setup they were measured
+under, with where a run's figures stand beside them."""
+
+from __future__ import annotations
+
+from sgdr.training.schedules import cycle_ends
+
+# The paper's Table 1, its own rows ("WRN (ours)"): test error %, (CIFAR-10, CIFAR-100), the median of 5
+# runs of WRN-28-10 and of 2 of WRN-28-20. A schedule is (eta_0, None) for the multistep default (x 0.2 after
+# epochs 60, 120 and 160) or (eta_max, (T_0, T_mult)) for SGDR; both 200 epochs.
+PAPER_TABLE1 = {
+    "wrn-28-10": {
+        (0.1, None): (4.24, 20.33),
+        (0.05, None): (4.13, 20.21),
+        (0.05, (50, 1)): (4.17, 19.99),
+        (0.05, (100, 1)): (4.07, 19.87),
+        (0.05, (200, 1)): (3.86, 19.98),
+        (0.05, (1, 2)): (4.09, 19.74),
+        (0.05, (10, 2)): (4.03, 19.58),
+    },
+    "wrn-28-20": {
+        (0.1, None): (4.08, 19.53),
+        (0.05, None): (3.96, 19.67),
+        (0.05, (50, 1)): (4.01, 19.28),
+        (0.05, (100, 1)): (3.77, 19.24),
+        (0.05, (200, 1)): (3.66, 19.69),
+        (0.05, (1, 2)): (3.91, 18.90),
+        (0.05, (10, 2)): (3.74, 18.70),
+    },
+}
+PAPER_RUNS = {"wrn-28-10": 5, "wrn-28-20": 2}
+PAPER_EPOCHS = 200
+# Table 2: snapshot ensembles of WRN-28-10 runs with T_0 = 10, T_mult = 2 (eta_max 0.05): (N runs, M snapshots
+# per run) -> (CIFAR-10, CIFAR-100). N = 1, M = 1 is the epoch-150 network, the median of 16 runs (19.57, where
+# Table 1's median of 5 is 19.58).
+PAPER_TABLE2 = {(1, 1): (4.03, 19.57), (1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
+TABLE2_SCHEDULE, TABLE2_MODEL, TABLE2_RUNS = (0.05, (10, 2)), "wrn-28-10", 16
+TABLE2_NS = (1, 3, 16)  # the paper's numbers of runs per ensemble
+# The paper's claim (its introduction and Section 4.2): SGDR needs 2x to 4x fewer epochs than the default
+# schedule for comparable results (about 4% on CIFAR-10, 20% on CIFAR-100).
+PAPER_CLAIM = (2, 4)
+COLUMN = {"cifar10": 0, "cifar100": 1}
+# The settings (besides the data set, which has its own column, and the network, which picks the column) under
+# which the paper's numbers were measured; "epochs" is the run's planned length.
+PAPER_SETUP = {
+    "recipe": "paper",
+    "epochs": PAPER_EPOCHS,
+    "batch_size": 128,
+    "train_subset": None,
+    "test_subset": None,
+}
+
+
+def paper_column(model: str) -> str:
+    """The network whose Table 1 column a group of ``model`` runs is compared with: its own where the paper
+    has one (WRN-28-10, WRN-28-20), else WRN-28-10's, for orientation only."""
+    return model if model in PAPER_TABLE1 else TABLE2_MODEL
+
+
+def paper_table1(schedule: tuple, dataset: str, model: str = TABLE2_MODEL) -> str:
+    """The paper's Table 1 entry for ``schedule`` in ``model``'s column (see paper_column), or "" where it has none."""
+    cell = PAPER_TABLE1[paper_column(model)].get(schedule)
+    return f"{cell[COLUMN[dataset]]:.2f}" if cell and dataset in COLUMN else ""
+
+
+def paper_table2(schedule: tuple, dataset: str, runs: int, m: int, model: str = TABLE2_MODEL) -> str:
+    """The paper's Table 2 entry for an ensemble of ``runs`` x ``m`` snapshots, or "" (it has WRN-28-10's
+    T_0 = 10, T_mult = 2 runs only; other networks but WRN-28-20 are shown WRN-28-10's, for orientation)."""
+    cell = PAPER_TABLE2.get((runs, m)) if (schedule, paper_column(model)) == (TABLE2_SCHEDULE, TABLE2_MODEL) else None
+    return f"{cell[COLUMN[dataset]]:.2f}" if cell and dataset in COLUMN else ""
+
+
+def paper_points(dataset: str, model: str, epochs: int) -> list[tuple[tuple, int, float]]:
+    """(schedule, epoch, test error %) of the paper's Table 1 entries in ``model``'s column, each at the epoch the
+    paper reads it (its recommended solution after 200 epochs), those within ``epochs``."""
+    if dataset not in COLUMN:
+        return []
+    points = []
+    for schedule, cell in PAPER_TABLE1[paper_column(model)].items():
+        shape = schedule[1]
+        read = cycle_ends(*shape, PAPER_EPOCHS)[-1] if shape else PAPER_EPOCHS
+        if read <= epochs:
+            points.append((schedule, read, cell[COLUMN[dataset]]))
+    return points

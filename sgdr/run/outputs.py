@@ -1,0 +1,38 @@
+"""The files a run writes after each epoch, from its history: the reference pickles, metrics and figures."""
+
+from __future__ import annotations
+
+from sgdr import drawing, storage
+from sgdr.run import layout
+
+
+def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
+    """One row per epoch for ``metrics.jsonl``: losses, top-1 accuracies, test error, and the
+    learning rates of the epoch's first and last batch."""
+    per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
+    return [
+        {
+            "epoch": k + 1,
+            "train_loss": history["train_loss"][k],
+            "train_accuracy": history["train_acc"][k],
+            "test_loss": history["test_loss"][k],
+            "test_accuracy": history["test_acc"][k],
+            "test_error": 1 - history["test_acc"][k],
+            "lr_first": history["lr"][k * per_epoch],
+            "lr_last": history["lr"][(k + 1) * per_epoch - 1],
+        }
+        for k in range(len(history["train_loss"]))
+    ]
+
+
+def save_outputs(files: layout.RunFiles, history: dict[str, list[float]], figures: bool) -> None:
+    """Write the reference files for the epochs so far, each atomically; figures only if asked."""
+    storage.save_floats(files.train_loss, history["train_loss"])
+    storage.save_floats(files.val_loss, history["test_loss"])
+    if files.lr_values is not None:
+        storage.save_floats(files.lr_values, history["lr"])
+    storage.save_jsonl(files.metrics, metrics_rows(history))
+    if figures:
+        drawing.save_loss_figure(history["train_loss"], history["test_loss"], files.loss_figure)
+        if files.lr_figure is not None:
+            drawing.save_lr_figure(history["lr"], files.lr_figure)
