@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.data import cifar
 from sgdr.paper.ensembles import SnapshotOutputs, last_m_errors, run_snapshots
+from sgdr.parallel import devices
 from sgdr.parallel.devices import pick_device
-from sgdr.run import layout
-from sgdr.run.record import DamagedRecord, read_record
+from sgdr.run import layout, record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,18 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (outputs/runs/wr_...) holding snapshots/")
-    parser.add_argument("--data-dir", default="data", help="folder holding the data set (default: data)")
-    parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
+    parser.add_argument("--data-dir", default=cifar.DATA_DIR, help="folder holding the data set")
+    parser.add_argument("--device", default=devices.AUTO, help="as train.py's --device")
     return parser
-
-
-def same_run_key(run: Path) -> str:
-    """What makes two run folders the same run (``settings.same_run``: its settings, seed and images, from its
-    run.json), or the folder itself when there is no readable record."""
-    try:
-        return read_record(layout.record_of(run)).same_run
-    except (OSError, DamagedRecord):
-        return str(run.resolve())
 
 
 @reports_user_errors
@@ -49,17 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in args.runs:
         if not run.is_dir():
             raise UserError(f"{run} is not a folder: give run folders such as outputs/runs/wr_s10_m2.")
-    # The same run given twice, or a copy of it (the same settings and seed): counted once.
-    seen: dict[str, Path] = {}
-    kept = []
-    for run in args.runs:
-        key = same_run_key(run)
-        if key in seen:
-            print(f"warning: {run} is the same run as {seen[key]}: counted once", file=sys.stderr)
-        else:
-            seen[key] = run
-            kept.append(run)
-    args.runs = kept
+    # The same run given twice, or a copy of it (the same settings, seed and images): counted once, the copy with
+    # the most snapshots kept.
+    args.runs, copies = record.counted_once(args.runs, record.folder_key, lambda run: len(layout.snapshots_in(run)[0]))
+    for copy, kept in copies:
+        print(f"warning: {copy} is the same run as {kept}: counted once", file=sys.stderr)
     runs = [run_snapshots(run) for run in args.runs]
     for run, snapshots in zip(args.runs, runs):
         if not snapshots:
@@ -72,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| M | members (epochs, per run) | test error |")
     print("| --- | --- | --- |")
     for m, error in last_m_errors(runs, test):
-        epochs = "; ".join(", ".join(str(int(p.stem.split("_")[1])) for p in snapshots[-m:]) for snapshots in runs)
+        epochs = "; ".join(", ".join(str(layout.snapshot_epoch(p)) for p in snapshots[-m:]) for snapshots in runs)
         print(f"| {m} | {epochs} | {error:.2%} |")
     return 0
 

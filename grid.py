@@ -47,6 +47,8 @@ from sgdr.paper.grid import GridError, PlannedRun, grid_folder, read_grid, read_
 
 # The grid's own options, which come before train.py's flags, and how many words follow each.
 OWN = {
+    "-h": 0,
+    "--help": 0,
     "--print": 0,
     "--status": 0,
     "--submit": 0,

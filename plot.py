@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sgdr import storage
 from sgdr.cli import ShowDefaults, UserError, reports_user_errors
-from sgdr.drawing import PALETTE, REFERENCE_T_ZEROS, line_figure
+from sgdr.drawing import REFERENCE_T_ZEROS, color, line_figure
 from sgdr.run import layout
 
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
     )
-    parser.add_argument("--output-dir", default="outputs", help="folder with the runs' pickles (default: outputs)")
+    parser.add_argument("--output-dir", default=layout.OUTPUT_DIR, help="folder with the runs' pickles")
     parser.add_argument(
         "--t-zeros",
         type=int,
@@ -52,16 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
-    runs = [(False, 0, PALETTE[0], "Multistep (default)")]
-    runs += [
-        (True, t0, PALETTE[1 + i % (len(PALETTE) - 1)], f"Warm restarts, T_0 = {t0}")
-        for i, t0 in enumerate(args.t_zeros)
-    ]
+    runs = [(False, 0, color(0), "Multistep (default)")]
+    runs += [(True, t0, color(1 + i), f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)]
     curves = []
-    for warm_restart, t0, color, label in runs:
+    for warm_restart, t0, colour, label in runs:
         path = layout.run_files(out, warm_restart, t0, 1).val_loss
         command = layout.train_command(warm_restart, t0, 1, out) + " (sh run.sh runs the reference runs)"
-        curves.append((load_losses(path, command), color, label))
+        curves.append((load_losses(path, command), colour, label))
     target = layout.combined_figure(out)
     line_figure(curves, "Epochs", "Validation loss", target, clip=True)
     print(f"Saved {target}")

@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sgdr.cli import ShowDefaults, reports_user_errors
+from sgdr.data import cifar
+from sgdr.paper import grid
 from sgdr.paper.report import write_report
+from sgdr.parallel import devices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
     )
     parser.add_argument(
-        "--runs", type=Path, default=Path("outputs/grid"), help="folder searched for runs (default: outputs/grid)"
+        "--runs",
+        type=Path,
+        default=Path(grid.DEFAULTS["GRID_DIR"]),
+        help="folder searched for runs (grid.sh's GRID_DIR)",
     )
     parser.add_argument("--out", type=Path, help="folder for report.md and figures (default: <runs>/report)")
-    parser.add_argument(
-        "--data-dir", default="data", help="data set folder, for the ensembles' test set (default: data)"
-    )
-    parser.add_argument("--device", default="auto", help="as train.py's --device (default: auto)")
+    parser.add_argument("--data-dir", default=cifar.DATA_DIR, help="data set folder, for the ensembles' test set")
+    parser.add_argument("--device", default=devices.AUTO, help="as train.py's --device")
     parser.add_argument("--skip-ensembles", action="store_true", help="leave out Table 2 (needs no data set then)")
     return parser
 

@@ -58,8 +58,8 @@ def runs() -> list[tuple[str, str, list[float]]]:
     """(label, colour, rate of every batch) of each reference run, in plot.py's colours (drawing.py)."""
     gamma = build_schedule(recipes.reference_optimizer(nn.Linear(1, 1)), False, 1, 1, MILESTONES).scheduler.gamma
     steps = "/".join(map(str, MILESTONES))
-    found = [(f"multistep: x {gamma:g} at epochs {steps}", drawing.PALETTE[0], batch_rates(False, 0))]
-    for t_zero, colour in zip(T_ZEROS, drawing.PALETTE[1:]):
+    found = [(f"multistep: x {gamma:g} at epochs {steps}", drawing.color(0), batch_rates(False, 0))]
+    for t_zero, colour in zip(T_ZEROS, map(drawing.color, range(1, len(T_ZEROS) + 1))):
         found.append((f"SGDR: T_0 = {t_zero}, T_mult = {T_MULT}", colour, batch_rates(True, t_zero)))
     return found
 

@@ -19,6 +19,13 @@ STYLE = "ggplot"
 # Curves take their colours in this order: the reference figure's multistep run red, then its warm-restart
 # runs green and gray (the tutorial's colours); the report's schedules the same way.
 PALETTE = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
+
+
+def color(k: int) -> str:
+    """The colour of the k-th curve (from 0) of a figure."""
+    return PALETTE[k % len(PALETTE)]
+
+
 # The warm-restart runs of the reference figure (run.sh's, T_mult 1), in that order of colours.
 REFERENCE_T_ZEROS = (50, 200)
 # A loss figure's y axis is clipped when some losses exceed SPIKE times the upper quartile of all

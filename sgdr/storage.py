@@ -22,11 +22,13 @@ def _temporary(path: Path, pid: int | str) -> Path:
 
 
 @contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_write(path: str | Path, durable: bool = False) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` only once fully written and flushed to disk.
 
     The data go to a temporary file in the same folder, then ``os.replace`` swaps it in:
     a reader (or a crash) sees the old complete file or the new complete file, nothing else.
+    ``durable``: the folder is synced after the rename too, so that a power cut cannot undo it
+    (the file it names is complete either way); for the files a resume starts from.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,8 +39,19 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            sync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sync_folder(folder: str | Path) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_floats(path: str | Path, values: Sequence[float]) -> None:
@@ -72,8 +85,8 @@ def load_floats(path: str | Path) -> list[float]:
     )
 
 
-def save_json(path: str | Path, value: object) -> None:
-    with atomic_write(path) as f:
+def save_json(path: str | Path, value: object, durable: bool = False) -> None:
+    with atomic_write(path, durable) as f:
         f.write(json.dumps(value, indent=2).encode() + b"\n")
 
 

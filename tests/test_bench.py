@@ -51,6 +51,7 @@ def test_model_comparison_prints_a_row_per_network(capsys, tmp_path, monkeypatch
     header = next(line for line in out.splitlines() if line.startswith("| network"))
     # Batch 8: the tutorial's epoch is 50,000 images in 6,250 batches, the paper's 100,000 samples in 12,500.
     assert "tutorial epoch (6250 batches)" in header and "paper epoch (12500 batches)" in header
+    assert re.search(r"syncing its folder after the rename, .*: \d+\.\d\d ms a sync here \(median of 9\)", out)
     assert list(tmp_path.iterdir()) == []
 
 

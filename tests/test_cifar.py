@@ -181,7 +181,34 @@ def test_missing_data_offline_says_where_it_looked_and_how_to_fix_it(tmp_path, o
     assert "--data-dir" in message
 
 
-def test_corrupt_data_offline_gets_the_same_clear_message(tiny_cifar, offline):
-    # The tiny files fail torchvision's real checksums: corrupt as far as it can tell.
-    with pytest.raises(UserError, match="incomplete or corrupt"):
+def test_files_that_fail_their_checksums_are_said_to_be_there(tiny_cifar, offline):
+    # The tiny files fail torchvision's real checksums: there, but not the published ones.
+    with pytest.raises(UserError) as caught:
         cifar.load_cifar(tiny_cifar, train=False)
+    folder = tiny_cifar / "cifar-10-batches-py"
+    assert f"CIFAR-10 fails its checksums in {folder}: the files are there, but they differ" in str(caught.value)
+    assert "could not be downloaded" in str(caught.value)
+
+
+def test_an_incomplete_data_set_names_the_files_it_lacks(tiny_cifar, tmp_path, offline):
+    import shutil
+
+    shutil.copytree(tiny_cifar, tmp_path / "part")
+    (tmp_path / "part" / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(UserError, match=r"CIFAR-10 is incomplete in .*cifar-10-batches-py \(no data_batch_3\)"):
+        cifar.load_cifar(tmp_path / "part", train=True)
+
+
+def test_a_data_dir_that_cannot_be_a_folder_is_named_as_what_it_is(tmp_path, offline):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    cases = {
+        tmp_path / "file": "is a file, not a folder",
+        tmp_path / "file" / "below": f"goes through {tmp_path / 'file'}, which is a file",
+        tmp_path / "loop": "is a link that leads nowhere",
+    }
+    for root, said in cases.items():
+        for load, args in ((cifar.load_cifar, (root, True)), (cifar.fetch, (root,))):
+            with pytest.raises(UserError) as caught:
+                load(*args)
+            assert f"--data-dir {root} {said}" in str(caught.value) and "File exists" not in str(caught.value)

@@ -274,6 +274,22 @@ def test_the_header_counts_the_compilations_a_static_compiler_makes(cifar_dir, t
     )
 
 
+def test_compile_counts_the_batch_shapes_of_the_reference_loader_without_its_last_image(
+    cifar_dir, tmp_path, monkeypatch
+):
+    """ResNet34 leaves out a last training batch of one image; with --loader torchvision the header still
+    counts the compiled shapes (the loaders share one interface)."""
+    monkeypatch.setattr(torch, "compile", lambda module, **k: module)
+    args = ["-e", "1", "-b", "16", "--workers", "0", "--loader", "torchvision", "--train-subset", "17"]
+    code, log, err = call(
+        train.main,
+        [*args, "--test-subset", "8", "--compile", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)],
+    )
+    assert code == 0, err
+    assert "training batches of 16, validation batches of 8 images" in log
+    assert "The last training batch, of one image, is left out of every epoch" in log
+
+
 def test_compile_with_sync_bn_is_refused_with_the_reason(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")

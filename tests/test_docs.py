@@ -295,7 +295,7 @@ def test_the_command_check_reads_shell_lines_as_the_shell_does():
         ["python", "report.py"],
     ]
     assert check_command(["python", "train.py", "...", "|", "head"]) is None  # a synopsis, not a command
-    assert check_command(["python", "cifar.py", "--anything"]) is None  # not a script checked here
+    assert check_command(["python", "setup.py", "--anything"]) is None  # not a script checked here
 
 
 # The README's figure -------------------------------------------------------------------------

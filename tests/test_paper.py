@@ -23,6 +23,7 @@ import grid
 import plot
 import report
 import train
+from sgdr.cli import UserError
 from sgdr.paper import ensembles, tables
 from sgdr.paper import grid as planner
 from sgdr.run import checkpoint, layout, settings
@@ -156,6 +157,14 @@ def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_pat
     for damaged, said in [
         ({k: v for k, v in saved.items() if k != "config"}, "is damaged: it has no settings ('config')"),
         ({**saved, "config": {**saved["config"], "model": "wrn-16-2"}}, "does not hold the wrn-16-2 its settings name"),
+        (
+            {**saved, "config": {k: v for k, v in saved["config"].items() if k != "test_subset"}},
+            "is damaged: its settings are not a run's (a warm-restart run without test_subset)",
+        ),
+        (
+            {**saved, "config": {**saved["config"], "seed": "two"}},
+            "is damaged: its settings are not a run's (seed 'two' on a warm-restart run, which train.py refuses",
+        ),
     ]:
         torch.save(damaged, path)
         code, _, err = call(ensemble.main, [str(run), "--data-dir", str(cifar_dir)])
@@ -234,6 +243,12 @@ def test_cifar100_missing_offline_names_its_own_archive(tmp_path, offline):
     assert code == 1
     assert f"CIFAR-100 is not in {tmp_path / 'cifar-100-python'}" in err
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in err
+    # The tools that read only say how to fetch CIFAR-100 itself, not CIFAR-10.
+    from sgdr.data import cifar
+
+    with pytest.raises(UserError) as caught:
+        cifar.load_test_set(tmp_path, dataset="cifar100")
+    assert f"python -m sgdr.data --data-dir {tmp_path} --dataset cifar100" in str(caught.value)
 
 
 def grid_sh(env: dict[str, str], *words: str) -> tuple[int, str, str]:
@@ -305,7 +320,7 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         ({"SCHEDULES": "10:2/d0.5/d0.3"}, "SCHEDULES: 10:2/d0.5/d0.3 is neither"),  # which decay?
         ({"COMPARE": "1", "EPOCHS": "5"}, "COMPARE=1 adds a 5-epoch warmup before one cycle"),
         ({"COMPARE": "yes"}, "COMPARE is yes; COMPARE=1 adds the comparison schedules"),
-        ({"EPOCHS": "abc"}, "EPOCHS (or -e) is abc, not a whole number of epochs"),
+        ({"EPOCHS": "abc"}, "EPOCHS is abc, not a whole number of epochs (expected an integer"),
     ],
 )
 def test_grid_refuses_words_it_cannot_train(bad, message):
@@ -415,6 +430,29 @@ def test_equivalent_schedule_words_are_one_run_in_one_folder():
         "seed1/lr0.1 --resume --lr 0.1 --warm-restart -t0 10 -tm 2",
         "seed1/w5 --resume --warm-restart -t0 10 -tm 2 --warmup-epochs 5",
     ]
+
+
+def test_a_word_is_read_against_the_rate_and_options_the_grid_gives_every_run():
+    """default@0.05 is the default, unless the grid's flags give every run another rate: then it is a run of its own."""
+    words = {"PYTHON": "python", "SEEDS": "1", "SCHEDULES": "default default@0.05 10:2/w0"}
+    assert [shlex.join(c[c.index("--resume") :]) for c in grid_commands(words)] == [
+        "--resume",
+        "--resume --warm-restart -t0 10 -tm 2",
+    ]
+    commands = grid_commands(words, "--lr", "0.1", "-wr", "--warmup-epochs", "3")
+    assert [shlex.join(c[c.index("--resume") :]) for c in commands] == [
+        "--resume --lr 0.1 -wr --warmup-epochs 3",
+        "--resume --lr 0.1 -wr --warmup-epochs 3 --lr 0.05",
+        "--resume --lr 0.1 -wr --warmup-epochs 3 --warm-restart -t0 10 -tm 2 --warmup-epochs 0",
+    ]
+    assert [settings.parse_args(c[2:]).lr for c in commands] == [0.1, 0.05, 0.1]
+    assert [c[c.index("--output-dir") + 1].rsplit("/", 1)[-1] for c in commands] == ["seed1", "lr0.05", "w0"]
+
+
+def test_the_grid_has_help_and_reads_its_epochs_as_train_py_does():
+    code, out, _ = grid_sh({}, "--help")
+    assert code == 0 and "SCHEDULES=" in out and "--submit" in out and "usage: sh grid.sh" in out
+    assert [settings.parse_args(c[2:]).epochs for c in grid_commands({"EPOCHS": "010", "SEEDS": "1"})][0] == 10
 
 
 @pytest.fixture(scope="module")
@@ -537,6 +575,24 @@ def test_submit_dry_run_prints_the_job_array_and_submits_nothing(tmp_path):
         code, out, err = call(grid.main, ["--submit", "--commands", str(plan), "--sbatch", "--test-only"])
         assert code == 1 and "sbatch gave no job id (it said: sbatch: Job 3 to start at" in err and out == ""
         assert not grid_txt.exists()
+
+
+def test_a_single_seed_grid_of_shaped_schedules_plans_itself_in_its_own_folder(tmp_path, monkeypatch):
+    """With SEEDS=1 COMPARE=1 every run's folder is inside seed1/: the plan and SLURM's output still go to the
+    grid's folder, where the report finds the planned runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bin").mkdir()
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.write_text("#!/bin/sh\ncat > /dev/null\necho 77\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    code, out, err = grid_sh({"PYTHON": "python", "SEEDS": "1", "COMPARE": "1", "EPOCHS": "20"}, "--submit")
+    assert code == 0 and "Submitted 8 runs as job array 77" in out, err
+    root = tmp_path / "outputs" / "grid" / "cifar10-wrn-28-10-paper"
+    assert sorted(p.name for p in root.iterdir()) == ["grid.txt", "slurm"]
+    found = [run.files.run_dir for run in planner.read_plan_file(root / "grid.txt")]
+    assert len(found) == 8 and all(folder.is_relative_to(root / "seed1") for folder in found)
+    assert found[-2:] == [root / "seed1" / "w5" / "runs" / "wr_s15_m1", root / "seed1" / "d0.5" / "runs" / "wr_s10_m2"]
 
 
 def test_submit_refuses_what_would_fail_on_the_cluster(tmp_path, monkeypatch):

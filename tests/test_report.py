@@ -85,7 +85,7 @@ def test_the_default_schedule_with_eta_0_0_1_is_its_own_row(tmp_path):
     assert rows["T_0 = 10, T_mult = 2, eta_max = 0.1"][1:] == ["1 (1)", "150", "6.00", "6.00", ""]  # not the paper's
 
 
-class FakeTestSet:
+class FakeOutputs:
     def __init__(self, *args, **kwargs):
         pass
 
@@ -103,7 +103,7 @@ def fake_grid(root: Path, seeds, dataset: str = "cifar10") -> None:
 
 
 def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeTestSet)
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     for dataset in ("cifar10", "cifar100"):
         fake_grid(tmp_path / dataset, range(1, 17), dataset)  # Table 2.s 16 runs, folders seed1 .. seed16
@@ -127,7 +127,7 @@ def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_pa
 
 
 def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeTestSet)
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     fake_grid(tmp_path, range(1, 6))  # the grid's 5 seeds
     text = run_report(tmp_path)
@@ -151,7 +151,7 @@ def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeyp
     ],
 )  # fmt: skip
 def test_table2_rows_with_few_runs_stand_beside_the_nearest_of_the_papers(runs, rows, tmp_path, monkeypatch):
-    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeTestSet)
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
     fake_grid(tmp_path, range(1, runs + 1))
     got = {row[1]: row[2:] for row in section(run_report(tmp_path), "Table 2")}

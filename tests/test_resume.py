@@ -384,8 +384,8 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
     real, seen = storage.atomic_write, []
 
     @contextmanager
-    def filling(path):
-        with real(path) as f:
+    def filling(path, durable=False):
+        with real(path, durable) as f:
             yield f
             if Path(path).name == name:
                 seen.append(path)
@@ -486,6 +486,23 @@ def test_a_run_resumes_on_a_machine_with_fewer_cores_than_its_workers(cifar_dir,
     assert torch.load(tmp_path / "runs" / "multistep" / "checkpoint.pt")["config"]["workers"] == 2
     code, _, err = call(train.main, ["-e", "3", *common, "--resume", "--workers", "1"])
     assert code == 1 and "workers: 2 in the checkpoint, 1 now" in err
+
+
+def test_the_files_a_resume_starts_from_survive_a_power_cut(cifar_dir, tmp_path, monkeypatch):
+    """The checkpoint and the run record are renamed into place and their folder synced, so that a power cut
+    cannot undo the rename; the other outputs are remade from the checkpoint on resume."""
+    synced, written = [], []
+    sync, replace = storage.sync_folder, os.replace
+    monkeypatch.setattr(
+        storage, "sync_folder", lambda folder: synced.append((Path(folder), written[-1])) or sync(folder)
+    )
+    monkeypatch.setattr(os, "replace", lambda src, dst: written.append(Path(dst).name) or replace(src, dst))
+    argv = ["-e", "1", "-wr", "-t0", "1", "--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir)]
+    assert call(train.main, [*argv, "--output-dir", str(tmp_path)])[0] == 0
+    run_dir = tmp_path / "runs" / "wr_s1_m1"
+    assert {name for folder, name in synced if folder == run_dir} == {"checkpoint.pt", "run.json"}
+    assert (run_dir / "snapshots", "epoch_0001.pt") in synced
+    assert {name for _, name in synced} == {"checkpoint.pt", "run.json", "epoch_0001.pt"}  # not every figure
 
 
 def test_the_run_record_names_the_code_and_library_versions(uninterrupted, tmp_path, monkeypatch):

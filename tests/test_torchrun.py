@@ -214,8 +214,16 @@ def test_a_world_size_that_does_not_divide_the_batch_is_refused(monkeypatch, tmp
     monkeypatch.setenv("RANK", "0")
     code, _, err = call(train.main, ["--output-dir", str(tmp_path)])
     assert code == 1
-    assert "3 processes cannot share a batch of 128 evenly" in err and "--nproc_per_node=2, 4 or 8" in err
+    assert "3 processes cannot share a batch of 128 evenly" in err and "(-b 126 or -b 129)" in err
+    assert "--nproc_per_node=2, --nproc_per_node=4, --nproc_per_node=8" in err
     assert not list(tmp_path.iterdir())
+    # Every way out it names works: -b 3 on 2 processes is not "use 2, 4 or 8 processes".
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = call(train.main, ["-b", "3", "--output-dir", str(tmp_path)])
+    assert code == 1 and err.strip() == (
+        "error: 2 processes cannot share a batch of 3 evenly: start torchrun with a number of processes that "
+        "divides 3 (--nproc_per_node=3), or give a batch size that 2 processes share (-b 2 or -b 4)."
+    )
 
 
 def test_sync_bn_needs_cuda_and_several_processes(monkeypatch):

@@ -148,7 +148,7 @@ def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_
     assert code == 1 and err == f"error: {out / 'val_loss.pkl'} {way_out}\n"
 
     # A read-only file system (which root's tests cannot make): what the write raises there.
-    def read_only(path):
+    def read_only(path, durable=False):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     with pytest.MonkeyPatch.context() as mp:
@@ -343,8 +343,14 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
         (["--val-subset", "0"], "argument --test-subset/--val-subset: must be at least 1, got 0"),
         (["--milestones", "60", "60"], "argument --milestones: must increase strictly, got 60 60"),
         (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
-        (["--lr", "0"], "argument --lr: must be a number above 0, got 0"),
-        (["--lr", "nan"], "argument --lr: must be a number above 0, got nan"),
+        (["--lr", "0"], "argument --lr: must be a number above 0 and at most 3.40282e+38, got 0"),
+        (["--lr", "nan"], "argument --lr: must be a number above 0 and at most 3.40282e+38, got nan"),
+        (["--lr", "1e308"], "argument --lr: must be a number above 0 and at most 3.40282e+38, got 1e308"),
+        (
+            ["-wr", "--warmup-epochs", "2", "--warmup-start-lr", "1e39"],
+            "argument --warmup-start-lr: must be a number at least 0 and at most 3.40282e+38, got 1e39",
+        ),
+        (["--se", "7"], "unrecognized arguments: --se 7"),  # no abbreviations: --se is not --seed
         (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
         (["--warmrestart"], "unrecognized arguments: --warmrestart"),
         (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from sgdr.cli import ShowDefaults, reports_user_errors
-from sgdr.data.cifar import DATASETS, fetch
+from sgdr.data.cifar import DATA_DIR, DATASETS, fetch
 
 
 @reports_user_errors
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow_abbrev=False,
         formatter_class=ShowDefaults,
     )
-    parser.add_argument("--data-dir", default="data", help="as train.py's (default: data)")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="as train.py's")
     parser.add_argument(
         "--dataset", choices=sorted(DATASETS), default="cifar10", help="as train.py's (default: cifar10)"
     )

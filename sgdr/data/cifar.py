@@ -19,6 +19,7 @@ from sgdr.cli import UserError
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.247, 0.243, 0.261)
+DATA_DIR = "data"  # where the scripts look for the data sets, unless --data-dir says
 TRAIN_IMAGES = 50_000
 TEST_IMAGES = 10_000
 
@@ -46,13 +47,13 @@ def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10", download
     """torchvision's CIFAR10 or CIFAR100 under ``root``, downloaded when absent (unless ``download`` is
     False: the read-only tools create nothing); a clear error when it can't be had."""
     spec = DATASETS[dataset]
+    check_folder(root)
     try:
         return spec.source(str(root), train=train)  # checks every file's md5; writes nothing (root may be read-only)
     except (OSError, RuntimeError):  # absent, incomplete or corrupt
         if not download:
-            folder = os.path.join(root, spec.source.base_folder)
             raise UserError(
-                f"{spec.title} is not in {folder} (or is incomplete or corrupt). This tool reads the test set "
+                f"{spec.title} {where_it_stands(root, spec)}. This tool reads the test set "
                 f"and downloads nothing: point --data-dir at the folder that holds it, or fetch it with "
                 f"python -m sgdr.data --data-dir {root}{'' if dataset == 'cifar10' else f' --dataset {dataset}'} "
                 "(from the project's folder)."
@@ -74,6 +75,7 @@ def fetch(root: str | Path, dataset: str = "cifar10") -> None:
     half-written by a killed process fails torchvision's md5 check and is downloaded again.
     """
     spec = DATASETS[dataset]
+    check_folder(root)
     try:
         spec.source(str(root), train=False)  # complete already: nothing to lock or write
         return
@@ -92,12 +94,41 @@ def fetch(root: str | Path, dataset: str = "cifar10") -> None:
         raise UserError(_data_unavailable(root, spec, error)) from None
 
 
+def check_folder(root: str | Path) -> None:
+    """A ``UserError`` when ``root`` cannot be a folder of data: a file, a link that leads nowhere (a loop),
+    or a path through a file."""
+    path = Path(root)
+    if path.is_symlink() and not path.exists():
+        raise UserError(
+            f"--data-dir {root} is a link that leads nowhere (to itself, or to nothing): point it at a folder."
+        )
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        said = "is a file, not a folder" if existing == path else f"goes through {existing}, which is a file"
+        raise UserError(f"--data-dir {root} {said}: point it at a folder (created if it does not exist).")
+
+
+def where_it_stands(root: str | Path, spec: Spec) -> str:
+    """What ``root`` holds of the data set, for a message: nothing, part of it, or all of its files but with
+    other checksums than the published ones."""
+    folder = Path(root) / spec.source.base_folder
+    names = [name for name, _ in spec.source.train_list + spec.source.test_list] + [spec.source.meta["filename"]]
+    missing = [name for name in names if not (folder / name).is_file()]
+    if len(missing) == len(names):
+        return f"is not in {folder}"
+    if missing:
+        return f"is incomplete in {folder} (no {', '.join(missing)})"
+    return (
+        f"fails its checksums in {folder}: the files are there, but they differ from the published ones "
+        "(re-packed or damaged; the download replaces them)"
+    )
+
+
 def _data_unavailable(root: str | Path, spec: Spec, error: Exception) -> str:
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     folder = os.path.join(root, spec.source.base_folder)
     return (
-        f"{spec.title} is not in {folder} (or is incomplete or corrupt) and could not be "
-        f"downloaded ({reason}).\n"
+        f"{spec.title} {where_it_stands(root, spec)}, and could not be downloaded ({reason}).\n"
         f"Download {spec.source.url} on a machine with a network and put the file in "
         f"{root}/ (it is checked and unpacked on the next run), or unpack it there so that "
         f"{os.path.join(folder, spec.first_file)} exists. Or point --data-dir at the folder that holds it."

@@ -190,9 +190,12 @@ class DeviceLoader:
 class ToDevice:
     """A DataLoader whose batches arrive on the training device (and memory format)."""
 
+    world = 1  # one process only
+
     def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False, stats: str = "cifar10"):
         self.loader, self.device = loader, device
         self.dataset = loader.dataset.dataset  # the images, under the reference transforms
+        self.samples, self.batch_size, self.drop_last = len(self.dataset), loader.batch_size, loader.drop_last
         self.mean, self.std = (torch.tensor(v).view(1, 3, 1, 1) for v in (DATASETS[stats].mean, DATASETS[stats].std))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -208,14 +211,11 @@ class ToDevice:
 
 
 def batch_sizes(loader) -> list[int]:
-    """The sizes of an epoch's batches of ``loader``, largest first: the full batch and, unless it is
-    dropped, the last partial one; under torchrun rank 0's share of them."""
-    inner = getattr(loader, "loader", loader)  # a WithoutLastBatch's own loader
-    samples = inner.samples if hasattr(inner, "samples") else len(inner.dataset)
-    full = inner.batch_size
-    counts = [full] * (samples // full) + ([samples % full] if samples % full and not inner.drop_last else [])
-    world = getattr(inner, "world", 1)
-    return sorted({-(-count // world) for count in counts[: len(loader)]}, reverse=True)
+    """The sizes of an epoch's batches of ``loader`` (any of this module's), largest first: the full batch and,
+    unless it is dropped, the last partial one; under torchrun rank 0's share of them."""
+    samples, full = loader.samples, loader.batch_size
+    counts = [full] * (samples // full) + ([samples % full] if samples % full and not loader.drop_last else [])
+    return sorted({-(-count // loader.world) for count in counts[: len(loader)]}, reverse=True)
 
 
 class WithoutLastBatch:
@@ -227,6 +227,12 @@ class WithoutLastBatch:
 
     def __init__(self, loader):
         self.loader, self.dataset = loader, loader.dataset
+        self.samples, self.batch_size, self.drop_last, self.world = (
+            loader.samples,
+            loader.batch_size,
+            loader.drop_last,
+            loader.world,
+        )
 
     def __len__(self) -> int:
         return len(self.loader) - 1

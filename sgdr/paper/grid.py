@@ -22,14 +22,30 @@ from typing import Any
 
 from sgdr import storage
 from sgdr.cli import UserError
+from sgdr.paper.tables import PAPER_EPOCHS
+from sgdr.paper.tables import TABLE2_SCHEDULE as TABLE2_RATE_AND_SHAPE
 from sgdr.run import layout, settings
-from sgdr.training.recipes import LR
+from sgdr.training.recipes import LR, RECIPES
 from sgdr.training.schedules import OPTION_DEFAULTS
 
 PLAN = "grid.txt"  # in a grid's folder: its train.py commands, one a line, as grid.sh --print gives them
-PAPER_SCHEDULES = "default 50:1 100:1 200:1 1:2 10:2"  # the paper's Table 1, but for its eta_0 = 0.1 row
-PAPER_SEEDS = "1 2 3 4 5"  # the paper: the median of 5 runs
-TABLE2_SCHEDULE = "10:2"  # the schedule of the paper's snapshot ensembles, trained for TABLE2_SEEDS too
+SEED_FOLDER = "seed{}"  # in a grid's folder: each seed's runs
+# The grid's settings (grid.sh's environment) and their defaults: the paper's grid, its Table 1 but for the
+# eta_0 = 0.1 row, 5 seeds (its medians are of 5 runs), with the SGDR authors' recipe and network.
+DEFAULTS = {
+    "MODEL": RECIPES["paper"].model,
+    "DATASET": "cifar10",
+    "RECIPE": "paper",
+    "EPOCHS": str(PAPER_EPOCHS),
+    "GRID_DIR": "outputs/grid",
+    "SEEDS": "1 2 3 4 5",
+    "SCHEDULES": "default 50:1 100:1 200:1 1:2 10:2",
+    "TABLE2_SEEDS": "",
+    "COMPARE": "",
+    "PYTHON": "python",
+}
+# The schedule of the paper's snapshot ensembles (Table 2), trained for TABLE2_SEEDS too.
+TABLE2_SCHEDULE = "{}:{}".format(*TABLE2_RATE_AND_SHAPE[1])
 COMPARE_WARMUP = 5  # COMPARE=1: one cosine after a warmup of this many epochs, and SGDR with cycle decay 0.5
 # The options of a word, by letter, in the one order of its flags, its folder and its text.
 OPTIONS = {"w": "warmup_epochs", "s": "warmup_start_lr", "d": "cycle_decay", "k": "cycle_limit"}
@@ -90,8 +106,11 @@ class Schedule:
         return [(letters[name], value) for name, value in self.options]
 
 
-def read_word(word: str) -> Schedule:
-    """The schedule a SCHEDULES word names; a GridError saying what is wrong with it."""
+def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
+    """The schedule a SCHEDULES word names; a GridError saying what is wrong with it. ``baseline``: the rate and
+    shaping options every run of the grid has without the word (its flags, else train.py's defaults): a value
+    the word gives that is already the baseline's is no part of the schedule (one run, one folder)."""
+    baseline = baseline if baseline is not None else {"lr": LR, **OPTION_DEFAULTS}
     match = WORD.fullmatch(word)
     if match is None or (match["lr"] is not None and not match["lr"]):
         raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
@@ -114,9 +133,9 @@ def read_word(word: str) -> Schedule:
         if not warm or name is None or name in given:  # shaping is for warm restarts, each option once
             raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
         given[name] = value(name, option[1:])
-    set_ = [name for name in OPTIONS.values() if name in given and given[name] != OPTION_DEFAULTS[name]]
+    set_ = [name for name in OPTIONS.values() if name in given and given[name] != baseline[name]]
     options = tuple((name, given[name]) for name in set_)
-    return Schedule(warm, t_zero, t_mult, None if lr == LR else lr, options)
+    return Schedule(warm, t_zero, t_mult, None if lr == baseline["lr"] else lr, options)
 
 
 @dataclass(frozen=True)
@@ -144,16 +163,17 @@ class Grid:
     """The settings of a grid (grid.sh's environment variables, then the train.py flags given to it) and its runs."""
 
     flags: list[str]  # train.py flags for every run
-    model: str = "wrn-28-10"
-    dataset: str = "cifar10"
-    recipe: str = "paper"
-    epochs: int = 200
-    folder: str = "outputs/grid"  # GRID_DIR: the grid's folder is <folder>/<dataset>-<model>-<recipe>
+    model: str
+    dataset: str
+    recipe: str
+    epochs: int
+    folder: str  # GRID_DIR: the grid's folder is <folder>/<dataset>-<model>-<recipe>
+    python: list[str]  # the interpreter's words
+    script: str  # the train.py the commands run
+    baseline: dict[str, Any]  # the rate and shaping options of every run, but for what its word says
     schedules: list[Schedule] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     table2_seeds: list[int] = field(default_factory=list)
-    python: list[str] = field(default_factory=lambda: ["python"])
-    script: str = "train.py"  # the train.py the commands run
 
     @property
     def root(self) -> Path:
@@ -162,7 +182,7 @@ class Grid:
 
     def runs(self) -> list[PlannedRun]:
         """Every run, seed by seed (SEEDS, then the other TABLE2_SEEDS), schedule by schedule, each run once."""
-        table2 = read_word(TABLE2_SCHEDULE)
+        table2 = read_word(TABLE2_SCHEDULE, self.baseline)
         seeds = self.seeds + [s for s in self.table2_seeds if s not in self.seeds]
         planned: dict[str, PlannedRun] = {}
         for seed in seeds:
@@ -174,7 +194,8 @@ class Grid:
         return list(planned.values())
 
     def run(self, schedule: Schedule, seed: int) -> PlannedRun:
-        output = self.root / f"seed{seed}" / schedule.tag if schedule.tag else self.root / f"seed{seed}"
+        output = self.root / SEED_FOLDER.format(seed)
+        output = output / schedule.tag if schedule.tag else output
         words = [
             *self.python,
             self.script,
@@ -193,25 +214,32 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     for own, instead in (("seed", 'SEEDS="..."'), ("output_dir", "GRID_DIR=...")):
         if own in given:
             raise GridError(f"--{own.replace('_', '-')} is the grid's own; set {instead} instead.")
-    epochs_text = str(given["epochs"]) if "epochs" in given else environ.get("EPOCHS", "200")
-    if not re.fullmatch(r"[1-9]\d*", epochs_text):
-        raise GridError(f"EPOCHS (or -e) is {epochs_text}, not a whole number of epochs (e.g. EPOCHS=200).")
+    setting = {**DEFAULTS, **{key: value for key, value in environ.items() if key in DEFAULTS}}
+    parser = settings.build_parser()
+    epochs_flag = next(action for action in parser._actions if action.dest == "epochs")
+    try:  # read as -e reads it
+        epochs = given["epochs"] if "epochs" in given else epochs_flag.type(setting["EPOCHS"])
+    except argparse.ArgumentTypeError as error:
+        said = f"EPOCHS is {setting['EPOCHS']}, not a whole number of epochs ({error}; e.g. EPOCHS=200)."
+        raise GridError(said) from None
+    defaults = parser.parse_args([])
     grid = Grid(
         list(flags),
-        model=given.get("model") or environ.get("MODEL", "wrn-28-10"),
-        dataset=given.get("dataset", environ.get("DATASET", "cifar10")),
-        recipe=given.get("recipe", environ.get("RECIPE", "paper")),
-        epochs=int(epochs_text),
-        folder=environ.get("GRID_DIR", "outputs/grid"),
-        python=environ.get("PYTHON", "python").split() or ["python"],
+        model=given.get("model") or setting["MODEL"],
+        dataset=given.get("dataset", setting["DATASET"]),
+        recipe=given.get("recipe", setting["RECIPE"]),
+        epochs=epochs,
+        folder=setting["GRID_DIR"],
+        python=setting["PYTHON"].split() or ["python"],
         script=script,
+        baseline={name: given.get(name, getattr(defaults, name)) for name in ("lr", *OPTION_DEFAULTS)},
     )
-    grid.seeds = _seeds(environ.get("SEEDS", PAPER_SEEDS))
-    grid.table2_seeds = _seeds(environ.get("TABLE2_SEEDS", ""))
-    words = environ.get("SCHEDULES", PAPER_SCHEDULES).split()
+    grid.seeds = _seeds(setting["SEEDS"])
+    grid.table2_seeds = _seeds(setting["TABLE2_SEEDS"])
+    words = setting["SCHEDULES"].split()
     if not grid.seeds or not words:
         raise GridError('SEEDS and SCHEDULES must each name at least one (e.g. SEEDS="1 2 3").')
-    compare = environ.get("COMPARE", "")
+    compare = setting["COMPARE"]
     if compare not in ("", "1"):
         raise GridError(f"COMPARE is {compare}; COMPARE=1 adds the comparison schedules, unset it for none.")
     if compare == "1":
@@ -221,7 +249,7 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
                 f"{COMPARE_WARMUP} epochs."
             )
         words += [f"{grid.epochs - COMPARE_WARMUP}:1/w{COMPARE_WARMUP}", f"{TABLE2_SCHEDULE}/d0.5"]
-    for schedule in map(read_word, words):
+    for schedule in (read_word(word, grid.baseline) for word in words):
         if schedule not in grid.schedules:  # one spelling of one run: 10:2/d0.5/w5 is 10:2/w5/d0.5
             grid.schedules.append(schedule)
     return grid
@@ -302,7 +330,7 @@ def _in_grid(output_dir: Path) -> tuple[Path, Path] | None:
     """(the grid's folder, the path inside it) of a run's output folder as grid.sh names it, ``<grid>/seed<N>``
     or ``<grid>/seed<N>/<what its schedule adds>``; None for another layout."""
     parts = output_dir.parts
-    seeds = [k for k, part in enumerate(parts) if re.fullmatch(r"seed\d+", part)]
+    seeds = [k for k, part in enumerate(parts) if re.fullmatch(SEED_FOLDER.format(r"\d+"), part)]
     if not seeds or len(parts) - seeds[-1] > 2:
         return None
     return Path(*parts[: seeds[-1]]), Path(*parts[seeds[-1] :])

@@ -10,6 +10,7 @@ from pathlib import Path
 from sgdr.cli import RunBusy
 from sgdr.paper.grid import PlannedRun, short_name
 from sgdr.run import lock
+from sgdr.run.outputs import read_metrics
 from sgdr.run.record import DamagedRecord, Record, read_record
 
 # The lines a job script writes into a run's log around each start (slurm.py's TASK_BODY).
@@ -27,10 +28,11 @@ class RunState:
 
 
 def _epochs_in(metrics: Path) -> int:
-    """Complete epochs on disk: metrics.jsonl has one line for each (written after the checkpoint)."""
+    """Complete epochs on disk: metrics.jsonl has one line for each (written after the checkpoint); none when it
+    cannot be read."""
     try:
-        return sum(1 for line in metrics.read_text().splitlines() if line.strip())
-    except (OSError, UnicodeDecodeError):
+        return len(read_metrics(metrics))
+    except (OSError, ValueError):
         return 0
 
 

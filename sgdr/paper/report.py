@@ -3,7 +3,6 @@ Tables 1 and 2 (report.py prints it; the paper's numbers are tables.py's)."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -31,7 +30,8 @@ from sgdr.paper.tables import (
     paper_table2,
 )
 from sgdr.parallel.devices import pick_device
-from sgdr.run import layout
+from sgdr.run import layout, record
+from sgdr.run.outputs import read_metrics
 from sgdr.run.record import read_record
 from sgdr.run.settings import problem, same_run
 from sgdr.training.recipes import LR
@@ -134,15 +134,7 @@ def _read_run(record_path: Path) -> Run:
     record = read_record(record_path)
     if (wrong := problem(record.config)) is not None:
         raise ValueError(f"{record_path} has an inconsistent schedule: {wrong}")
-    metrics_path = layout.metrics_of(record_path.parent)
-    metrics = []
-    for number, line in enumerate(metrics_path.read_text().splitlines(), 1):
-        try:
-            row = json.loads(line)
-            float(row["test_error"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{metrics_path} line {number} is damaged ({type(error).__name__}: {error})") from None
-        metrics.append(row)
+    metrics = read_metrics(layout.metrics_of(record_path.parent))
     finished = record.finished and len(metrics) == record.epochs
     return Run(record_path.parent, record.settings, record.epochs, metrics, finished, record.devices, record.same_run)
 
@@ -165,21 +157,13 @@ def counted_once(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     """``runs`` with each run once: a copy of a run folder (``settings.same_run``: the same settings, seed and
     images) would count twice in a median. Of the copies, the finished one with the most epochs is kept (a
     finished run is never dropped for an unfinished copy); a warning names each copy left out."""
-    copies: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        copies[run.same_run].append(run)
-    kept, warnings = [], []
-    for same in copies.values():
-        best = max(same, key=lambda run: (run.finished, len(run.metrics)))  # the first of equals: in folder order
-        kept.append(best)
-        for copy in same:
-            if copy is not best:
-                state = f"{len(copy.metrics)} epochs{'' if copy.finished else ', not finished'}"
-                warnings.append(
-                    f"{copy.folder} ({state}) is the same run as {best.folder} (same settings and seed): counted once"
-                )
-    order = {id(run): k for k, run in enumerate(runs)}
-    return sorted(kept, key=lambda run: order[id(run)]), warnings
+    kept, copies = record.counted_once(runs, lambda run: run.same_run, lambda run: (run.finished, len(run.metrics)))
+    warnings = [
+        f"{copy.folder} ({len(copy.metrics)} epochs{'' if copy.finished else ', not finished'}) is the same run as "
+        f"{best.folder} (same settings and seed): counted once"
+        for copy, best in copies
+    ]
+    return kept, warnings
 
 
 def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
@@ -384,7 +368,7 @@ def error_figure(runs: list[Run], dataset: str, model: str):
     """Figure 2: the recommended solutions' median test error against epochs for every schedule, with the
     paper's Table 1 entries as stars at the epochs it reads them, in the colour of the schedule's curve."""
     groups = by_schedule(runs)
-    colors = {schedule: drawing.PALETTE[i % len(drawing.PALETTE)] for i, schedule in enumerate(groups)}
+    colors = {schedule: drawing.color(i) for i, schedule in enumerate(groups)}
     curves = [
         (*recommended_curve(group), colors[schedule], schedule_name(schedule)) for schedule, group in groups.items()
     ]
@@ -406,10 +390,7 @@ def figures(runs: list[Run], curves: dict, out: Path, name: str, dataset: str, m
     if curves:
         paths.append(out / f"ensembles_{name}.png")
         drawing.line_figure(
-            [
-                (c, drawing.PALETTE[i % len(drawing.PALETTE)], schedule_name(s))
-                for i, (s, c) in enumerate(curves.items())
-            ],
+            [(c, drawing.color(i), schedule_name(s)) for i, (s, c) in enumerate(curves.items())],
             "Snapshots in the ensemble (M)",
             "Test error % (median over runs)",
             paths[1],

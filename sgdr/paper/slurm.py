@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sgdr.cli import UserError
 from sgdr.paper.grid import PlannedRun, record_plan
+from sgdr.paper.gridstate import BUSY, LOG_MARK
 
 # Seconds before a task's time limit at which SLURM sends the job script SIGUSR1: the run stops at
 # its next batch boundary, the checkpoint holds every complete epoch, and the task requeues itself.
@@ -23,7 +24,7 @@ SIGNAL_SECONDS = 300
 # stop. A run that finished does nothing when its task runs again (train.py --resume).
 TASK_BODY = r"""
 mkdir -p "$(dirname "$log")"
-say() { echo "== grid: $* at $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$log"; }
+say() { echo "LOG_MARK$* at $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$log"; }
 say "task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID} (job ${SLURM_JOB_ID:-?}) starts on $(hostname)," \
     "start $((${SLURM_RESTART_COUNT:-0} + 1))"
 limit=0
@@ -39,7 +40,7 @@ while :; do  # a trapped signal interrupts wait: wait again until the run has re
 done
 case $status in
     0) say "exit status 0" ;;
-    75) say "exit status 75: another job is running this run (see its lock); this task did nothing"; exit 0 ;;
+    BUSY) say "exit status BUSY: another job is running this run (see its lock); this task did nothing"; exit 0 ;;
     *) say "exit status $status" ;;
 esac
 if [ $limit = 1 ] && [ $status != 0 ]; then
@@ -47,7 +48,7 @@ if [ $limit = 1 ] && [ $status != 0 ]; then
     scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"  # this task alone, not the array
 fi
 exit $status
-"""
+""".replace("LOG_MARK", LOG_MARK).replace("BUSY", str(BUSY))
 
 
 def batch_script(runs: Sequence[PlannedRun], workdir: Path, slurm_dir: Path, signal_seconds: int) -> str:

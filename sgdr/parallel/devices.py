@@ -8,6 +8,8 @@ import torch
 
 from sgdr.cli import UserError
 
+AUTO = "auto"  # --device: CUDA when available, else the CPU
+
 
 def visible_gpus(count: int) -> str:
     """The GPUs this process sees, for messages: their number and, when set, CUDA_VISIBLE_DEVICES."""
@@ -18,7 +20,7 @@ def visible_gpus(count: int) -> str:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
+    if name == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)

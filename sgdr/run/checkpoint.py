@@ -50,7 +50,7 @@ def on_cpu(value: Any) -> Any:
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path``; the previous checkpoint stays until this one is complete."""
-    with storage.atomic_write(path) as f:
+    with storage.atomic_write(path, durable=True) as f:
         torch.save(on_cpu({"format": FORMAT, **state}), f)
 
 
@@ -124,7 +124,7 @@ def save_snapshot(
     """The network's weights at the end of a cycle, with what is needed to rebuild and evaluate it:
     ``inputs`` holds the ``mean`` and ``std`` test images are normalised with (absent in snapshots
     written before recipes: the data set's per-channel statistics)."""
-    with storage.atomic_write(path) as f:
+    with storage.atomic_write(path, durable=True) as f:
         torch.save(
             on_cpu(
                 {

@@ -9,6 +9,7 @@ from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
+OUTPUT_DIR = "outputs"  # where a run's files go, unless --output-dir says
 COMBINED_FIGURE = "loss_plot_combined.jpg"
 RUNS = "runs"  # in an output folder: the run folders
 CHECKPOINT, RECORD, METRICS, SNAPSHOTS = "checkpoint.pt", "run.json", "metrics.jsonl", "snapshots"  # in a run folder
@@ -99,7 +100,12 @@ def snapshots_in(run_dir: str | Path) -> tuple[list[Path], list[Path]]:
             ours.append(path)
         else:
             others.append(path)
-    return sorted(ours, key=lambda p: int(p.stem.split("_")[1])), others
+    return sorted(ours, key=snapshot_epoch), others
+
+
+def snapshot_epoch(path: Path) -> int:
+    """The epoch (from 1) whose end a snapshot holds the network of."""
+    return int(SNAPSHOT.fullmatch(path.name)[1])
 
 
 def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from sgdr import drawing, storage
 from sgdr.run import layout
 
@@ -36,3 +40,17 @@ def save_outputs(files: layout.RunFiles, history: dict[str, list[float]], figure
         drawing.save_loss_figure(history["train_loss"], history["test_loss"], files.loss_figure)
         if files.lr_figure is not None:
             drawing.save_lr_figure(history["lr"], files.lr_figure)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows ``save_outputs`` wrote to ``metrics.jsonl``, one an epoch; a ValueError naming the first line that
+    is not one (an OSError when the file cannot be read)."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            float(row["test_error"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} line {number} is damaged ({type(error).__name__}: {error})") from None
+        rows.append(row)
+    return rows

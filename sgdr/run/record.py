@@ -8,14 +8,16 @@ import datetime
 import json
 import platform
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torchvision
 
 from sgdr import storage
+from sgdr.run import layout
 from sgdr.run.settings import same_run, upgrade
 
 
@@ -85,7 +87,7 @@ class RunRecord:
 
     def _write(self) -> None:
         if self.writes:
-            storage.save_json(self.path, self.data)
+            storage.save_json(self.path, self.data, durable=True)
 
 
 class DamagedRecord(ValueError):
@@ -160,6 +162,31 @@ def read_record(path: Path) -> Record:
     if wrong:
         raise DamagedRecord(f"{path} is not a complete run record: {wrong}")
     return Record(path, data)
+
+
+def folder_key(run_dir: Path) -> str:
+    """What a run folder shares with its copies: its record's ``same_run``, or, without a readable record, the
+    folder itself (then it is only the same run as itself)."""
+    try:
+        return read_record(layout.record_of(run_dir)).same_run
+    except (OSError, DamagedRecord):
+        return str(Path(run_dir).resolve())
+
+
+T = TypeVar("T")
+
+
+def counted_once(
+    runs: Sequence[T], key: Callable[[T], str], better: Callable[[T], Any]
+) -> tuple[list[T], list[tuple[T, T]]]:
+    """``runs`` with each run once, in their order: of the copies of a run (the same ``key``), the one ranked
+    highest by ``better`` (the first of equals); and each copy left out, with the one kept."""
+    copies: dict[str, list[T]] = {}
+    for run in runs:
+        copies.setdefault(key(run), []).append(run)
+    best = {k: max(same, key=better) for k, same in copies.items()}
+    kept = [run for run in runs if best[key(run)] is run]
+    return kept, [(run, best[key(run)]) for run in runs if best[key(run)] is not run]
 
 
 def code_version() -> dict[str, Any] | None:

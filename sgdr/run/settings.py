@@ -14,14 +14,18 @@ import torch
 
 from sgdr.cli import ShowDefaults, UserError, int_at_least, number_in
 from sgdr.data import cifar, loaders
+from sgdr.parallel import devices
+from sgdr.run import layout
 from sgdr.training.networks import check_model_name, trains_on_single_images
 from sgdr.training.recipes import LR, RECIPES
-from sgdr.training.schedules import MILESTONES, OPTION_DEFAULTS
+from sgdr.training.schedules import GAMMA, MILESTONES, OPTION_DEFAULTS
 
 DESCRIPTION = (
     "Train a network on CIFAR with the multistep schedule or SGDR's cosine annealing with warm restarts: by "
     "default the tutorial's ResNet34 on CIFAR-10 (--model, --dataset and --recipe for the paper's)."
 )
+# The optimiser computes in float32: a larger rate cannot even be represented (every step would fail).
+RATE_MAX = float(torch.finfo(torch.float32).max)
 # torch's generators take seeds of 64 bits.
 SEED_MAX = 2**64 - 1
 
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shape.add_argument(
         "--warmup-start-lr",
-        type=number_in(0.0),
+        type=number_in(0.0, RATE_MAX),
         default=OPTION_DEFAULTS["warmup_start_lr"],
         metavar="LR",
         help="the rate the warmup starts from; it ends at the optimiser's initial rate (default: 0)",
@@ -111,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(MILESTONES),
         metavar="EPOCH",
-        help="epochs at which the multistep schedule multiplies the lr by 0.2 (default: 60 120 160)",
+        help=f"epochs at which the multistep schedule multiplies the lr by {GAMMA:g} "
+        f"(default: {' '.join(map(str, MILESTONES))})",
     )
     extra.add_argument(
         "--lr",
-        type=number_in(0.0, low_included=False),
+        type=number_in(0.0, RATE_MAX, low_included=False),
         default=LR,
         help="the initial learning rate: the multistep schedule's eta_0, SGDR's eta_max (the paper's Table 1 "
         f"also reports the default schedule with 0.1) (default: {LR:g})",
@@ -133,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(the paper's: wrn-28-10) (default: resnet34; wrn-28-10 with --recipe paper)",
     )
     extra.add_argument("-b", "--batch-size", type=positive, default=128, help="images per batch (default: 128)")
-    extra.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py (default: data)")
-    extra.add_argument("--output-dir", default="outputs", help="folder for figures and pickles (default: outputs)")
+    extra.add_argument("--data-dir", default=cifar.DATA_DIR, help="folder holding cifar-10-batches-py")
+    extra.add_argument("--output-dir", default=layout.OUTPUT_DIR, help="folder for figures and pickles")
     extra.add_argument(
         "--train-subset",
         type=subset_of(cifar.TRAIN_IMAGES, "training"),
@@ -199,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes of --loader torchvision (default: min(4, CPUs) for a new run; a resumed run keeps "
         "its checkpoint's)",
     )
-    extra.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)"
-    )
+    extra.add_argument("--device", default=devices.AUTO, help="auto (CUDA when available), cpu, cuda or cuda:N")
     again = extra.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -289,7 +292,7 @@ DECIDES: dict[str, Decides] = {
     **{name: Decides(before=default, acts=_warm, only_when_set=True) for name, default in OPTION_DEFAULTS.items()},
     "recipe": Decides(before="tutorial"),
     "milestones": Decides(acts=_multistep),
-    "lr": Decides(before=LR),  # before --lr every run started at 0.05
+    "lr": Decides(before=0.05),  # before --lr every run started at 0.05 (whatever LR may become)
     "dataset": Decides(),
     "model": Decides(),
     "batch_size": Decides(),
@@ -435,12 +438,22 @@ def check_team(args: argparse.Namespace, team_size: int) -> None:
             "layer (open PyTorch issues), which undoes what compiling gains. Drop one of them."
         )
     if args.batch_size % team_size:
-        raise UserError(
-            f"{team_size} processes cannot share a batch of {args.batch_size} evenly: use a number of "
-            f"processes that divides {args.batch_size} (e.g. torchrun --nproc_per_node=2, 4 or 8)."
-        )
+        share = _split(args.batch_size, team_size)
+        raise UserError(f"{team_size} processes cannot share a batch of {args.batch_size} evenly: {share}.")
     if args.sync_bn and (args.device == "cpu" or not torch.cuda.is_available()):
         raise UserError("--sync-bn works on CUDA only; on the CPU each process normalises its own share.")
+
+
+def _split(batch: int, processes: int) -> str:
+    """What shares a batch evenly: counts of processes that divide it, or batch sizes these processes divide."""
+    counts = [n for n in range(2, batch + 1) if batch % n == 0][:3]
+    lower, upper = batch - batch % processes, batch - batch % processes + processes
+    sizes = " or ".join(f"-b {b}" for b in (lower, upper) if b >= processes)
+    said = f"give a batch size that {processes} processes share ({sizes})"
+    if counts:
+        ways = ", ".join(f"--nproc_per_node={n}" for n in counts)
+        said = f"start torchrun with a number of processes that divides {batch} ({ways}), or {said}"
+    return said
 
 
 def check_batch_size(args: argparse.Namespace, team_size: int) -> None:
