@@ -28,7 +28,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from sgdr import storage
-from sgdr.cli import ShowDefaults, int_at_least, reports_user_errors
+from sgdr.cli import Parser, int_at_least, reports_user_errors
 from sgdr.data import cifar, loaders
 from sgdr.parallel import devices, distributed
 from sgdr.run import checkpoint, experiment, settings, stopping
@@ -250,9 +250,7 @@ def row(cells: Sequence[object]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
-    )
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="a few iterations of everything, no option sweep (seconds)"
     )
@@ -264,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="network, as train.py's --model (default: resnet34)",
     )
     parser.add_argument("--batch-size", type=int_at_least(1), default=128, help="images per batch (default: 128)")
-    parser.add_argument("--device", default=devices.AUTO, help="as train.py's --device")
+    parser.add_argument("--device", type=devices.device_name, default=devices.AUTO, help="as train.py's --device")
     parser.add_argument(
         "--models",
+        type=settings.model_name,
         nargs="+",
         metavar="MODEL",
         help="instead: time train.py's training step and checkpoint for each network and estimate an epoch",
@@ -429,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = devices.pick_device(args.device)
     quick = args.quick
     batch, steps, rounds = args.batch_size, 2 if quick else 3, 1 if quick else 5
-    workers = settings.DECIDES["workers"].new_run()  # train.py's default for the reference loader
+    workers = settings.DECIDES["workers"].new_run(device)  # train.py's default for the reference loader
     pool = synthetic(batch * (4 if quick else 40))
     print(f"Machine: {machine(device)}")
     # As train.py runs by default, from the first row on: PyTorch's precision and, on CUDA, autotuning.

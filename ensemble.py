@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.cli import Parser, UserError, reports_user_errors
 from sgdr.data import cifar
 from sgdr.paper.ensembles import SnapshotOutputs, last_m_errors, run_snapshots
 from sgdr.parallel import devices
@@ -23,15 +23,13 @@ from sgdr.run import layout, record
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=__doc__.splitlines()[0],
-        formatter_class=ShowDefaults,
         epilog="\n".join(__doc__.splitlines()[1:]),
-        allow_abbrev=False,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (outputs/runs/wr_...) holding snapshots/")
     parser.add_argument("--data-dir", default=cifar.DATA_DIR, help="folder holding the data set")
-    parser.add_argument("--device", default=devices.AUTO, help="as train.py's --device")
+    parser.add_argument("--device", type=devices.device_name, default=devices.AUTO, help="as train.py's --device")
     return parser
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from sgdr.cli import Parser, number_in
 from sgdr.run import layout
 
 REPO = Path(__file__).resolve().parent
@@ -281,11 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--inner-group"]:
         inner_group(argv[1], argv[3:])
         return 0
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1], allow_abbrev=False
-    )
+    parser = Parser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--smoke", action="store_true", help="the same steps, tiny, on the CPU (default: off)")
-    parser.add_argument("--budget", type=float, default=400, help="seconds for all the steps (default: 400)")
+    parser.add_argument(
+        "--budget", type=number_in(10.0), default=400, help="seconds for all the steps, 10 or more (default: 400)"
+    )
     parser.add_argument("--out", default="gpu_check_out", help="logs and summary.txt (default: gpu_check_out)")
     return check(parser.parse_args(argv))
 

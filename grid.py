@@ -41,7 +41,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.cli import Parser, UserError, int_at_least, reports_user_errors
 from sgdr.paper import gridstate, slurm
 from sgdr.paper.grid import GridError, PlannedRun, grid_folder, read_grid, read_plan, read_plan_file, record_plan
 
@@ -61,13 +61,11 @@ USAGE = "sh grid.sh [--print | --status | --submit [--dry-run] [--sbatch OPTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="grid.sh",
         usage=USAGE,
         description=__doc__.splitlines()[0],
         epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=ShowDefaults,
-        allow_abbrev=False,
     )
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--print", action="store_true", help="print the runs' train.py commands, train nothing")
@@ -88,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--signal-seconds",
-        type=int,
+        type=int_at_least(1),
         help="with --submit: how long before its time limit a task stops and requeues itself "
         f"(default: SIGNAL_SECONDS, else {slurm.SIGNAL_SECONDS})",
     )
@@ -115,6 +113,8 @@ def split_arguments(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]
             own.append(argv[k])
             k += 1
     flags = list(argv[k:])
+    if flags and flags[0].startswith("--") and (meant := [o for o in OWN if o.startswith(flags[0])]):
+        raise GridError(f"{flags[0]} is not an option (abbreviations are refused; {' or '.join(meant)}?): {USAGE}")
     if misplaced := next((w for w in flags if w.split("=", 1)[0] in OWN), None):
         raise GridError(f"{misplaced.split('=', 1)[0]} must come first: {USAGE}")
     modes = [w for w in own if w in ("--print", "--status", "--submit")]
@@ -146,7 +146,8 @@ def commands_of(source: str) -> tuple[list[PlannedRun], Path]:
 
 def status(runs: list[PlannedRun], folder: Path) -> None:
     lines, counts = gridstate.table(runs, folder)
-    print(f"{folder}:")
+    there = "" if folder.is_dir() else " (no such folder here: not started, or planned from another folder or GRID_DIR)"
+    print(f"{folder}:{there}")
     print("\n".join(lines))
     print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
@@ -165,6 +166,14 @@ def train(runs: list[PlannedRun], environ: Mapping[str, str]) -> int:
             )
             return code if code > 0 else 128 - code
     return 0
+
+
+def refuse_conflicts(runs: list[PlannedRun]) -> None:
+    """A GridError when a run of other settings holds the folder of one of ``runs`` (the same grid folder planned
+    with other flags, e.g. another -b): training it there would be refused, and --overwrite would destroy it."""
+    if conflicts := [(run, now) for run in runs if (now := gridstate.state(run)).state == "conflict"]:
+        said = "; ".join(f"{run.files.run_dir}: {now.detail}" for run, now in conflicts)
+        raise GridError(f"runs of other settings hold the folders of this grid's runs, nothing was done: {said}")
 
 
 def signal_seconds(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -210,8 +219,15 @@ def main(
     elif args.status:
         status(runs, folder)
     elif args.submit:
+        if again := [str(run.files.run_dir) for run in runs if run.args.overwrite or not run.args.resume]:
+            raise GridError(
+                f"these commands would not continue their run when SLURM requeues their task (each needs --resume, "
+                f"and --overwrite would start it over at every requeue): {', '.join(again)}."
+            )
+        refuse_conflicts(runs)
         print(slurm.submit(runs, folder, args.sbatch, signal_seconds(args, environ), args.dry_run))
     else:
+        refuse_conflicts(runs)
         record_plan(runs, folder)
         if code := train(runs, environ):
             return code

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sgdr import storage
-from sgdr.cli import ShowDefaults, UserError, reports_user_errors
+from sgdr.cli import Parser, UserError, int_at_least, reports_user_errors
 from sgdr.drawing import REFERENCE_T_ZEROS, color, line_figure
 from sgdr.run import layout
 
@@ -33,13 +33,11 @@ def load_losses(path: Path, command: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
-    )
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default=layout.OUTPUT_DIR, help="folder with the runs' pickles")
     parser.add_argument(
         "--t-zeros",
-        type=int,
+        type=int_at_least(1),
         nargs="+",
         default=list(REFERENCE_T_ZEROS),
         metavar="T0",

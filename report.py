@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sgdr.cli import ShowDefaults, reports_user_errors
+from sgdr.cli import Parser, reports_user_errors
 from sgdr.data import cifar
 from sgdr.paper import grid
 from sgdr.paper.report import write_report
@@ -25,9 +25,7 @@ from sgdr.parallel import devices
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=ShowDefaults, allow_abbrev=False
-    )
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--runs",
         type=Path,
@@ -36,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, help="folder for report.md and figures (default: <runs>/report)")
     parser.add_argument("--data-dir", default=cifar.DATA_DIR, help="data set folder, for the ensembles' test set")
-    parser.add_argument("--device", default=devices.AUTO, help="as train.py's --device")
+    parser.add_argument("--device", type=devices.device_name, default=devices.AUTO, help="as train.py's --device")
     parser.add_argument("--skip-ensembles", action="store_true", help="leave out Table 2 (needs no data set then)")
     return parser
 

@@ -44,7 +44,8 @@ else
     out=outputs epochs=200 first=50 second=200 milestones=""
 fi
 # What the user's train.py flags change here: the output folder (as train.py reads it, the last
-# one given wins), and --overwrite, which must replace the --resume added below.
+# one given wins), and --overwrite, which must replace the --resume added below. The flags that
+# choose a schedule are each reference run's own: given to all three, they would make them one.
 again=--resume
 previous=""
 for arg in "$@"; do
@@ -52,6 +53,11 @@ for arg in "$@"; do
     case "$arg" in
         --output-dir=*) out=${arg#--output-dir=} ;;
         --overwrite) again="" ;;
+        -wr | --warm-restart | -t0* | --t-zero | --t-zero=* | -tm* | --t-mult | --t-mult=* | --milestones | \
+        --milestones=* | --warmup-epochs* | --warmup-start-lr* | --cycle-decay* | --cycle-limit*)
+            echo "run.sh: ${arg%%=*} chooses a schedule, and each reference run has its own; for another" \
+                "schedule run train.py itself (python train.py --help)." >&2
+            exit 2 ;;
     esac
     previous=$arg
 done
@@ -68,6 +74,9 @@ if [ $parallel = 1 ]; then
     if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
         devices=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' ' ')
     else
+        case "${GPUS:-}" in
+            *[!0-9]*) echo "run.sh --parallel: GPUS is $GPUS, not a number of GPUs (e.g. GPUS=2)." >&2; exit 2 ;;
+        esac
         count=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU [0-9][0-9]*:' || true)}
         devices=$(k=0; while [ $k -lt "$count" ]; do echo $k; k=$((k + 1)); done)
     fi

@@ -76,6 +76,20 @@ def reports_user_errors(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+class Parser(argparse.ArgumentParser):
+    """Every script's parser: help that shows each default (``ShowDefaults``), and no abbreviated options. A
+    prefix is refused, so that --se cannot pass a check for --seed, nor -w one for -wr: ``allow_abbrev=False``
+    covers the long options only, and argparse still matches a prefix of a single-dash one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", ShowDefaults)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def _get_option_tuples(self, option_string: str) -> list:
+        # Only the exact short option with its value attached (-e2) stays: no prefix of another option.
+        return [found for found in super()._get_option_tuples(option_string) if found[1] == option_string[:2]]
+
+
 class ShowDefaults(argparse.RawDescriptionHelpFormatter):
     """``--help`` with every option's default, unless its help already says it (descriptions keep
     their own line breaks)."""

@@ -386,7 +386,8 @@ def imported_names(path: Path) -> set[str]:
 
 def test_scripts_import_modules_never_scripts():
     """A script is an entry point; what several share belongs in a module they all import."""
-    code = sorted(REPO.glob("*.py")) + [REPO / "docs" / "figures.py"] + sorted((REPO / "sgdr").rglob("*.py"))
+    docs = [REPO / "docs" / "figures.py", REPO / "docs" / "quick_study.py"]
+    code = sorted(REPO.glob("*.py")) + docs + sorted((REPO / "sgdr").rglob("*.py"))
     scripts = {Path(script).stem for script in SCRIPTS} | {"models"}
     found = {path.name: sorted(imported_modules(path) & scripts) for path in code if path.name != "models.py"}
     assert {name: scripts for name, scripts in found.items() if scripts} == {}
@@ -495,6 +496,7 @@ def test_no_module_does_work_when_imported(tmp_path):
 def test_the_layout_table_lists_every_file_of_the_code():
     table = (REPO / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("Imports run one way", 1)[0]
     listed = set(re.findall(r"^\| `([^`]+)` \|", table, re.M))
-    code = {p.name for p in [*REPO.glob("*.py"), *REPO.glob("*.sh"), *REPO.glob("*.sbatch")]} | {"docs/figures.py"}
+    code = {p.name for p in [*REPO.glob("*.py"), *REPO.glob("*.sh"), *REPO.glob("*.sbatch")]}
+    code |= {"docs/figures.py", "docs/quick_study.py"}
     code |= {str(p.relative_to(REPO)) for p in (REPO / "sgdr").rglob("*.py") if p.name != "__init__.py"}
     assert listed == code

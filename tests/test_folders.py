@@ -3,6 +3,7 @@ before it removes anything."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -86,3 +87,27 @@ def test_overwrite_checks_every_path_before_it_removes_any(cifar_dir, tmp_path):
         "it yourself, or use another --output-dir. Nothing was removed."
     )
     assert everything(out) == before and "Epoch" not in log
+
+
+def test_a_folder_where_the_lock_file_goes_is_named(cifar_dir, tmp_path):
+    out = tmp_path / "out"
+    (out / "runs" / "multistep" / ".lock").mkdir(parents=True)
+    code, log, err = call(train.main, argv("multistep", cifar_dir, out, "-e", "1"))
+    assert code == 1 and "Epoch" not in log
+    assert (
+        err.strip()
+        == f"error: {out / 'runs' / 'multistep' / '.lock'} is a folder, where this run keeps its lock file: move it."
+    )
+
+
+def test_a_damaged_run_record_is_kept_aside_and_named_when_the_run_resumes(cifar_dir, tmp_path):
+    """Its sessions are history: a resume that starts a new record keeps the damaged one beside it, and says so."""
+    out = tmp_path / "out"
+    assert call(train.main, argv("multistep", cifar_dir, out, "-e", "1"))[0] == 0
+    record = out / "runs" / "multistep" / "run.json"
+    record.write_text('{"config": ')
+    code, _, err = call(train.main, argv("multistep", cifar_dir, out, "-e", "2", "--resume"))
+    assert code == 0, err
+    aside = record.with_name("run.json.damaged")
+    assert aside.read_text() == '{"config": ' and f"kept as {aside}, and a new record starts with this session" in err
+    assert len(json.loads(record.read_text())["sessions"]) == 1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import joblib
+import pytest
 from conftest import REPO
 
 import gpu_check
@@ -38,3 +39,9 @@ def test_without_a_gpu_the_check_points_to_smoke_mode(capsys, monkeypatch, tmp_p
     monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--out", str(tmp_path)]) == 2
     assert "no CUDA GPU here; python gpu_check.py --smoke runs the steps on the CPU" in capsys.readouterr().err
+
+
+def test_a_budget_with_no_time_for_any_step_is_refused(capsys):
+    with pytest.raises(SystemExit) as caught:
+        gpu_check.main(["--smoke", "--budget", "-1"])
+    assert caught.value.code == 2 and "argument --budget: must be a number at least 10" in capsys.readouterr().err

@@ -148,6 +148,18 @@ def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_p
     assert out.splitlines()[0] == "1 run(s); snapshots per run: 2"
 
 
+def test_a_snapshot_copied_from_another_run_is_refused_by_name(cifar_dir, tmp_path):
+    """Copied into another run's snapshots/, a snapshot would join that run's ensembles: its settings say whose."""
+    args = ["-e", "2", "-wr", "-t0", "1", "--train-subset", "16", *SMALL, *TINY, "--data-dir", str(cifar_dir)]
+    for seed in ("1", "2"):
+        assert call(train.main, [*args, "--seed", seed, "--output-dir", str(tmp_path / seed)])[0] == 0
+    mine, theirs = (tmp_path / seed / "runs" / "wr_s1_m1" for seed in ("1", "2"))
+    shutil.copy(theirs / "snapshots" / "epoch_0002.pt", mine / "snapshots" / "epoch_0002.pt")
+    code, _, err = call(ensemble.main, [str(mine), "--data-dir", str(cifar_dir), "--device", "cpu"])
+    assert code == 1 and "Traceback" not in err
+    assert f"the snapshot {mine / 'snapshots' / 'epoch_0002.pt'} is another run's" in err
+
+
 def test_a_snapshot_with_the_wrong_content_is_refused_by_name(cifar_dir, tmp_path):
     args = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY]
     assert call(train.main, [*args, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])[0] == 0
@@ -383,7 +395,7 @@ def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards(
         (True, 10, 2),
     ]
     for words, said in [
-        (["--seed", "9"], "--seed is the grid's own; set SEEDS"),
+        (["--seed", "9"], "--seed is the grid's own: set SEEDS"),
         (["--print"], "--print and --print: one mode at a time"),
         (["-b", "16", "--status"], "--status must come first"),
         (["--dry-run"], "--dry-run, --sbatch and --signal-seconds go with --submit"),
@@ -439,20 +451,121 @@ def test_a_word_is_read_against_the_rate_and_options_the_grid_gives_every_run():
         "--resume",
         "--resume --warm-restart -t0 10 -tm 2",
     ]
-    commands = grid_commands(words, "--lr", "0.1", "-wr", "--warmup-epochs", "3")
+    commands = grid_commands(words, "--lr", "0.1")
     assert [shlex.join(c[c.index("--resume") :]) for c in commands] == [
-        "--resume --lr 0.1 -wr --warmup-epochs 3",
-        "--resume --lr 0.1 -wr --warmup-epochs 3 --lr 0.05",
-        "--resume --lr 0.1 -wr --warmup-epochs 3 --warm-restart -t0 10 -tm 2 --warmup-epochs 0",
+        "--resume --lr 0.1",
+        "--resume --lr 0.1 --lr 0.05",
+        "--resume --lr 0.1 --warm-restart -t0 10 -tm 2",
     ]
     assert [settings.parse_args(c[2:]).lr for c in commands] == [0.1, 0.05, 0.1]
-    assert [c[c.index("--output-dir") + 1].rsplit("/", 1)[-1] for c in commands] == ["seed1", "lr0.05", "w0"]
+    assert [c[c.index("--output-dir") + 1].rsplit("/", 1)[-1] for c in commands] == ["seed1", "lr0.05", "seed1"]
 
 
 def test_the_grid_has_help_and_reads_its_epochs_as_train_py_does():
     code, out, _ = grid_sh({}, "--help")
     assert code == 0 and "SCHEDULES=" in out and "--submit" in out and "usage: sh grid.sh" in out
     assert [settings.parse_args(c[2:]).epochs for c in grid_commands({"EPOCHS": "010", "SEEDS": "1"})][0] == 10
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["-wr"], "-wr (--warm-restart) is the grid's own: set SCHEDULES"),
+        (["-t0", "5"], "--t-zero is the grid's own: set SCHEDULES"),
+        (["--milestones", "3"], "--milestones is the grid's own: set SCHEDULES"),
+        (["--cycle-decay", "0.5"], "--cycle-decay is the grid's own: set SCHEDULES"),
+        (["--overwrite"], "--overwrite is the grid's own: every run resumes"),
+        (["-w"], "unrecognized arguments: -w"),
+    ],
+)
+def test_the_flags_that_choose_a_schedule_are_the_grids_own(flags, said):
+    """Given to every run, -wr made the default schedule's run train warm restarts in the default's folder."""
+    code, out, err = grid_sh({"SEEDS": "1", "SCHEDULES": "default 1:1"}, "--print", *flags)
+    assert code == 2 and said in err and out == "", err
+
+
+def test_a_model_has_one_name_in_the_grids_folders_and_the_runs_settings():
+    (command,) = grid_commands({"MODEL": "wrn-028-10", "SEEDS": "1", "SCHEDULES": "default"})
+    args = settings.parse_args(command[2:])
+    assert args.model == "wrn-28-10" and args.output_dir.endswith("/cifar10-wrn-28-10-paper/seed1")
+    assert settings.parse_args(["--model", "wrn-010-01"]).model == "wrn-10-1"
+    code, _, err = grid_sh({"MODEL": "wrn-29-10"}, "--print")
+    assert code == 2 and "MODEL is wrn-29-10: unknown model" in err
+
+
+def test_a_folder_holding_a_run_of_other_settings_is_a_conflict_not_a_finished_run(tmp_path, monkeypatch):
+    """The same grid folder planned with another flag (--lr 0.1 on a grid trained at 0.05): --status says so, and
+    training or submitting refuses before anything is done, naming another GRID_DIR as the way out."""
+    monkeypatch.chdir(tmp_path)
+    env = {"SEEDS": "1", "SCHEDULES": "default", "GRID_DIR": "g", "MODEL": "wrn-10-1"}
+    (command,) = grid_commands(env)
+    folder = Path(settings.parse_args(command[2:]).output_dir)
+    fake_run(folder.parent, folder.name, 200, warm_restart=False, milestones=[60, 120, 160], model="wrn-10-1", lr=0.05)
+    code, out, err = grid_sh(env, "--status")
+    assert code == 0 and "1 finished" in out, err
+    code, out, err = grid_sh(env, "--status", "--lr", "0.1")
+    assert code == 0 and "seed1/multistep  conflict" in out and "lr: 0.05 recorded, 0.1 planned" in out, out
+    for mode in ([], ["--submit", "--dry-run"]):
+        code, out, err = grid_sh(env, *mode, "--lr", "0.1")
+        assert code == 2 and "runs of other settings hold the folders of this grid's runs, nothing was done" in err
+        assert "another GRID_DIR" in err and out == ""
+
+
+def test_submitted_commands_must_continue_their_run_when_requeued(tmp_path, monkeypatch):
+    """A command with --overwrite, or without --resume, would start its run over (or fail) at every requeue."""
+    monkeypatch.chdir(tmp_path)
+    base = "python train.py -e 3 --seed 1 --output-dir g/seed1"
+    for line, bad in [(f"{base} --overwrite", True), (base, True), (f"{base} --resume", False)]:
+        (tmp_path / "commands.txt").write_text(line + "\n")
+        code, out, err = grid_sh({}, "--submit", "--dry-run", "--commands", "commands.txt")
+        if bad:
+            assert code == 2 and "would not continue their run when SLURM requeues their task" in err, err
+        else:
+            assert code == 0 and "#SBATCH --array=0-0" in out, err
+
+
+def test_submit_refuses_array_tasks_the_grid_does_not_have_and_a_bad_warning_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"SEEDS": "1", "SCHEDULES": "default"}
+    code, _, err = grid_sh(env, "--submit", "--dry-run", "--sbatch", "--array=5")
+    assert code == 1 and "--array 5 names tasks this grid does not have: its 1 runs are tasks 0-0" in err
+    assert grid_sh(env, "--submit", "--dry-run", "--sbatch", "--array=0-0%1")[0] == 0
+    for seconds in ("0", "-5"):
+        code, _, err = grid_sh(env, "--submit", "--dry-run", f"--signal-seconds={seconds}")
+        assert code == 2 and "argument --signal-seconds: must be at least 1" in err
+
+
+def test_the_status_of_a_grid_says_what_its_folders_are(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"SEEDS": "1", "SCHEDULES": "default", "GRID_DIR": "g"}
+    code, out, _ = grid_sh(env, "--status")
+    assert (
+        out.splitlines()[0]
+        == "g/cifar10-wrn-28-10-paper: (no such folder here: not started, or planned from another folder or GRID_DIR)"
+    )
+    # A file where the seed's folder goes; a finished run whose metrics were cut short.
+    (tmp_path / "g" / "cifar10-wrn-28-10-paper").mkdir(parents=True)
+    (tmp_path / "g" / "cifar10-wrn-28-10-paper" / "seed1").write_text("not a folder")
+    code, out, _ = grid_sh(env, "--status")
+    assert "failed" in out and "seed1 is a file, where the run's folder" in out, out
+    (tmp_path / "g" / "cifar10-wrn-28-10-paper" / "seed1").unlink()
+    folder = fake_run(
+        tmp_path / "g" / "cifar10-wrn-28-10-paper", "seed1", 200, warm_restart=False, milestones=[60, 120, 160]
+    )
+    metrics = folder / "metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:150]))
+    code, out, _ = grid_sh(env, "--status")
+    assert "interrupted" in out and "finished 200 epochs, but" in out and "holds 150: resume rewrites it" in out, out
+    # A plan copied elsewhere and read with --commands: its runs where the copy is.
+    shutil.copytree(tmp_path / "g", tmp_path / "copy")
+    (tmp_path / "copy" / "cifar10-wrn-28-10-paper" / "grid.txt").write_text(shlex.join(grid_commands(env)[0]) + "\n")
+    code, out, err = grid_sh({}, "--status", "--commands", "copy/cifar10-wrn-28-10-paper/grid.txt")
+    assert code == 0 and out.splitlines()[0] == "copy/cifar10-wrn-28-10-paper:" and "seed1/multistep" in out, out + err
+
+
+def test_an_abbreviated_mode_is_named_as_such():
+    code, out, err = grid_sh({}, "--sub", "--dry-run")
+    assert code == 2 and "--sub is not an option (abbreviations are refused; --submit?)" in err and out == ""
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from conftest import (
 import train
 from sgdr import storage
 from sgdr.data import cifar
+from sgdr.parallel import devices
 from sgdr.run import epoch, settings
 from sgdr.run.record import code_version
 
@@ -164,7 +165,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted, cifar_dir):
         "test_subset": None,
         "seed": 12,
         "loader": "device",
-        "channels_last": True,
+        "channels_last": devices.channels_last_is_faster(torch.device("cpu")),  # the machine's faster layout
         "amp": "off",
         "tf32": "conv",
         "deterministic": False,
@@ -486,6 +487,24 @@ def test_a_run_resumes_on_a_machine_with_fewer_cores_than_its_workers(cifar_dir,
     assert torch.load(tmp_path / "runs" / "multistep" / "checkpoint.pt")["config"]["workers"] == 2
     code, _, err = call(train.main, ["-e", "3", *common, "--resume", "--workers", "1"])
     assert code == 1 and "workers: 2 in the checkpoint, 1 now" in err
+
+
+def test_the_memory_layout_a_cpu_run_takes_is_the_faster_there_and_stays_on_resume(cifar_dir, tmp_path, monkeypatch):
+    """channels-last where the CPU lacks AVX-512 (faster there), contiguous where it has it; recorded, so that a run
+    resumed on the other kind of processor keeps its own layout and resumes exactly."""
+    common = ["--seed", "1", *SMALL, *TINY, "--data-dir", str(cifar_dir)]
+    config = {}
+    for capability, wanted in (("AVX2", True), ("AVX512", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        out = tmp_path / capability
+        assert call(train.main, ["-e", "1", *common, "--output-dir", str(out)])[0] == 0
+        config[capability] = torch.load(out / "runs" / "multistep" / "checkpoint.pt")["config"]
+        assert config[capability]["channels_last"] is wanted
+    # Resumed on the other kind: the checkpoint's layout.
+    code, log, err = call(train.main, ["-e", "2", *common, "--output-dir", str(tmp_path / "AVX2"), "--resume"])
+    assert code == 0 and "Resuming after epoch 1" in log, err
+    assert torch.load(tmp_path / "AVX2" / "runs" / "multistep" / "checkpoint.pt")["config"]["channels_last"] is True
+    assert devices.channels_last_is_faster(torch.device("cuda", 0)) is True  # CUDA keeps it on wherever
 
 
 def test_the_files_a_resume_starts_from_survive_a_power_cut(cifar_dir, tmp_path, monkeypatch):

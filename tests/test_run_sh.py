@@ -150,6 +150,26 @@ def test_parallel_mode_shares_out_the_gpus_it_was_given(tmp_path):
     assert "wr_s50_m1: GPU 5, log outputs/logs/wr_s50_m1.log" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "flags", [["-wr"], ["-t0", "10"], ["--t-mult=2"], ["--milestones", "5"], ["--cycle-decay", "0.5"]]
+)
+def test_flags_that_choose_a_schedule_are_each_reference_runs_own(flags, tmp_path):
+    """Given to all three runs they would make them one schedule (and the figure compare nothing): refused."""
+    done = run_sh("--quick", *flags, python="echo", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"run.sh: {flags[0].split('=')[0]} chooses a schedule, and each reference run has its own" in done.stderr
+
+
+def test_a_gpu_count_that_is_not_a_number_is_named(tmp_path):
+    env = {**without_gpu_settings(), "PYTHON": "echo", "GPUS": "abc"}
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (
+        done.returncode == 2 and done.stderr == "run.sh --parallel: GPUS is abc, not a number of GPUs (e.g. GPUS=2).\n"
+    )
+
+
 def test_parallel_mode_with_no_visible_gpu_says_so(tmp_path):
     done, calls = run_parallel_on_fake_gpus(tmp_path, CUDA_VISIBLE_DEVICES="")
     assert done.returncode == 2 and "no GPU found" in done.stderr and calls == []
@@ -274,7 +294,7 @@ def test_ctrl_c_waits_for_the_run_to_stop_then_says_how_to_go_on(tmp_path):
 def test_the_command_to_run_again_keeps_every_argument_as_typed(tmp_path):
     fake = tmp_path / "fake_python.sh"
     fake.write_text('case "$*" in *"t0 50"*) exit 143 ;; esac\n')
-    typed = ["--seed", "3", "--data-dir", "my data", "--output-dir", "it's $HOME", "--milestones", "60", "120", "160"]
+    typed = ["--seed", "3", "--data-dir", "my data", "--output-dir", "it's $HOME", "--test-subset", "5 12"]
     done = run_sh(*typed, python=f"sh {fake}", cwd=tmp_path)
     assert done.returncode == 143
     again = done.stderr.strip().split("run again: ", 1)[1]

@@ -120,6 +120,13 @@ def test_the_console_says_what_the_reference_says(finished):
     assert log.count("LR at end of epoch") == 3
 
 
+def test_plot_refuses_a_t_0_no_run_can_have(tmp_path):
+    """It would name a train.py command that train.py refuses."""
+    for t_zero in ("0", "-5"):
+        code, _, err = call(plot.main, ["--output-dir", str(tmp_path), "--t-zeros", t_zero])
+        assert code == 2 and "argument --t-zeros: must be at least 1" in err
+
+
 def test_plot_merges_the_validation_losses(finished):
     out, _ = finished
     code, stdout, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1", "2"])
@@ -351,6 +358,7 @@ def test_the_same_seed_repeats_a_run_exactly(cifar_dir, tmp_path):
             "argument --warmup-start-lr: must be a number at least 0 and at most 3.40282e+38, got 1e39",
         ),
         (["--se", "7"], "unrecognized arguments: --se 7"),  # no abbreviations: --se is not --seed
+        (["-w"], "unrecognized arguments: -w"),  # nor -w for -wr (argparse matches single-dash prefixes itself)
         (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
         (["--warmrestart"], "unrecognized arguments: --warmrestart"),
         (["--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
@@ -387,16 +395,17 @@ def test_missing_data_offline_stops_at_once_with_a_message(tmp_path, offline, mo
 
 
 @pytest.mark.parametrize(
-    ("device", "message"),
+    ("device", "code", "message"),
     [
-        ("cuda", "CUDA is not available here"),
-        ("banana", "is not a device"),
-        ("meta", "only cpu and cuda"),
+        ("cuda", 1, "CUDA is not available here"),  # a device this machine lacks: found when the run starts
+        ("banana", 2, "argument --device: expected auto, cpu, cuda or cuda:N, got 'banana'"),  # a typo: the parser's
+        ("meta", 2, "argument --device: expected auto, cpu, cuda or cuda:N, got 'meta'"),
+        ("gpu", 2, "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
     ],
 )
-def test_unusable_devices_are_refused(device, message, cifar_dir):
-    code, _, err = call(train.main, ["--device", device, "--data-dir", str(cifar_dir)])
-    assert code == 1 and message in err
+def test_unusable_devices_are_refused(device, code, message, cifar_dir):
+    status, _, err = call(train.main, ["--device", device, "--data-dir", str(cifar_dir)])
+    assert status == code and message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -4,21 +4,18 @@ jobs, so a missing network is one message rather than one failed log per job."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from sgdr.cli import ShowDefaults, reports_user_errors
+from sgdr.cli import Parser, reports_user_errors
 from sgdr.data.cifar import DATA_DIR, DATASETS, fetch
 
 
 @reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m sgdr.data",
         description="Download CIFAR once, before several runs start.",
-        allow_abbrev=False,
-        formatter_class=ShowDefaults,
     )
     parser.add_argument("--data-dir", default=DATA_DIR, help="as train.py's")
     parser.add_argument(

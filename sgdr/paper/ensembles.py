@@ -13,6 +13,8 @@ import torch
 from sgdr.cli import UserError
 from sgdr.data import cifar, loaders
 from sgdr.run import checkpoint, layout
+from sgdr.run.record import DamagedRecord, read_record
+from sgdr.run.settings import same_run
 from sgdr.training.networks import build_network, top1_correct
 
 
@@ -72,6 +74,7 @@ class SnapshotOutputs:
                     f"the snapshot {path} does not hold the {config['model']} its settings name "
                     f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
                 ) from None
+            check_owner(path, config)
             model.to(self.device).eval()
             with torch.inference_mode():
                 self.cache[path] = torch.cat([model(images).float().cpu() for images, _ in self.loader])
@@ -79,6 +82,21 @@ class SnapshotOutputs:
 
     def labels(self) -> torch.Tensor:
         return self.loader.labels.cpu()
+
+
+def check_owner(path: Path, config: dict) -> None:
+    """A UserError when the snapshot at ``path`` holds another run's network than its folder's record names (a
+    snapshot copied in from another run would join this run's ensembles)."""
+    owner = path.parent.parent  # <run folder>/snapshots/epoch_NNNN.pt
+    try:
+        recorded = read_record(layout.record_of(owner)).same_run
+    except (OSError, DamagedRecord):
+        return  # no record to hold it against
+    if recorded != same_run(config):
+        raise UserError(
+            f"the snapshot {path} is another run's: its settings are not those of {layout.record_of(owner)}. "
+            f"Move it out of {path.parent}, or leave this run out."
+        )
 
 
 def ensemble_error(members: Sequence[Path], test: SnapshotOutputs) -> float:

@@ -153,9 +153,7 @@ class PlannedRun:
     @property
     def same_run(self) -> str:
         """What this run shares with its copies (``settings.same_run`` of a run not trained yet), from its flags."""
-        args = argparse.Namespace(**vars(self.args))
-        settings.resolve_defaults(args, None)
-        return settings.same_run(settings.config_of(args, args.seed, 1), planned=True)
+        return settings.same_run(settings.config_of(self.args, self.args.seed, 1), planned=True)
 
 
 @dataclass
@@ -209,11 +207,19 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     """The grid that grid.sh's environment (MODEL, DATASET, RECIPE, EPOCHS, GRID_DIR, SEEDS, SCHEDULES, COMPARE,
     TABLE2_SEEDS, PYTHON) and the train.py ``flags`` given to it describe; a GridError for a setting or flag
     that cannot make one. The flags that name a run's folder (--model, --dataset, --recipe, -e) are read as
-    train.py reads them; --seed and --output-dir are the grid's own."""
+    train.py reads them; --seed, --output-dir, the schedule's flags and --overwrite are the grid's own."""
     given = _given(flags)
-    for own, instead in (("seed", 'SEEDS="..."'), ("output_dir", "GRID_DIR=...")):
+    schedule_flags = ("warm_restart", "t_zero", "t_mult", "milestones", *OPTION_DEFAULTS)
+    for own in ("seed", "output_dir", *schedule_flags, "overwrite"):
         if own in given:
-            raise GridError(f"--{own.replace('_', '-')} is the grid's own; set {instead} instead.")
+            flag = "-wr (--warm-restart)" if own == "warm_restart" else f"--{own.replace('_', '-')}"
+            instead = {
+                "seed": 'set SEEDS="..." instead',
+                "output_dir": "set GRID_DIR=... instead",
+                "overwrite": "every run resumes (a requeued task would start its run over); remove the run's "
+                "folder to start it over",
+            }.get(own, 'set SCHEDULES="..." instead (a word a schedule, e.g. 10:2/w5)')
+            raise GridError(f"{flag} is the grid's own: {instead}.")
     setting = {**DEFAULTS, **{key: value for key, value in environ.items() if key in DEFAULTS}}
     parser = settings.build_parser()
     epochs_flag = next(action for action in parser._actions if action.dest == "epochs")
@@ -225,7 +231,7 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     defaults = parser.parse_args([])
     grid = Grid(
         list(flags),
-        model=given.get("model") or setting["MODEL"],
+        model=given.get("model") or _model(setting["MODEL"]),
         dataset=given.get("dataset", setting["DATASET"]),
         recipe=given.get("recipe", setting["RECIPE"]),
         epochs=epochs,
@@ -265,6 +271,13 @@ def _given(flags: Sequence[str]) -> dict[str, Any]:
         return vars(parser.parse_args(list(flags)))
     except SystemExit:  # argparse said why on stderr
         raise GridError("train.py refuses these flags (above); they go to every run of the grid.") from None
+
+
+def _model(name: str) -> str:
+    try:
+        return settings.model_name(name)
+    except argparse.ArgumentTypeError as error:
+        raise GridError(f"MODEL is {name}: {error}.") from None
 
 
 def _seeds(text: str) -> list[int]:
@@ -339,7 +352,7 @@ def _in_grid(output_dir: Path) -> tuple[Path, Path] | None:
 def grid_folder(runs: Sequence[PlannedRun]) -> Path:
     """The folder of a list of runs that grid.sh did not plan here (``--commands``): the grid's, where their
     output folders are grid.sh's ``<grid>/seed<N>...``, else the folder that holds them all."""
-    places = {_in_grid(Path(run.args.output_dir)) for run in runs}
+    places = {_in_grid(run.files.run_dir.parent.parent) for run in runs}  # where they are, if the plan moved
     if None not in places and len({root for root, _ in places}) == 1:
         return places.pop()[0]
     outputs = {str(run.files.run_dir.parent.parent) for run in runs}

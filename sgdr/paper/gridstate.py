@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sgdr.cli import RunBusy
 from sgdr.paper.grid import PlannedRun, short_name
-from sgdr.run import lock
+from sgdr.run import lock, settings
 from sgdr.run.outputs import read_metrics
 from sgdr.run.record import DamagedRecord, Record, read_record
 
@@ -17,7 +17,7 @@ from sgdr.run.record import DamagedRecord, Record, read_record
 LOG_MARK = "== grid: "
 EXIT_LINE = re.compile(re.escape(LOG_MARK) + r"exit status (\d+)")
 BUSY = RunBusy.exit_status  # train.py's exit status when another process holds the run
-STATES = ("finished", "running", "interrupted", "failed", "not started")
+STATES = ("finished", "running", "interrupted", "failed", "conflict", "not started")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def last_exit(log: Path) -> tuple[int, str] | None:
 def state(run: PlannedRun) -> RunState:
     """What the run's folder says: its lock (running), its record and metrics, and its log's last exit."""
     files = run.files
+    if blocked := next((p for p in (files.run_dir, *files.run_dir.parents) if p.exists() and not p.is_dir()), None):
+        return RunState("failed", 0, f"{blocked} is a file, where the run's folder {files.run_dir} goes: move it")
     done = _epochs_in(files.metrics)
     if who := lock.who_runs(files.run_dir):
         return RunState("running", done, who)
@@ -71,8 +73,21 @@ def state(run: PlannedRun) -> RunState:
             done,
             f"its record {files.record} cannot be read: restore it, or start the run over with --overwrite",
         )
+    if record is not None and (other := other_settings(record, run)):
+        return RunState(
+            "conflict",
+            done,
+            f"its folder holds a run of other settings ({other}): this grid's run needs another GRID_DIR, or that run "
+            "moved away",
+        )
     outcome = record.outcome if record is not None else ""
     if record is not None and record.finished:
+        if done < record.epochs:  # the record says more epochs than the metrics hold: damaged or cut
+            return RunState(
+                "interrupted",
+                done,
+                f"finished {record.epochs} epochs, but {files.metrics} holds {done}: resume rewrites it",
+            )
         if done == run.epochs:
             return RunState("finished", done)
         if done > run.epochs:
@@ -89,6 +104,21 @@ def state(run: PlannedRun) -> RunState:
         why = outcome if outcome and outcome != "running" else "ended without a word (killed?)"
         return RunState("interrupted", done, why)
     return RunState("not started", 0)
+
+
+def other_settings(record: Record, run: PlannedRun) -> str:
+    """How the run recorded in a planned run's folder differs from the planned run ("" when it is that run): the
+    settings both say, but for those only training fixes (its images, processes, the machine's defaults)."""
+    planned = settings.config_of(run.args, run.args.seed, 1)
+    recorded = record.settings
+    skip = {"data", "processes", *(name for name, s in settings.DECIDES.items() if s.new_run is not None)}
+    keys = sorted((set(planned) | set(settings.upgrade(planned))) - skip)
+    wanted = settings.upgrade(planned)
+    return "; ".join(
+        f"{key}: {recorded.get(key)!r} recorded, {wanted.get(key)!r} planned"
+        for key in keys
+        if recorded.get(key) != wanted.get(key)
+    )
 
 
 def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, int]]:

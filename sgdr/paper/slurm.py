@@ -75,6 +75,24 @@ def batch_script(runs: Sequence[PlannedRun], workdir: Path, slurm_dir: Path, sig
     return "\n".join(header) + "\n" + cases + refuse + "esac" + TASK_BODY
 
 
+def tasks_beyond(options: Sequence[str], runs: int) -> str | None:
+    """The --array (-a) option among sbatch's ``options`` if it names a task outside 0..runs-1, else None: such a
+    task would find no run (SLURM's forms: 5, 0-9, 1,3,7-9, 0-29%8, 0-9:2)."""
+    spec = None
+    for k, word in enumerate(options):
+        if word in ("-a", "--array") and k + 1 < len(options):
+            spec = options[k + 1]
+        elif word.startswith("--array=") or (word.startswith("-a") and len(word) > 2):
+            spec = word.split("=", 1)[1] if word.startswith("--array=") else word[2:]
+    if spec is None:
+        return None
+    for part in spec.split("%")[0].split(","):
+        numbers = [int(n) for n in part.split(":")[0].split("-") if n.isdigit()]
+        if numbers and max(numbers) >= runs:
+            return spec
+    return None
+
+
 def time_limit(options: Sequence[str]) -> int | None:
     """Seconds of the time limit the sbatch options (or SBATCH_TIMELIMIT) ask for; None if none or unreadable.
     SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
@@ -111,6 +129,11 @@ def submit(
         raise UserError(
             f"--sbatch {' '.join(sbatch)!r}: {error}; give sbatch's options as one quoted string."
         ) from None
+    if (beyond := tasks_beyond(options, len(runs))) is not None:
+        raise UserError(
+            f"--array {beyond} names tasks this grid does not have: its {len(runs)} runs are tasks "
+            f"0-{len(runs) - 1} (e.g. --array=0-{len(runs) - 1}%4 runs four at a time)."
+        )
     limit = time_limit(options)
     if limit is not None and limit <= 2 * signal_seconds:
         raise UserError(

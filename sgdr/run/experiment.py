@@ -237,7 +237,7 @@ def setup(
             seed = args.seed
         else:
             seed = saved["config"]["seed"] if saved is not None else drawn
-        settings.resolve_defaults(args, saved["config"] if saved is not None else None)
+        settings.resolve_defaults(args, saved["config"] if saved is not None else None, device)
         config = settings.config_of(args, seed, team.world)
         known = {k: v for k, v in saved["config"].items() if k != "data"} if saved is not None else {}
         if saved is not None and (differences := settings.differences(known, config)):

@@ -63,6 +63,11 @@ def record_of(run_dir: str | Path) -> Path:
     return Path(run_dir) / RECORD
 
 
+def damaged(path: Path) -> Path:
+    """Where a damaged file of a run is kept when the run starts it again (``run.json.damaged``)."""
+    return path.with_name(f"{path.name}.damaged")
+
+
 def metrics_of(run_dir: str | Path) -> Path:
     """A run folder's per-epoch metrics, ``metrics.jsonl``."""
     return Path(run_dir) / METRICS

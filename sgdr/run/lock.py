@@ -48,6 +48,8 @@ class RunLock:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as error:
+                if self.path.is_dir():  # the run folder is fine: its lock file's place is taken
+                    raise UserError(f"{self.path} is a folder, where this run keeps its lock file: move it.") from None
                 raise UserError(
                     f"cannot write in {self.run_dir} ({error.strerror}): choose an output folder "
                     "you can write to (--output-dir)."

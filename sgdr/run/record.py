@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,10 +72,18 @@ class RunRecord:
         self._write()
 
     def _previous(self) -> dict[str, Any]:
-        """The record of the sessions so far; a lost or damaged record starts a new one."""
+        """The record of the sessions so far. A lost record starts a new one; so does a damaged one, which is kept
+        beside it (``layout.damaged``) and named in a warning, so that its sessions are not silently lost."""
         try:
             return dict(read_record(self.path).data)
-        except (OSError, DamagedRecord):
+        except FileNotFoundError:
+            return {}
+        except (OSError, DamagedRecord) as error:
+            if self.writes:
+                aside = layout.damaged(self.path)
+                with suppress(OSError):
+                    os.replace(self.path, aside)
+                print(f"warning: {error}; kept as {aside}, and a new record starts with this session.", file=sys.stderr)
             return {}
 
     def epoch_done(self, epochs_done: int) -> None:

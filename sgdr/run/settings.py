@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sgdr.cli import ShowDefaults, UserError, int_at_least, number_in
+from sgdr.cli import Parser, UserError, int_at_least, number_in
 from sgdr.data import cifar, loaders
 from sgdr.parallel import devices
 from sgdr.run import layout
@@ -51,9 +51,7 @@ def model_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The reference flags (-wr, -t0, -tm, -e) with their defaults, and options added beside them."""
-    parser = argparse.ArgumentParser(
-        prog="train.py", description=DESCRIPTION, formatter_class=ShowDefaults, allow_abbrev=False
-    )
+    parser = Parser(prog="train.py", description=DESCRIPTION)
     positive = int_at_least(1)
     ref = parser.add_argument_group("reference flags")
     ref.add_argument(
@@ -164,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="channels-last memory format for images and weights (default: on)",
+        help="channels-last memory format for images and weights (default: on CUDA on; on the CPU off where it "
+        "has AVX-512, on where it has not, the faster on the processors measured, see docs/performance.md; a "
+        "resumed run keeps its checkpoint's)",
     )
     fast.add_argument(
         "--amp",
@@ -204,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes of --loader torchvision (default: min(4, CPUs) for a new run; a resumed run keeps "
         "its checkpoint's)",
     )
-    extra.add_argument("--device", default=devices.AUTO, help="auto (CUDA when available), cpu, cuda or cuda:N")
+    extra.add_argument(
+        "--device",
+        type=devices.device_name,
+        default=devices.AUTO,
+        help="auto (CUDA when available), cpu, cuda or cuda:N",
+    )
     again = extra.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -279,7 +283,7 @@ class Decides:
     before: Any = FIRST
     acts: Callable[[dict[str, Any]], bool] = _always
     only_when_set: bool = False
-    new_run: Callable[[], Any] | None = None
+    new_run: Callable[[torch.device], Any] | None = None  # given the device the run trains on
 
 
 # Every setting of a run but those that may change on resume, in the parser's order: a flag added to
@@ -299,16 +303,16 @@ DECIDES: dict[str, Decides] = {
     "train_subset": Decides(),
     "test_subset": Decides(),
     "loader": Decides(),
-    "channels_last": Decides(),
+    "channels_last": Decides(new_run=devices.channels_last_is_faster),
     "amp": Decides(),
     # Before --tf32, runs left PyTorch's default: on Ampere and newer GPUs TF32 convolutions, fp32
     # matrix products. "conv" is that; on the CPU all three choices compute the same fp32 numbers.
-    "tf32": Decides(before="conv", new_run=lambda: "conv"),
+    "tf32": Decides(before="conv", new_run=lambda device: "conv"),
     "deterministic": Decides(before=False),
     "compile": Decides(),
     "sync_bn": Decides(),
     "seed": Decides(),
-    "workers": Decides(acts=_torchvision, new_run=lambda: min(4, os.cpu_count() or 1)),
+    "workers": Decides(acts=_torchvision, new_run=lambda device: min(4, os.cpu_count() or 1)),
     "processes": Decides(),  # not a flag: how many processes share the run (each normalises its share of a batch)
 }
 
@@ -330,12 +334,13 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     return {**{name: s.before for name, s in DECIDES.items() if s.before is not FIRST}, **current}
 
 
-def resolve_defaults(args: argparse.Namespace, saved: dict[str, Any] | None) -> None:
-    """Fill the flags left to the run (default None): a new run's value, or the checkpoint's ``saved`` settings'."""
+def resolve_defaults(args: argparse.Namespace, saved: dict[str, Any] | None, device: torch.device) -> None:
+    """Fill the flags left to the run (default None): the checkpoint's ``saved`` settings' value, or for a new run
+    the one its declaration gives on ``device``."""
     for name, setting in DECIDES.items():
         if setting.new_run is not None and getattr(args, name) is None:
             known = upgrade(saved) if saved is not None else {}
-            setattr(args, name, known[name] if name in known else setting.new_run())
+            setattr(args, name, known[name] if name in known else setting.new_run(device))
 
 
 def config_of(args: argparse.Namespace, seed: int, processes: int) -> dict[str, Any]:
@@ -368,11 +373,12 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 def same_run(config: dict[str, Any], planned: bool = False) -> str:
     """What makes two runs the same run (two folders, a copy of one): every setting that decides its
     numbers, seed and images included, as its record holds them. Used by the report, the ensembles and
-    the grid. ``planned``: of runs not all trained yet (a grid's plan), without what only training knows,
-    the digest of the images and the number of processes."""
+    the grid. ``planned``: of runs not all trained yet (a grid's plan), without what only training knows:
+    the digest of the images, the number of processes, the defaults a run takes from its machine."""
     known = upgrade(config)
-    if planned:
-        known = {key: value for key, value in known.items() if key not in ("data", "processes")}
+    if planned:  # nor the settings a run resolves when it starts (the machine's defaults)
+        left = {"data", "processes", *(name for name, s in DECIDES.items() if s.new_run is not None)}
+        known = {key: value for key, value in known.items() if key not in left}
     return json.dumps(known, sort_keys=True, default=str)
 
 

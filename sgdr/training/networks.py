@@ -164,10 +164,13 @@ MODEL_NAMES = (
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if ``build_network`` knows it, else ValueError saying what it accepts."""
+    """``name`` in its one spelling (wrn-028-10 is wrn-28-10: one network, one name in a run's settings and a
+    grid's folders) if ``build_network`` knows it, else ValueError saying what it accepts."""
     match = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
-    if name == "resnet34" or (match and int(match[1]) >= 10 and (int(match[1]) - 4) % 6 == 0 and int(match[2]) >= 1):
+    if name == "resnet34":
         return name
+    if match and int(match[1]) >= 10 and (int(match[1]) - 4) % 6 == 0 and int(match[2]) >= 1:
+        return f"wrn-{int(match[1])}-{int(match[2])}"
     raise ValueError(f"unknown model {name!r}; expected {MODEL_NAMES}")
 
 
