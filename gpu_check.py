@@ -10,8 +10,9 @@ versions; the default ResNet34 run (seconds an epoch, peak GPU memory); a run ki
 second epoch and resumed with --deterministic, compared bit for bit with the same run uninterrupted;
 one process under torchrun, and the multi-process code over a one-process NCCL group; a paper-recipe
 WRN-28-10 epoch; ResNet34 with --amp bf16 --compile; bench.py on the device. Each step runs in its
-own process group, killed at its cap or when the whole budget (--budget, default 400 s) is spent;
-a step that no longer fits says SKIP. Logs go to --out (default gpu_check_out/).
+own session and is stopped, with every process it started (torchrun's workers included), at its
+cap (FAIL: killed at its time cap) or when the whole budget (--budget, default 400 s) is spent
+(SKIP: skipped for time). Logs go to --out (default gpu_check_out/).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,41 +43,113 @@ def log_of(out: Path, name: str) -> Path:
     return out / "logs" / f"{name}.log"
 
 
-class Steps:
-    """Runs commands, each in its own session, killed with its group at its cap or at the deadline."""
+# How long a step stopped at its cap has to end after SIGTERM (torchrun passes it to its workers)
+# before it and every process it started are killed.
+GRACE = 10.0
 
-    def __init__(self, out: Path, budget: float):
-        self.out, self.deadline = out, time.monotonic() + budget
+
+@dataclass
+class Result:
+    """What became of a step's command: ``code`` is its exit status, None when it did not end by itself."""
+
+    code: int | None
+    output: str
+    seconds: float
+    cut: str = ""  # "" (it ended), "cap" (stopped at its own cap), "budget" (stopped when the budget ran out)
+    cap: float = 0.0  # the step's own cap, in seconds
+
+    @property
+    def skipped(self) -> bool:
+        """Never started, or stopped because the whole check's time was spent: skipped for time."""
+        return self.code is None and self.cut != "cap"
+
+
+def children_of(pids: set[int]) -> set[int]:
+    """``pids`` and every process started under them, from /proc (empty where there is none). torchrun
+    starts its workers in sessions of their own, so a process group misses them; the parent links don't."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        parents[int(stat.parent.name)] = int(text.rsplit(")", 1)[1].split()[1])
+    tree, grown = set(pids), True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return tree
+
+
+def signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_tree(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the command and everything it started (torchrun passes it on to its workers and
+    waits for them), then, after ``grace`` seconds, SIGKILL to whatever of the tree is left."""
+    tree = children_of({proc.pid})  # before anything ends: an orphan loses its parent link
+    signal_all(tree, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    tree |= children_of(tree)
+    signal_all(tree, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in tree - {proc.pid}):
+        time.sleep(0.05)  # the killed workers, reaped by init
+
+
+class Steps:
+    """Runs commands, each in its own session, stopped with all it started at its cap or at the deadline.
+
+    A command writes to its log file, not to a pipe: a worker that outlives its parent cannot hold
+    the check up by keeping the pipe open."""
+
+    def __init__(self, out: Path, budget: float, grace: float = GRACE, stretch: float = 1.0):
+        """``stretch`` multiplies every cap: the smoke mode's CPUs differ far more in speed than GPUs do."""
+        self.out, self.deadline, self.grace, self.stretch = out, time.monotonic() + budget, grace, stretch
         self.failed = 0
         (out / "logs").mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, cap: float, command: Sequence[str]) -> tuple[int | None, str, float]:
-        """(exit status, or None when it ran out of time; its output; seconds)."""
-        limit = min(cap, self.deadline - time.monotonic())
+    def run(self, name: str, cap: float, command: Sequence[str]) -> Result:
+        cap *= self.stretch
+        left = self.deadline - time.monotonic()
+        limit = min(cap, left)
         if limit < 5:
-            return None, "no time left", 0.0
+            return Result(None, "no time left", 0.0, "budget", cap)
         start = time.monotonic()
-        with open(log_of(self.out, name), "a") as log:
+        path = log_of(self.out, name)
+        with open(path, "a") as log:
             log.write(f"$ {shlex.join(map(str, command))}\n")
             log.flush()
+            begin = log.tell()
             proc = subprocess.Popen(
                 list(map(str, command)),
-                stdout=subprocess.PIPE,
+                stdout=log,
                 stderr=subprocess.STDOUT,
-                text=True,
+                stdin=subprocess.DEVNULL,
                 cwd=REPO,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             try:
-                output, _ = proc.communicate(timeout=limit)
-                code: int | None = proc.returncode
+                code: int | None = proc.wait(timeout=limit)
+                cut = ""
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                output, _ = proc.communicate()
-                code = None
-            log.write(output)
-        return code, output, time.monotonic() - start
+                stop_tree(proc, self.grace)
+                code, cut = None, "cap" if cap <= left else "budget"
+        with open(path, errors="replace") as log:
+            log.seek(begin)
+            output = log.read()
+        return Result(code, output, time.monotonic() - start, cut, cap)
 
     def say(self, name: str, ok: bool | None, text: str) -> None:
         word = {True: "PASS", False: "FAIL", None: "SKIP"}[ok]
@@ -83,6 +157,15 @@ class Steps:
         print(f"{word} {name}: {text}", flush=True)
         with open(self.out / "summary.txt", "a") as summary:
             summary.write(f"{word} {name}: {text}\n")
+
+    def say_unfinished(self, name: str, result: Result) -> None:
+        """The line for a step that did not end by itself: FAIL at its cap, SKIP for time."""
+        if result.cut == "cap":
+            self.say(name, False, f"killed at its time cap of {result.cap:.0f} s; see {log_of(self.out, name)}")
+        elif result.seconds:
+            self.say(name, None, f"skipped for time: the budget ran out {result.seconds:.0f} s into the step")
+        else:
+            self.say(name, None, "skipped for time: no time left")
 
 
 def train_command(data: Path, point: str, *args: str) -> list[str]:
@@ -101,17 +184,16 @@ def peak(output: str) -> str:
 
 
 def timed_run(steps: Steps, name: str, cap: float, data: Path, out: Path, *args: str) -> None:
-    code, output, seconds = steps.run(name, cap, train_command(data, "none", *args, "--output-dir", str(out)))
-    if code is None:
-        timed_out = output != "no time left"
-        steps.say(name, False if timed_out else None, f"{'killed at its time cap' if timed_out else output}")
+    result = steps.run(name, cap, train_command(data, "none", *args, "--output-dir", str(out)))
+    if result.code is None:
+        steps.say_unfinished(name, result)
         return
-    times = epoch_times(output)
-    if code != 0 or not times:
-        steps.say(name, False, f"exit status {code}; see {log_of(steps.out, name)}")
+    times = epoch_times(result.output)
+    if result.code != 0 or not times:
+        steps.say(name, False, f"exit status {result.code}; see {log_of(steps.out, name)}")
         return
     later = f", then {times[-1]:.2f} s" if len(times) > 1 else ""
-    steps.say(name, True, f"first epoch {times[0]:.2f} s{later}; {peak(output)} ({seconds:.0f} s in all)")
+    steps.say(name, True, f"first epoch {times[0]:.2f} s{later}; {peak(result.output)} ({result.seconds:.0f} s in all)")
 
 
 def same_files(a: Path, b: Path) -> list[str]:
@@ -125,11 +207,16 @@ def same_files(a: Path, b: Path) -> list[str]:
         if not (x.is_file() and y.is_file()):
             differ.append(f"{name} (only in one)")
         elif name.suffix == ".pt":
-            if not _same(torch.load(x, weights_only=True), torch.load(y, weights_only=True)):
+            # Read onto the CPU: a CUDA context here would lock later steps out of an exclusive-process GPU.
+            if not _same(load_on_cpu(x), load_on_cpu(y)):
                 differ.append(str(name))
         elif x.read_bytes() != y.read_bytes():
             differ.append(str(name))
     return differ
+
+
+def load_on_cpu(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _same(x, y) -> bool:
@@ -142,27 +229,47 @@ def _same(x, y) -> bool:
     return x == y
 
 
+ENVIRONMENT = """
+import json, torch
+cuda = torch.cuda.is_available()
+print("gpu_check:", json.dumps({
+    "torch": torch.__version__, "cuda": torch.version.cuda, "available": cuda,
+    "gpu": torch.cuda.get_device_name(0) if cuda else None,
+    "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
+    "bf16": torch.cuda.is_bf16_supported() if cuda else None,
+}))
+"""
+
+
+def describe(steps: Steps, smoke: bool) -> dict | None:
+    """The env line, from a child process; None when the check cannot go on (no GPU, or the child failed)."""
+    asked = steps.run("env", 60, [sys.executable, "-c", ENVIRONMENT])
+    found = re.findall(r"^gpu_check: (\{.*\})$", asked.output, re.M)
+    if asked.code != 0 or not found:
+        steps.say("env", False, f"could not ask PyTorch about the GPU; see {log_of(steps.out, 'env')}")
+        return None
+    env = json.loads(found[-1])
+    if not smoke and not env["available"]:
+        print("gpu_check.py: no CUDA GPU here; python gpu_check.py --smoke runs the steps on the CPU.", file=sys.stderr)
+        return None
+    gpu, nccl, bf16 = ("none (smoke mode, CPU)", "n/a", "n/a") if smoke else (env["gpu"], env["nccl"], env["bf16"])
+    steps.say("env", True, f"torch {env['torch']}, CUDA {env['cuda']}, GPU {gpu}, NCCL {nccl}, bf16 {bf16}")
+    return env
+
+
 def check(args: argparse.Namespace) -> int:
     smoke = args.smoke
     device = "cpu" if smoke else "cuda"
-    if not smoke and not torch.cuda.is_available():
-        print("gpu_check.py: no CUDA GPU here; python gpu_check.py --smoke runs the steps on the CPU.", file=sys.stderr)
-        return 2
     out = Path(args.out)
-    steps = Steps(out, args.budget)
-    # The versions, and what PyTorch starts with.
-    gpu = torch.cuda.get_device_name(0) if not smoke else "none (smoke mode, CPU)"
-    steps.say(
-        "env",
-        True,
-        f"torch {torch.__version__}, CUDA {torch.version.cuda}, GPU {gpu}, "
-        f"NCCL {'.'.join(map(str, torch.cuda.nccl.version())) if not smoke else 'n/a'}, "
-        f"bf16 {torch.cuda.is_bf16_supported() if not smoke else 'n/a'}",
-    )
+    steps = Steps(out, args.budget, stretch=3.0 if smoke else 1.0)
+    # The versions, and what PyTorch starts with: asked in a child, so that this process holds no
+    # CUDA context while the steps run (on an exclusive-process GPU every step would be refused).
+    if describe(steps, smoke) is None:
+        return 2 if not steps.failed else 1
     # The data: full size on a GPU, a few batches in smoke mode.
     data = out / "data"
     per_file, test = (16, 32) if smoke else (10_000, 10_000)
-    code, output, seconds = steps.run(
+    made = steps.run(
         "data",
         120,
         [
@@ -172,10 +279,10 @@ def check(args: argparse.Namespace) -> int:
             f"cifar_files.write_cifar10({str(data)!r}, {per_file}, {test})",
         ],
     )
-    if code != 0:
+    if made.code != 0:
         steps.say("data", False, f"could not write the synthetic CIFAR-10; see {log_of(out, 'data')}")
         return 1
-    steps.say("data", True, f"{5 * per_file:,} + {test:,} synthetic images in CIFAR-10's format ({seconds:.0f} s)")
+    steps.say("data", True, f"{5 * per_file:,} + {test:,} synthetic images in CIFAR-10's format ({made.seconds:.0f} s)")
     base = ["--data-dir", str(data), "--device", device, "--seed", "1"]
     small = ["--model", "wrn-10-1", "-b", "16", "--workers", "0"] if smoke else []
     runs = out / "runs"
@@ -190,10 +297,12 @@ def check(args: argparse.Namespace) -> int:
         steps.run("resume", 150, train_command(data, f"batch:{kill_at}", *resume, "--output-dir", str(killed))),
         steps.run("resume", 150, train_command(data, "none", *resume, "--resume", "--output-dir", str(killed))),
     ]
-    if any(code is None for code, _, _ in results):
-        steps.say("resume", None, "no time left")
-    elif results[0][0] != 0 or results[1][0] != -signal.SIGKILL or results[2][0] != 0:
-        codes = ", ".join(str(code) for code, _, _ in results)
+    if any(result.cut == "cap" for result in results):
+        steps.say_unfinished("resume", next(result for result in results if result.cut == "cap"))
+    elif any(result.skipped for result in results):
+        steps.say_unfinished("resume", next(result for result in results if result.skipped))
+    elif [result.code for result in results] != [0, -signal.SIGKILL, 0]:
+        codes = ", ".join(str(result.code) for result in results)
         steps.say("resume", False, f"exit statuses {codes} (want 0, -9, 0); see {log_of(out, 'resume')}")
     else:
         differ = same_files(whole, killed)
@@ -203,14 +312,19 @@ def check(args: argparse.Namespace) -> int:
     # (DDP, sums, buffer broadcast, the Gloo control group) as rank 0 of 2 over a one-process group.
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(HARNESS)]
     one = [*torchrun, str(data), "none", str(REPO / "train.py"), "-e", "1", *base, *small]
-    code, output, seconds = steps.run("ranks", 120, [*one, "--output-dir", str(runs / "torchrun")])
+    alone = steps.run("ranks", 120, [*one, "--output-dir", str(runs / "torchrun")])
     group = [sys.executable, __file__, "--inner-group", str(data), "--", "-e", "1", *base, *small]
-    code2, output2, seconds2 = steps.run("ranks", 120, [*group, "--output-dir", str(runs / "group")])
-    if code is None or code2 is None:
-        steps.say("ranks", None, "no time left")
+    grouped = steps.run("ranks", 120, [*group, "--output-dir", str(runs / "group")])
+    unfinished = [result for result in (alone, grouped) if result.code is None]
+    if unfinished:
+        steps.say_unfinished("ranks", unfinished[0])
     else:
-        ok = code == 0 and code2 == 0 and "gpu_check: group epoch done" in output2
-        steps.say("ranks", ok, f"torchrun, 1 process: exit {code}; rank 0 of 2 over a 1-process group: exit {code2}")
+        ok = alone.code == 0 and grouped.code == 0 and "gpu_check: group epoch done" in grouped.output
+        steps.say(
+            "ranks",
+            ok,
+            f"torchrun, 1 process: exit {alone.code}; rank 0 of 2 over a 1-process group: exit {grouped.code}",
+        )
     # 4. A paper-recipe WRN-28-10 epoch (781 batches of 128), or a small one in smoke mode.
     wrn = ["--model", "wrn-10-1", "-b", "16", "--workers", "0"] if smoke else ["--model", "wrn-28-10"]
     timed_run(steps, "wrn", 150, data, runs / "wrn", "-e", "1", "--recipe", "paper", *base, *wrn)
@@ -218,12 +332,16 @@ def check(args: argparse.Namespace) -> int:
     fast = ["--amp", "bf16"] + ([] if smoke else ["--compile"])
     timed_run(steps, "bf16-compile", 200, data, runs / "fast", "-e", "2", *fast, *base, *small)
     # 6. bench.py on the device.
-    code, output, seconds = steps.run("bench", 120, [sys.executable, "bench.py", "--quick", "--device", device])
-    if code is None:
-        steps.say("bench", None, "no time left")
+    bench = steps.run("bench", 120, [sys.executable, "bench.py", "--quick", "--device", device])
+    if bench.code is None:
+        steps.say_unfinished("bench", bench)
     else:
-        rows = [line for line in output.splitlines() if line.startswith("| ")]
-        steps.say("bench", code == 0 and bool(rows), f"exit {code}, {len(rows)} table rows ({seconds:.0f} s)")
+        rows = [line for line in bench.output.splitlines() if line.startswith("| ")]
+        steps.say(
+            "bench",
+            bench.code == 0 and bool(rows),
+            f"exit {bench.code}, {len(rows)} table rows ({bench.seconds:.0f} s)",
+        )
     print(json.dumps({"failed": steps.failed, "out": str(out)}))
     return 1 if steps.failed else 0
 
@@ -288,7 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--budget", type=number_in(10.0), default=400, help="seconds for all the steps, 10 or more (default: 400)"
     )
     parser.add_argument("--out", default="gpu_check_out", help="logs and summary.txt (default: gpu_check_out)")
-    return check(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"argument --out: {args.out} is a file; name a folder for the logs (it is made if missing)")
+    return check(args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import joblib
 import pytest
@@ -17,7 +19,7 @@ STEPS = ["env", "data", "resnet34", "resume", "ranks", "wrn", "bf16-compile", "b
 
 def test_every_step_of_the_gpu_check_runs_in_smoke_mode(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "gpu_check.py"), "--smoke", "--out", str(tmp_path)],
+        [sys.executable, str(REPO / "gpu_check.py"), "--smoke", "--budget", "1500", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -36,12 +38,89 @@ def test_every_step_of_the_gpu_check_runs_in_smoke_mode(tmp_path):
 
 
 def test_without_a_gpu_the_check_points_to_smoke_mode(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for the child that is asked, here or on a GPU host
     assert gpu_check.main(["--out", str(tmp_path)]) == 2
     assert "no CUDA GPU here; python gpu_check.py --smoke runs the steps on the CPU" in capsys.readouterr().err
+
+
+def test_the_check_asks_about_the_gpu_in_a_child_and_holds_no_cuda_context(capsys, monkeypatch, tmp_path):
+    """On a GPU in exclusive-process mode a context held by the check itself would lock every step out:
+    the check's own process never touches CUDA; the answer is the child's (no GPU visible to it here)."""
+
+    def touched(*args, **kwargs):
+        raise AssertionError("the check's own process touched CUDA")
+
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: True)  # what a GPU host would answer
+    for name in ("get_device_name", "is_bf16_supported", "init", "current_device", "set_device"):
+        monkeypatch.setattr(gpu_check.torch.cuda, name, touched)
+    monkeypatch.setattr(gpu_check.torch.cuda.nccl, "version", touched)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU here" in capsys.readouterr().err
+    assert '"available": false' in (tmp_path / "logs" / "env.log").read_text()
+
+
+WORKER = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker that ignores its cap
+open(sys.argv[1], "w").write(str(os.getpid()))
+print("worker started", flush=True)
+time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_step_past_its_cap_is_stopped_with_its_torchrun_workers_and_said_as_a_failure(tmp_path, capsys):
+    """torchrun starts its workers in sessions of their own: killing the step's process group missed
+    them, and the wait for their output lasted as long as they did (41 s under a 12 s cap)."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    pid_file = tmp_path / "worker.pid"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
+    steps = gpu_check.Steps(tmp_path / "out", budget=100, grace=1)
+    start = time.monotonic()
+    result = steps.run("ranks", 8, [*torchrun, str(worker), str(pid_file)])
+    took = time.monotonic() - start
+    assert result.code is None and result.cut == "cap" and not result.skipped
+    assert took < 8 + 1 + 5, f"the step took {took:.0f} s under a cap of 8 s"
+    assert "worker started" in result.output
+    assert not alive(int(pid_file.read_text())), "the worker outlived its step"
+    steps.say_unfinished("ranks", result)
+    assert capsys.readouterr().out.startswith("FAIL ranks: killed at its time cap of 8 s")
+    assert steps.failed == 1
+
+
+def test_a_step_the_budget_cuts_short_is_skipped_for_time(tmp_path, capsys):
+    steps = gpu_check.Steps(tmp_path, budget=6, grace=1)
+    result = steps.run("bench", 100, [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert result.code is None and result.cut == "budget" and result.skipped
+    steps.say_unfinished("bench", result)
+    late = steps.run("wrn", 100, [sys.executable, "-c", "print('never started')"])
+    assert late.skipped and late.output == "no time left"
+    steps.say_unfinished("wrn", late)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SKIP bench: skipped for time: the budget ran out 6 s into the step")
+    assert out[1] == "SKIP wrn: skipped for time: no time left"
+    assert steps.failed == 0
 
 
 def test_a_budget_with_no_time_for_any_step_is_refused(capsys):
     with pytest.raises(SystemExit) as caught:
         gpu_check.main(["--smoke", "--budget", "-1"])
     assert caught.value.code == 2 and "argument --budget: must be a number at least 10" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(SystemExit) as caught:
+        gpu_check.main(["--smoke", "--out", str(tmp_path / "afile")])
+    assert caught.value.code == 2 and "argument --out:" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "mine"
