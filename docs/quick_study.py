@@ -1,7 +1,7 @@
 """Why the quick mode's first validation losses can be far above the rest: a run of train.py's, epoch by epoch,
 with its test loss measured three ways and its BatchNorm statistics compared with the data's.
 
-    PYTHONPATH=../shared/data/site python docs/quick_study.py --data-dir ../shared/data/cifar10-subset \\
+    PYTHONPATH=SITE python docs/quick_study.py --data-dir SUBSET \\
         -e 8 --train-subset 2048 --test-subset 512 --milestones 6 12 16 --seed 1
 
 Any train.py flags; the run is set up by experiment.setup as train.py sets it up and trained by the same

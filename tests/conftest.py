@@ -109,6 +109,8 @@ RUNS = {
     "warm": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--seed", "12", *SMALL, *TINY],
     # The SGDR script's recipe: 80 samples (each image plain and mirrored) in 5 batches an epoch.
     "paper": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recipe", "paper", "--seed", "13", *SMALL, *TINY],
+    # The quick mode's validation: BatchNorm statistics recomputed from the training images each epoch.
+    "recompute": ["-e", "4", "-wr", "-t0", "1", "-tm", "2", "--recompute-bn", "--seed", "14", *SMALL, *TINY],
 }
 
 

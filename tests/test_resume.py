@@ -70,6 +70,7 @@ def record(out: Path, name: str) -> dict:
         ("multistep", "written:2"),  # epoch 1's checkpoint complete, not yet renamed into place
         ("warm", "replaced:4"),  # just after epoch 3's checkpoint is in place
         ("paper", "batch:6"),  # the first batch of epoch 2, just after the first restart
+        ("recompute", "batch:8"),  # in epoch 3: its statistics are recomputed by the resumed session
     ],
 )
 def test_killed_then_resumed_equals_uninterrupted(kind, point, cifar_dir, tmp_path, uninterrupted):
@@ -172,6 +173,7 @@ def test_checkpoint_holds_everything_as_plain_data(uninterrupted, cifar_dir):
         "compile": False,
         "processes": 1,
         "sync_bn": False,
+        "recompute_bn": False,
         "data": cifar.data_digest(*cifar.load_splits(cifar_dir)),  # the images, wherever they are
     }
 

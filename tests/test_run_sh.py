@@ -209,6 +209,9 @@ def test_quick_mode_trains_and_plots_in_the_given_output_dir(tmp_path):
     assert done.returncode == 0, done.stderr
     *trains, plots = done.stdout.splitlines()
     assert len(trains) == 3 and all(line.endswith("--seed 1 --output-dir mine") for line in trains), trains
+    # The quick mode's scale and validation, before the user's flags (argparse keeps the last of each).
+    quick = "--resume --train-subset 2048 --test-subset 512 --recompute-bn --output-dir mine --seed 1"
+    assert all(line.endswith(f"{quick} --output-dir mine") for line in trains), trains
     assert plots == f"{REPO}/plot.py --output-dir mine --t-zeros 5 20"
     done = run_sh("--quick", "--output-dir=other dir", python="echo", cwd=tmp_path)
     assert done.stdout.splitlines()[-1] == f"{REPO}/plot.py --output-dir other dir --t-zeros 5 20"
@@ -299,3 +302,11 @@ def test_the_command_to_run_again_keeps_every_argument_as_typed(tmp_path):
     assert done.returncode == 143
     again = done.stderr.strip().split("run again: ", 1)[1]
     assert shlex.split(again) == ["sh", str(REPO / "run.sh"), *typed]  # as a shell reads it back
+
+
+@pytest.mark.parametrize("flags", [["--help"], ["--quick", "-h"]])
+def test_help_shows_run_sh_own_options_and_runs_nothing(flags, tmp_path):
+    done = run_sh(*flags, python="echo", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert "sh run.sh --quick" in done.stdout and "sh run.sh --parallel" in done.stdout and "GPUS" in done.stdout
+    assert "train.py -e" not in done.stdout and not (tmp_path / "outputs").exists()

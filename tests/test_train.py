@@ -485,3 +485,73 @@ def test_resuming_at_another_lr_is_refused(cifar_dir, tmp_path):
     assert call(train.main, [*flags, "--output-dir", str(tmp_path)])[0] == 0
     code, _, err = call(train.main, [*flags, "-e", "2", "--lr", "0.1", "--resume", "--output-dir", str(tmp_path)])
     assert code == 1 and "lr: 0.05 in the checkpoint, 0.1 now" in err and "Traceback" not in err, err
+
+
+def first_batch_norm_inputs(model, images):
+    """The input of the first BatchNorm layer the network calls (none before it: the same in train and eval)."""
+    import torch
+
+    seen = []
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    hooks = [m.register_forward_pre_hook(lambda module, args: seen.append((module, args[0]))) for m in norms]
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return seen[0]
+
+
+def test_recompute_bn_trains_the_same_weights_and_validates_with_the_training_images_statistics(cifar_dir, tmp_path):
+    """--recompute-bn changes no weight; the statistics validation reads are the exact averages over the training
+    images' batches (read as validation reads images), and the validation loss is that network's."""
+    import torch
+    import torchvision
+
+    from sgdr.data.loaders import test_transform
+    from sgdr.training.networks import build_network
+
+    common = ["-e", "2", "--seed", "3", "--train-subset", "32", "--data-dir", str(cifar_dir), *TINY, "--model"]
+    plain, recomputed = tmp_path / "plain", tmp_path / "recomputed"
+    assert call(train.main, [*common, "wrn-10-1", "--output-dir", str(plain)])[0] == 0
+    code, _, err = call(train.main, [*common, "wrn-10-1", "--recompute-bn", "--output-dir", str(recomputed)])
+    assert code == 0, err
+    a, b = (torch.load(out / "runs" / "multistep" / "checkpoint.pt", weights_only=True) for out in (plain, recomputed))
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    weights = [k for k in a["model"] if not k.endswith(statistics)]
+    assert weights and all(torch.equal(a["model"][k], b["model"][k]) for k in weights)
+    assert a["history"]["train_loss"] == b["history"]["train_loss"]
+    assert a["history"]["test_loss"] != b["history"]["test_loss"]
+    assert b["config"]["recompute_bn"] is True and a["config"]["recompute_bn"] is False
+
+    model = build_network("wrn-10-1", 10)
+    model.load_state_dict(b["model"])
+    model.eval()
+    train_set = torchvision.datasets.CIFAR10(cifar_dir, train=True, transform=test_transform())
+    images = torch.stack([train_set[i][0] for i in range(32)])
+    norm, x = first_batch_norm_inputs(model, images)
+    batches = x.split(16)  # -b 16: two batches, each an equal part of the average
+    assert torch.allclose(norm.running_mean, torch.stack([t.mean((0, 2, 3)) for t in batches]).mean(0), atol=1e-6)
+    var = torch.stack([t.var((0, 2, 3), unbiased=True) for t in batches]).mean(0)
+    assert torch.allclose(norm.running_var, var, rtol=1e-5)
+    assert int(norm.num_batches_tracked) == 2
+    test_set = torchvision.datasets.CIFAR10(cifar_dir, train=False, transform=test_transform())
+    tests = torch.stack([image for image, _ in test_set])
+    labels = torch.tensor([label for _, label in test_set])
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(tests), labels).item()
+    assert joblib.load(recomputed / "val_loss.pkl")[-1] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_training_set_of_one_image_is_refused_for_resnet34(cifar_dir, tmp_path):
+    """One image is a batch BatchNorm cannot train on, and it is the only one: refused before training."""
+    argv = ["--train-subset", "1", "--test-subset", "4", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    code, log, err = call(train.main, argv)
+    assert code == 1 and "Traceback" not in err and "Epoch" not in log
+    assert "resnet34 cannot train on a batch of one image per process" in err and "larger --train-subset" in err
+
+
+def test_thousands_of_loader_workers_are_refused(capsys):
+    with pytest.raises(SystemExit) as caught:
+        settings.parse_args(["--workers", "100000", "--loader", "torchvision"])
+    assert caught.value.code == 2
+    assert f"argument --workers: must be at most {settings.WORKERS_MAX}, got 100000" in capsys.readouterr().err

@@ -193,7 +193,7 @@ class ToDevice:
     world = 1  # one process only
 
     def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False, stats: str = "cifar10"):
-        self.loader, self.device = loader, device
+        self.loader, self.device, self.stats = loader, device, stats
         self.dataset = loader.dataset.dataset  # the images, under the reference transforms
         self.samples, self.batch_size, self.drop_last = len(self.dataset), loader.batch_size, loader.drop_last
         self.mean, self.std = (torch.tensor(v).view(1, 3, 1, 1) for v in (DATASETS[stats].mean, DATASETS[stats].std))
@@ -208,6 +208,18 @@ class ToDevice:
                 images.to(self.device, non_blocking=True, memory_format=self.memory_format),
                 labels.to(self.device, non_blocking=True),
             )
+
+
+def in_order(dataset: Dataset, like, batch_size: int):
+    """``dataset`` read as ``like`` (a validation loader of this module's) reads its images: in order, not
+    augmented, on the same device, layout and normalisation; all of it in every process. A last batch of a
+    single image, on which BatchNorm cannot compute statistics, is left out."""
+    single = len(dataset) % batch_size == 1
+    if isinstance(like, DeviceLoader):
+        layout = dict(channels_last=like.memory_format is torch.channels_last, mean=like.mean, std=like.std)
+        return DeviceLoader(dataset, batch_size, like.device, drop_last=single, **layout)
+    plain = DataLoader(_Transformed(dataset, test_transform(like.stats)), batch_size=batch_size, drop_last=single)
+    return ToDevice(plain, like.device, like.memory_format is torch.channels_last, like.stats)
 
 
 def batch_sizes(loader) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import update_bn
 
 from sgdr import storage
 from sgdr.cli import UserError
@@ -93,6 +94,7 @@ class Experiment:
     epochs_done: int = 0
     resumed: bool = False
     saved_epochs: int | None = None  # the epochs the checkpoint on disk holds (None: none written yet)
+    batch_norm_images: Any = None  # the training images as validation reads them (--recompute-bn), made once
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything ``restore`` needs to continue exactly from here."""
@@ -152,10 +154,25 @@ class Experiment:
         )
 
     def validate(self, guard: Guard) -> tuple[float, float]:
-        """The module's ``validate`` on this run's test set: mean loss and accuracy. Every process first
-        takes rank 0's BatchNorm statistics, so that all of them validate the network rank 0 saves."""
+        """The module's ``validate`` on this run's test set: mean loss and accuracy. With --recompute-bn the
+        BatchNorm statistics are first recomputed from the training images; then every process takes rank
+        0's, so that all of them validate the network rank 0 saves."""
+        if self.config.get("recompute_bn"):
+            self.recompute_batch_norm()
         self.team.share_buffers(self.model)
         return validate(self.eval_net, self.test_loader, self.device, self.autocast, guard)
+
+    def recompute_batch_norm(self) -> None:
+        """BatchNorm's running statistics, replaced by their averages over the training images as they pass
+        the network now (torch's ``update_bn``: one pass in train mode, momentum None). Training reads the
+        batch's own statistics, never these, so the weights train exactly as without; the checkpoint holds
+        the recomputed statistics, and a resumed run recomputes the same ones."""
+        if self.batch_norm_images is None:
+            self.batch_norm_images = loaders.in_order(
+                self.train_loader.dataset, self.test_loader, self.config["batch_size"]
+            )
+        with self.autocast():
+            update_bn(self.batch_norm_images, self.model)
 
     def add_epoch(
         self, train_loss: float, test_loss: float, train_acc: float, test_acc: float, lrs: list[float]
@@ -292,6 +309,11 @@ def setup(
         classes = cifar.DATASETS[args.dataset].classes
         if remainder == team.world and not trains_on_single_images(args.model, classes):
             train_loader = loaders.WithoutLastBatch(train_loader)  # one image per process: left out, said in the header
+            if len(train_loader) == 0:
+                raise UserError(
+                    f"{args.model} cannot train on a batch of one image per process (BatchNorm needs two), and "
+                    f"{len(train_set)} training image(s) give no other batch: use a larger --train-subset."
+                )
     model = build_network(args.model, num_classes=cifar.DATASETS[args.dataset].classes).to(device)
     if args.deterministic:
         deterministic_pooling(model)

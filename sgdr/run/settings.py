@@ -28,6 +28,9 @@ DESCRIPTION = (
 RATE_MAX = float(torch.finfo(torch.float32).max)
 # torch's generators take seeds of 64 bits.
 SEED_MAX = 2**64 - 1
+# Worker processes of the torchvision loader: each holds a copy of the data set, so thousands exhaust any
+# machine's memory before they help; a DataLoader gains nothing past the cores that feed it.
+WORKERS_MAX = 64
 
 
 def subset_of(total: int, what: str):
@@ -193,15 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="under torchrun on CUDA: BatchNorm statistics over the whole batch, not each process's share",
     )
     extra.add_argument(
+        "--recompute-bn",
+        action="store_true",
+        help="before each validation, recompute BatchNorm's running statistics from the training images (as "
+        "validation reads images: in order, not augmented; an equal-weight average over the batches), so "
+        "that validation reads the network as it is and not statistics that lag it; training is unchanged. "
+        "The quick mode's, where 16 batches an epoch leave the statistics far behind, see docs/quick-mode.md "
+        "(default: off, as the reference)",
+    )
+    extra.add_argument(
         "--seed",
         type=int_at_least(0, SEED_MAX),
         help="seed for a reproducible run, 0 to 2**64 - 1 (default: a fresh one, printed)",
     )
     extra.add_argument(
         "--workers",
-        type=int_at_least(0),
-        help="worker processes of --loader torchvision (default: min(4, CPUs) for a new run; a resumed run keeps "
-        "its checkpoint's)",
+        type=int_at_least(0, WORKERS_MAX),
+        help=f"worker processes of --loader torchvision, 0 to {WORKERS_MAX} (each holds a copy of the data set; "
+        "default: min(4, CPUs) for a new run; a resumed run keeps its checkpoint's)",
     )
     extra.add_argument(
         "--device",
@@ -311,6 +323,7 @@ DECIDES: dict[str, Decides] = {
     "deterministic": Decides(before=False),
     "compile": Decides(),
     "sync_bn": Decides(),
+    "recompute_bn": Decides(before=False),
     "seed": Decides(),
     "workers": Decides(acts=_torchvision, new_run=lambda device: min(4, os.cpu_count() or 1)),
     "processes": Decides(),  # not a flag: how many processes share the run (each normalises its share of a batch)
