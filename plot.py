@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output-dir {out} is a file, not a folder: name the folder the reference runs wrote to.")
     runs = [(False, 0, color(0), "Multistep (default)")]
     runs += [(True, t0, color(1 + i), f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)]
     curves = []

@@ -111,3 +111,29 @@ def test_a_damaged_run_record_is_kept_aside_and_named_when_the_run_resumes(cifar
     aside = record.with_name("run.json.damaged")
     assert aside.read_text() == '{"config": ' and f"kept as {aside}, and a new record starts with this session" in err
     assert len(json.loads(record.read_text())["sessions"]) == 1
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named_not_its_folder(cifar_dir, tmp_path, monkeypatch):
+    """A lock file left without permissions (the tests run as root, which ignores them: the refusal is
+    what the system would say to a user)."""
+    import errno
+    import os
+
+    out = tmp_path / "out"
+    path = out / "runs" / "multistep" / ".lock"
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    real_open = os.open
+
+    def refused(name, *args, **kwargs):
+        if Path(name) == path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(lock.os, "open", refused)
+    code, log, err = call(train.main, argv("multistep", cifar_dir, out, "-e", "1"))
+    assert code == 1 and "Epoch" not in log
+    assert err.strip() == (
+        f"error: cannot open this run's lock file {path} (Permission denied): give it back its permissions "
+        "(chmod u+rw), or remove it when no run of this folder is going."
+    )

@@ -285,3 +285,11 @@ def test_shaping_options_a_record_could_not_hold_leave_the_run_out(tmp_path):
     fake_run(tmp_path, "multistep", 200, **MULTISTEP, warmup_epochs=3, seed=2)
     code, _, err = call(report.main, ["--runs", str(tmp_path), "--skip-ensembles"])
     assert code == 0 and "cycle_decay 2.0 on a warm-restart run" in err and "warmup_epochs 3 on a multistep run" in err
+
+
+def test_runs_that_name_a_file_are_said_to_be_a_file(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = call(report.main, ["--runs", str(tmp_path / "afile"), "--skip-ensembles"])
+    assert code == 1 and "Traceback" not in err
+    assert f"--runs {tmp_path / 'afile'} is a file, not a folder" in err
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -555,3 +555,10 @@ def test_thousands_of_loader_workers_are_refused(capsys):
         settings.parse_args(["--workers", "100000", "--loader", "torchvision"])
     assert caught.value.code == 2
     assert f"argument --workers: must be at most {settings.WORKERS_MAX}, got 100000" in capsys.readouterr().err
+
+
+def test_plot_on_a_file_says_it_is_not_a_folder(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = call(plot.main, ["--output-dir", str(tmp_path / "afile")])
+    assert code == 1 and "Traceback" not in err
+    assert f"--output-dir {tmp_path / 'afile'} is a file, not a folder" in err and "train.py" not in err

@@ -444,6 +444,8 @@ def section_heading(
 def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ensembles: bool) -> str:
     """report.md and its figures in ``out``, from every run under ``runs_dir``; says what it wrote. Warnings (runs
     left out, copies) go to stderr as well as into the report."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs {runs_dir} is a file, not a folder: name the grid's folder (sh grid.sh writes one).")
     runs, warnings = find_runs(runs_dir)
     runs, copies = counted_once(runs)
     for warning in [*warnings, *copies]:

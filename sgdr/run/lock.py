@@ -50,6 +50,11 @@ class RunLock:
             except OSError as error:
                 if self.path.is_dir():  # the run folder is fine: its lock file's place is taken
                     raise UserError(f"{self.path} is a folder, where this run keeps its lock file: move it.") from None
+                if self.path.is_file() and os.access(self.run_dir, os.W_OK | os.X_OK):  # the file, not its folder
+                    raise UserError(
+                        f"cannot open this run's lock file {self.path} ({error.strerror}): give it back its "
+                        "permissions (chmod u+rw), or remove it when no run of this folder is going."
+                    ) from None
                 raise UserError(
                     f"cannot write in {self.run_dir} ({error.strerror}): choose an output folder "
                     "you can write to (--output-dir)."
