@@ -429,7 +429,7 @@ def test_grid_refuses_abbreviated_flags_and_names_folders_after_the_parsed_ones(
 
 def test_equivalent_schedule_words_are_one_run_in_one_folder():
     words = "1:1 1:1/w0 1:1/d1 default default@0.05 default@0.050 10:2/d0.5 10:2/d0.50 10:2@0.1 10:2@0.10"
-    words += " 10:2/w5/s0 10:2/w5"
+    words += " 10:2/w5/s0 10:2/w5 default@5e-2 default@.05 10:2@1e-1 10:2/d5e-1"  # spellings train.py accepts
     commands = grid_commands({"PYTHON": "python", "SEEDS": "1 1", "SCHEDULES": words})
     tails = [
         shlex.join(c[c.index("--output-dir") + 1 :]).replace("outputs/grid/cifar10-wrn-28-10-paper/", "")

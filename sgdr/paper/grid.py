@@ -117,7 +117,8 @@ def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
     flags = {action.dest: action for action in settings.build_parser()._actions}
 
     def value(name: str, text: str) -> Any:
-        if not re.fullmatch(r"\d+(\.\d+)?", text):  # plain decimals: no signs, exponents or words
+        # Unsigned numbers as train.py reads them (0.05, .05, 5e-2); no signs or words (nan, inf).
+        if not re.fullmatch(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text):
             raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
         try:
             return flags[name].type(text)
