@@ -10,7 +10,8 @@ train_epoch, in a temporary folder (nothing is written where you run it). After 
 - eval: the loss validation reports (BatchNorm normalises with its running statistics);
 - batch: the loss with every BatchNorm normalising with the test batch's own statistics (train mode);
 - recomputed: the loss after the running statistics are recomputed from the training images as they are
-  now (one pass, no augmentation, momentum None: an exact average), on a copy of the network.
+  now, as --recompute-bn recomputes them (one pass, no augmentation, an equal-weight average over the
+  batches), on a copy of the network.
 
 and, for the BatchNorm layer whose running variance is furthest from the recomputed one, the ratio. When
 eval is far above recomputed and batch, the running statistics lag the weights: the network is fine, its
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,27 +55,11 @@ def test_loss(model: nn.Module, loader, batch_norm_train: bool) -> float:
     return total / count
 
 
-@torch.no_grad()
 def recomputed(model: nn.Module, train_set, exp: experiment.Experiment) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm running statistics are the exact averages over the training images
-    (normalised as the run normalises them, not augmented)."""
+    """A copy of ``model`` whose BatchNorm running statistics are recomputed from the training images as
+    ``--recompute-bn`` recomputes them (the same images, loader and ``update_bn``), the run's own left as they are."""
     fresh = copy.deepcopy(model)
-    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the pass
-    fresh.train()
-    plain = loaders.DeviceLoader(
-        train_set,
-        exp.train_loader.batch_size,
-        exp.device,
-        channels_last=exp.config["channels_last"],
-        stats=exp.config["dataset"],
-        mean=exp.test_loader.mean,
-        std=exp.test_loader.std,
-    )
-    for images, _ in plain:
-        fresh(images)
+    update_bn(loaders.in_order(train_set, exp.test_loader, exp.config["batch_size"]), fresh)
     return fresh.eval()
 
 
