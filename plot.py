@@ -13,7 +13,9 @@ from pathlib import Path
 from sgdr import storage
 from sgdr.cli import Parser, UserError, int_at_least, reports_user_errors
 from sgdr.drawing import REFERENCE_T_ZEROS, color, line_figure
+from sgdr.paper.grid import PLAN, SEED_FOLDER
 from sgdr.run import layout
+from sgdr.run.record import DamagedRecord, read_record
 
 
 def load_losses(path: Path, command: str) -> list[float]:
@@ -30,6 +32,30 @@ def load_losses(path: Path, command: str) -> list[float]:
     if not values:
         raise UserError(f"{path} is not a list of per-epoch losses. Rerun: {command}")
     return values
+
+
+def is_grid(folder: Path) -> bool:
+    """Whether ``folder`` holds a grid (grid.sh's GRID_DIR or one grid of it) rather than the reference runs."""
+    seeds = SEED_FOLDER.format("*")
+    return (
+        any(folder.glob(PLAN))
+        or any(folder.glob(f"*/{PLAN}"))
+        or any(folder.glob(seeds))
+        or any(folder.glob(f"*/{seeds}"))
+    )
+
+
+def unfinished(files: layout.RunFiles, losses: list[float]) -> str:
+    """ "" for a finished run; else how far it got (``not finished: 12 of 200 epochs``), from its record."""
+    try:
+        record = read_record(layout.record_of(files.run_dir))
+    except (OSError, DamagedRecord):
+        return ""  # no record to read (runs from before records): drawn as they are
+    return (
+        ""
+        if record.finished and len(losses) >= record.epochs
+        else f"not finished: {len(losses)} of {record.epochs} epochs"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,14 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--output-dir {out} is a file, not a folder: name the folder the reference runs wrote to.")
     runs = [(False, 0, color(0), "Multistep (default)")]
     runs += [(True, t0, color(1 + i), f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)]
-    curves = []
+    first = layout.run_files(out, False, 0, 1).val_loss
+    if not first.exists() and is_grid(out):
+        raise UserError(
+            f"{out} holds a grid: plot.py draws the reference runs (sh run.sh writes them to outputs/), and "
+            f"report.py reads a grid: python report.py --runs {out}"
+        )
+    curves, notes = [], []
     for warm_restart, t0, colour, label in runs:
-        path = layout.run_files(out, warm_restart, t0, 1).val_loss
+        files = layout.run_files(out, warm_restart, t0, 1)
         command = layout.train_command(warm_restart, t0, 1, out) + " (sh run.sh runs the reference runs)"
-        curves.append((load_losses(path, command), colour, label))
+        losses = load_losses(files.val_loss, command)
+        if said := unfinished(files, losses):
+            label = f"{label} ({said})"
+            notes.append(f"note: {label}: sh run.sh again (with the same arguments) continues it.")
+        curves.append((losses, colour, label))
     target = layout.combined_figure(out)
     line_figure(curves, "Epochs", "Validation loss", target, clip=True)
-    print(f"Saved {target}")
+    print("\n".join([*notes, f"Saved {target}"]))
     return 0
 
 

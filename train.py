@@ -133,7 +133,7 @@ def stopping_cleanly(exp: Experiment, record: RunRecord, command: Sequence[str])
                     record.end("aborted")
                 raise
             print(
-                f"Stopped by {stopped}. {exp.files.checkpoint} holds {exp.epochs_done} complete epochs; "
+                f"Stopped by {stopped}. {exp.files.checkpoint} holds {epochs(exp.epochs_done)}; "
                 f"the rest is redone on resume. Resume with:\n  {resume_command(command)}",
                 file=sys.stderr,
             )
@@ -150,6 +150,11 @@ def stopping_cleanly(exp: Experiment, record: RunRecord, command: Sequence[str])
             raise
 
 
+def epochs(count: int) -> str:
+    """``1 complete epoch``, ``3 complete epochs``."""
+    return f"{count} complete epoch{'s' * (count != 1)}"
+
+
 @contextmanager
 def full_disk_is_a_message(exp: Experiment, command: Sequence[str]) -> Iterator[None]:
     """A full disk while writing stops the run with what is on disk and how to resume, not a traceback."""
@@ -161,7 +166,7 @@ def full_disk_is_a_message(exp: Experiment, command: Sequence[str]) -> Iterator[
         held = (
             "no checkpoint yet"
             if exp.saved_epochs is None
-            else f"{exp.files.checkpoint} holds {exp.saved_epochs} complete epochs; the pickles, metrics, figures and "
+            else f"{exp.files.checkpoint} holds {epochs(exp.saved_epochs)}; the pickles, metrics, figures and "
             "snapshots hold no more, and are brought up to it on resume"
         )
         where = f": {error.filename}" if error.filename else ""

@@ -122,6 +122,7 @@ def test_a_signal_stops_at_a_batch_boundary_and_the_run_resumes(sig, cifar_dir, 
     assert resume_hint.startswith("python train.py") and resume_hint.endswith("--resume")
     state = torch.load(out / "runs" / "multistep" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] in (1, 2)
+    assert f"holds {state['epoch']} complete epoch{'s' * (state['epoch'] != 1)};" in err  # "1 complete epoch"
     assert record(out, "multistep")["sessions"][0]["outcome"] == f"interrupted by {sig.name}"
     code, _, err = call(train.main, [*args, "--resume"])
     assert code == 0, err
@@ -404,7 +405,7 @@ def test_a_full_disk_stops_with_what_is_on_disk_and_resume_catches_up(
     held = torch.load(out / "runs" / "wr_s1_m2" / "checkpoint.pt", weights_only=True)["epoch"]
     assert err.startswith(
         f"error: the disk is full (No space left on device). On disk: "
-        f"{out / 'runs' / 'wr_s1_m2' / 'checkpoint.pt'} holds {held} complete epochs;"
+        f"{out / 'runs' / 'wr_s1_m2' / 'checkpoint.pt'} holds {held} complete epoch{'s' * (held != 1)};"
     )
     assert err.rstrip().endswith("--resume")
     for pickle_name in ("wr_train_loss_s1_m2.pkl", "wr_val_loss_s1_m2.pkl"):  # never ahead of the checkpoint

@@ -140,6 +140,21 @@ def test_plot_merges_the_validation_losses(finished):
         assert image.size == (1000, 700)
 
 
+def test_plot_marks_a_run_that_has_not_finished(finished, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(finished[0], out)
+    record = out / "runs" / "multistep" / "run.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "epochs": 8, "finished": None}))  # stopped after 3 of 8 epochs
+    drawn = {}
+    monkeypatch.setattr(plot, "line_figure", lambda curves, *args, **kwargs: drawn.update(curves=curves))
+    code, stdout, err = call(plot.main, ["--output-dir", str(out), "--t-zeros", "1"])
+    assert code == 0, err
+    labels = [label for _, _, label in drawn["curves"]]
+    assert labels == ["Multistep (default) (not finished: 3 of 8 epochs)", "Warm restarts, T_0 = 1"]
+    assert "note: Multistep (default) (not finished: 3 of 8 epochs): sh run.sh again" in stdout
+
+
 def test_plot_names_a_folder_where_its_figure_goes_and_ends_quietly_on_a_closed_output(finished, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(finished[0], out)
