@@ -7,7 +7,9 @@
                                              submit them to SLURM as one job array, a run per task,
                                              requeued after preemption or near its time limit
                                              (--dry-run: print the batch script only)
-    sh grid.sh --status [train.py flags...]  the state of every run, read from its folder
+    sh grid.sh --status [train.py flags...]  the state of every run, read from its folder (with no
+                                             settings: the runs of the plan written at training or
+                                             --submit)
 
 (grid.sh hands its arguments to this script: python grid.py ... is the same.) Every run is started with
 --resume: run the same command again after an interruption and it continues where it stopped. Then
@@ -15,13 +17,16 @@
 
 Settings, by environment variable (defaults: the paper's):
   MODEL=wrn-28-10  DATASET=cifar10  RECIPE=paper  SEEDS="1 2 3 4 5"  EPOCHS=200  GRID_DIR=outputs/grid
-  SCHEDULES="default 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule; T_0:T_mult. After
-      either, @LR: another initial lr (default@0.1 is the paper's eta_0 = 0.1 row); after T_0:T_mult,
+  SCHEDULES="default default@0.1 50:1 100:1 200:1 1:2 10:2"   (default: the multistep schedule;
+      T_0:T_mult. After either, @LR: another initial lr (default@0.1 is the paper's eta_0 = 0.1 row, the
+      baseline of its claim of fewer epochs); after T_0:T_mult,
       /wW /sS /dD /kK: a warmup of W epochs (from lr S), cycle decay D, K cycles; each at most once, in
       any order, and written any way: 10:2/d0.5/w5, 10:2/w5/d0.50 and 10:2/w5/d0.5/s0 are one run, in
       seed<k>/w5_d0.5/)
   COMPARE=1   (adds two comparison schedules: one cosine cycle after a 5-epoch warmup, no restart,
                $((EPOCHS - 5)):1/w5; and SGDR with cycle decay 0.5, 10:2/d0.5)
+  SCALED=1    (a try-out that shows what the paper shows: every schedule's epochs, T_0, the default's
+               steps and warmups, x EPOCHS/200, rounded, at least 1; e.g. EPOCHS=30)
   TABLE2_SEEDS=""   (seeds T_0 = 10, T_mult = 2 is also trained with, for Table 2's ensembles of 16 runs:
                      TABLE2_SEEDS="$(seq 1 16)"; off by default, 11 more runs)
   SIGNAL_SECONDS=300   (--submit: how long before its time limit a task stops and requeues itself)
@@ -43,7 +48,18 @@ from pathlib import Path
 
 from sgdr.cli import Parser, UserError, int_at_least, reports_user_errors
 from sgdr.paper import gridstate, slurm
-from sgdr.paper.grid import GridError, PlannedRun, grid_folder, read_grid, read_plan, read_plan_file, record_plan
+from sgdr.paper.grid import (
+    DEFAULTS,
+    PLAN,
+    Grid,
+    GridError,
+    PlannedRun,
+    grid_folder,
+    read_grid,
+    read_plan,
+    read_plan_file,
+    record_plan,
+)
 
 # The grid's own options, which come before train.py's flags, and how many words follow each.
 OWN = {
@@ -144,12 +160,62 @@ def commands_of(source: str) -> tuple[list[PlannedRun], Path]:
     return runs, grid_folder(runs)
 
 
-def status(runs: list[PlannedRun], folder: Path) -> None:
-    lines, counts = gridstate.table(runs, folder)
+def status(runs: list[PlannedRun], folder: Path, said: str = "") -> None:
+    lines, counts, queue = gridstate.table(runs, folder)
     there = "" if folder.is_dir() else " (no such folder here: not started, or planned from another folder or GRID_DIR)"
     print(f"{folder}:{there}")
     print("\n".join(lines))
     print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    for line in (said, queue):
+        if line:
+            print(line)
+
+
+def given(environ: Mapping[str, str], flags: Sequence[str]) -> list[str]:
+    """The settings of a grid's runs a command names (environment variables, train.py flags): not the
+    interpreter, nor GRID_DIR, which says where grids are."""
+    return [key for key in DEFAULTS if key in environ and key not in ("PYTHON", "GRID_DIR")] + list(flags)
+
+
+def planned_runs(grid: Grid, runs: list[PlannedRun], settings: list[str]) -> tuple[list[PlannedRun], Path, str]:
+    """The runs --status reports, their folder and a line on where they come from: the plan written when the
+    grid was trained or submitted (its grid.txt), read when it is there. With no settings given, the plan's runs
+    (the grid's folder found in GRID_DIR when it holds one plan); with settings, theirs, refused (naming the
+    folder) where they name runs the plan does not have."""
+    plan = grid.root / PLAN
+    if not plan.is_file():
+        plans = sorted(Path(grid.folder).glob(f"*/{PLAN}"))
+        named = {"MODEL", "DATASET", "RECIPE"} & set(settings) or any(f.startswith("--") for f in settings)
+        if not plans or named:
+            return runs, grid.root, ""
+        if len(plans) > 1:
+            raise GridError(
+                f"no grid planned in {grid.root}; {grid.folder} holds the plans of "
+                f"{', '.join(p.parent.name for p in plans)}: name one with MODEL, DATASET and RECIPE (as submitted)."
+            )
+        plan = plans[0]
+    in_plan = unique_folders(read_plan_file(plan))
+    if not settings:
+        return in_plan, plan.parent, f"(the runs of its plan, {plan})"
+    planned = {run.same_run for run in in_plan}
+    if missing := [run for run in runs if run.same_run not in planned]:
+        raise GridError(
+            f"the settings given plan {len(missing)} run(s) that the plan of {plan.parent} does not have (e.g. "
+            f"{missing[0].files.run_dir}): give the settings it was submitted with, or none (sh grid.sh --status "
+            "alone reads its plan)."
+        )
+    more = len(in_plan) - len(runs)
+    return (
+        runs,
+        grid.root,
+        f"({more} more run(s) in its plan {plan}: sh grid.sh --status alone shows them)" * (more > 0),
+    )
+
+
+def unique_folders(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """A plan's runs, one per folder: the last line of a folder is its latest plan (e.g. more epochs)."""
+    latest = {run.files.run_dir.resolve(): run for run in runs}
+    return list(latest.values())
 
 
 def train(runs: list[PlannedRun], environ: Mapping[str, str]) -> int:
@@ -208,16 +274,20 @@ def main(
     argv = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ if environ is None else environ
     args, flags = split_arguments(argv)
+    notes: list[str] = []
     if args.commands is not None:
         runs, folder = commands_of(args.commands)
     else:
         script = os.path.join(script_dir or str(Path(__file__).resolve().parent), "train.py")
         grid = read_grid(environ, flags, script)
-        runs, folder = grid.runs(), grid.root
+        runs, folder, notes = grid.runs(), grid.root, grid.plan_notes
     if args.print:
         print("\n".join(shlex.join(run.command) for run in runs))
     elif args.status:
-        status(runs, folder)
+        said = ""
+        if args.commands is None:
+            runs, folder, said = planned_runs(grid, runs, given(environ, flags))
+        status(runs, folder, said)
     elif args.submit:
         if again := [str(run.files.run_dir) for run in runs if run.args.overwrite or not run.args.resume]:
             raise GridError(
@@ -225,10 +295,10 @@ def main(
                 f"and --overwrite would start it over at every requeue): {', '.join(again)}."
             )
         refuse_conflicts(runs)
-        print(slurm.submit(runs, folder, args.sbatch, signal_seconds(args, environ), args.dry_run))
+        print(slurm.submit(runs, folder, args.sbatch, signal_seconds(args, environ), args.dry_run, notes))
     else:
         refuse_conflicts(runs)
-        record_plan(runs, folder)
+        record_plan(runs, folder, notes)
         if code := train(runs, environ):
             return code
         print(f"Done. Compare with the paper: python report.py --runs {grid.folder}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.style
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sgdr import storage
 
@@ -86,6 +88,88 @@ def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False, 
         ax.set_ylabel(ylabel)
         if any(curve[2] for curve in curves) or any(mark[3] for mark in marks):
             ax.legend()
+    return fig
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one series is drawn in every figure it appears in: its colour, line style and (hollow) marker."""
+
+    color: str
+    linestyle: str
+    marker: str
+
+
+@dataclass
+class Series:
+    """A curve of a comparison figure: ``values`` at ``x``, drawn in ``style``; ``marked``: the indices of the
+    points that always get a marker (a long series gets markers on some points only)."""
+
+    x: Sequence[float]
+    values: Sequence[float]
+    label: str
+    style: Style
+    marked: Sequence[int] = field(default_factory=list)
+
+
+MARKERS_PER_SERIES = 24  # at most, besides the marked points: markers on every epoch of 200 would be a smear
+
+
+def _markevery(series: Series, k: int, count: int) -> list[int]:
+    """The points of the k-th of ``count`` series that get markers: all of a short series; of a long one, every
+    step-th, shifted by k / count of a step so that two series on the same curve show each other's markers."""
+    n = len(series.values)
+    if n <= MARKERS_PER_SERIES:
+        return list(range(n))
+    step = math.ceil(n / MARKERS_PER_SERIES)
+    return sorted({*range((k * step) // max(count, 1), n, step), *series.marked, n - 1})
+
+
+def comparison_figure(
+    series: Sequence[Series],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    marks: Sequence[tuple] = (),
+    note: str = "",
+    integer_x: bool = False,
+) -> Figure:
+    """A figure that compares series where none can hide another: each in its own style with hollow markers
+    (where two series coincide, both markers show), the legend outside the data area, a ``title`` and, under
+    the axes, a ``note`` (what the figure cannot show). ``marks``: (x, y, colour, label) points drawn as stars.
+    ``integer_x``: ticks at whole numbers only (counts such as M)."""
+    with matplotlib.style.context(STYLE):
+        fig = Figure(figsize=FIGSIZE, layout="constrained")
+        ax = fig.subplots()
+        for k, one in enumerate(series):
+            ax.plot(
+                list(one.x),
+                list(one.values),
+                color=one.style.color,
+                linestyle=one.style.linestyle,
+                marker=one.style.marker,
+                markerfacecolor="none",
+                markersize=9 if len(one.values) == 1 else 7,
+                markevery=_markevery(one, k, len(series)),
+                label=one.label,
+            )
+        for at, value, color, _ in marks:
+            ax.plot([at], [value], "*", color=color, markersize=14, markeredgecolor="black")
+        for label in dict.fromkeys(mark[3] for mark in marks if mark[3]):  # in the legend once, in no one's colour
+            ax.plot([], [], "*", color="white", markeredgecolor="black", markersize=14, label=label)
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            xs = [x for one in series for x in one.x]
+            if xs and min(xs) == max(xs):  # one point: a little room either side, not a unit interval of ticks
+                ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize="medium")
+        if note:
+            fig.text(0.01, 0.005, note, fontsize="small", ha="left", va="bottom", wrap=True)
+            fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+        if ax.get_legend_handles_labels()[0]:
+            fig.legend(loc="outside right upper", fontsize="small")
     return fig
 
 

@@ -55,6 +55,8 @@ def fake_run(
 
 
 def table1_rows(text: str) -> dict[str, list[str]]:
-    """Table 1's rows by schedule: [runs (seeds), read at epoch, test error, last epoch, paper]."""
-    rows = [line[2:-2].split(" | ") for line in text.splitlines() if line.startswith("| ")]
-    return {cells[0]: cells[1:] for cells in rows if len(cells) == 6 and cells[0] not in ("schedule", "---")}
+    """Table 1's rows by schedule: [runs (seeds), read at epoch, test error, last epoch, vs the default, paper]."""
+    rows = [
+        [cell.strip() for cell in line.strip()[1:-1].split("|")] for line in text.splitlines() if line.startswith("| ")
+    ]
+    return {cells[0]: cells[1:] for cells in rows if len(cells) == 7 and cells[0] not in ("schedule", "---")}

@@ -1,8 +1,10 @@
 """Runs made by an earlier version of the project keep working: tests/old_runs holds a run folder and a
 grid written by it (make_fixture.py says how, expected.json at which commit), and what that version gave
 when it resumed the run for one more epoch, reported and ensembled it, and reported the grid and its
-status. This version must give the same, bit for bit. The arithmetic is pinned as it was then (one
-thread, AVX2 kernels), so that any x86 machine computes the same bits."""
+status. This version must give the same, bit for bit (the reports' wording and columns are this version's:
+expected.json holds them as it writes them, with the same numbers as the fixture's version gave). The
+arithmetic is pinned as it was then (one thread, AVX2 kernels), so that any x86 machine computes the same
+bits."""
 
 from __future__ import annotations
 

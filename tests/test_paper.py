@@ -363,17 +363,20 @@ def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
     lines = done.stdout.splitlines()
     common = (
         "-e 50 --model wrn-16-4 --dataset cifar100 --recipe paper --seed {} "
-        "--output-dir outputs/grid/cifar100-wrn-16-4-paper/seed{} --resume --workers 1"
+        "--output-dir outputs/grid/cifar100-wrn-16-4-paper/{} --resume --workers 1"
     )
     schedules = [
         "",
+        " --lr 0.1",
         " --warm-restart -t0 50 -tm 1",
         " --warm-restart -t0 100 -tm 1",
         " --warm-restart -t0 200 -tm 1",
         " --warm-restart -t0 1 -tm 2",
         " --warm-restart -t0 10 -tm 2",
     ]
-    assert lines[:-1] == [f"{REPO}/train.py {common.format(s, s)}{w}" for s in (1, 2) for w in schedules]
+    folder = {" --lr 0.1": "seed{}/lr0.1"}  # the paper's baseline, eta_0 = 0.1: a folder of its own
+    expected = [common.format(s, folder.get(w, "seed{}").format(s)) + w for s in (1, 2) for w in schedules]
+    assert lines[:-1] == [f"{REPO}/train.py {line}" for line in expected]
     assert lines[-1] == "Done. Compare with the paper: python report.py --runs outputs/grid"
     planned = (tmp_path / "outputs" / "grid" / "cifar100-wrn-16-4-paper" / "grid.txt").read_text().splitlines()
     assert [line.split(" ", 1)[1] for line in planned] == lines[:-1]
@@ -382,11 +385,13 @@ def test_grid_runs_the_papers_schedules_for_every_seed(tmp_path):
 def test_grid_prints_its_commands_and_names_folders_after_the_flags_it_forwards():
     env = {"PYTHON": "python", "SEEDS": "3 4", "RECIPE": "tutorial", "GRID_DIR": "g"}
     commands = grid_commands(env, "--model", "wrn-10-1", "--data-dir", "my data", "--epochs=7")
-    assert len(commands) == 12 and all(c[:2] == ["python", f"{REPO}/train.py"] for c in commands)
+    assert len(commands) == 14 and all(c[:2] == ["python", f"{REPO}/train.py"] for c in commands)
     args = [settings.parse_args(c[2:]) for c in commands]  # every line is a valid train.py command
     assert {(a.model, a.recipe, a.epochs, a.data_dir) for a in args} == {("wrn-10-1", "tutorial", 7, "my data")}
-    assert [a.output_dir for a in args] == [f"g/cifar10-wrn-10-1-tutorial/seed{s}" for s in (3, 4) for _ in range(6)]
-    assert [(a.warm_restart, a.t_zero, a.t_mult) for a in args[:6]] == [
+    seeds = [f"g/cifar10-wrn-10-1-tutorial/seed{s}" for s in (3, 4)]
+    assert [a.output_dir for a in args] == [f"{seed}{'/lr0.1' * (k == 1)}" for seed in seeds for k in range(7)]
+    assert [(a.warm_restart, a.t_zero, a.t_mult, a.lr) for a in args[:2]] == [(False, 50, 1, 0.05), (False, 50, 1, 0.1)]
+    assert [(a.warm_restart, a.t_zero, a.t_mult) for a in args[1:7]] == [
         (False, 50, 1),
         (True, 50, 1),
         (True, 100, 1),
@@ -575,6 +580,7 @@ def tiny_grid(tiny_cifar, tmp_path_factory):
     images, each plain and mirrored). Its commands, run in this process."""
     root = tmp_path_factory.mktemp("grid")
     env = {"PYTHON": "python", "MODEL": "wrn-10-1", "EPOCHS": "10", "SEEDS": "1 2", "GRID_DIR": str(root)}
+    env["SCHEDULES"] = "default 50:1 100:1 200:1 1:2 10:2"  # the grid's default but the eta_0 = 0.1 row
     commands = grid_commands(env, "--train-subset", "16", *TINY, "--data-dir", str(tiny_cifar))
     assert len(commands) == 12
     with pytest.MonkeyPatch.context() as mp:
@@ -700,11 +706,11 @@ def test_a_single_seed_grid_of_shaped_schedules_plans_itself_in_its_own_folder(t
     sbatch.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     code, out, err = grid_sh({"PYTHON": "python", "SEEDS": "1", "COMPARE": "1", "EPOCHS": "20"}, "--submit")
-    assert code == 0 and "Submitted 8 runs as job array 77" in out, err
+    assert code == 0 and "Submitted 9 runs as job array 77" in out, err
     root = tmp_path / "outputs" / "grid" / "cifar10-wrn-28-10-paper"
     assert sorted(p.name for p in root.iterdir()) == ["grid.txt", "slurm"]
     found = [run.files.run_dir for run in planner.read_plan_file(root / "grid.txt")]
-    assert len(found) == 8 and all(folder.is_relative_to(root / "seed1") for folder in found)
+    assert len(found) == 9 and all(folder.is_relative_to(root / "seed1") for folder in found)
     assert found[-2:] == [root / "seed1" / "w5" / "runs" / "wr_s15_m1", root / "seed1" / "d0.5" / "runs" / "wr_s10_m2"]
 
 
@@ -751,19 +757,22 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     text = (tiny_grid / "report" / "report.md").read_text()
     rows = table1_rows(text)
     assert list(rows) == [
-        "default (lr x 0.2 at 60, 120, 160)",
+        "default with eta_0 = 0.1 (lr x 0.2 at 60, 120, 160; no step in 10 epochs)",  # not trained here
+        "default (lr x 0.2 at 60, 120, 160; no step in 10 epochs)",
         "T_0 = 50, T_mult = 1",
         "T_0 = 100, T_mult = 1",
         "T_0 = 200, T_mult = 1",
         "T_0 = 1, T_mult = 2",
         "T_0 = 10, T_mult = 2",
     ]
+    assert list(rows.values())[0] == ["0", "", "not run", "", "", "4.24"]
+    rows.pop("default with eta_0 = 0.1 (lr x 0.2 at 60, 120, 160; no step in 10 epochs)")
     # Read where the paper reads: T_0 = 1, T_mult = 2 ends its cycles after epochs 1, 3, 7 (the next
     # would end after 15); T_0 = 10 after epoch 10; the others have no finished cycle: the last epoch.
     assert [cells[1] for cells in rows.values()] == ["10", "10", "10", "10", "7", "10"]
     for cells, paper_error in zip(rows.values(), ["4.13", "4.17", "4.07", "3.86", "4.09", "4.03"]):
         assert cells[0] == "2 (1, 2)" and re.fullmatch(r"\d+\.\d\d( \(\d+\.\d\d-\d+\.\d\d\))?", cells[2]), cells
-        assert cells[4] == paper_error
+        assert cells[5] == paper_error
     # Each run's recommended solution is its metrics' epoch 7 for T_0 = 1, T_mult = 2.
     errors = sorted(
         100 * json.loads(line)["test_error"]
@@ -776,7 +785,8 @@ def test_the_report_fills_every_row(tiny_grid, cifar_dir):
     # The grid is the paper's recipe, but not its network, epochs or data: the heading says how.
     assert "## cifar10, wrn-10-1, paper recipe, 10 epochs: not the paper's setup" in text
     assert "model wrn-10-1 (the paper's: wrn-28-10); epochs 10 (the paper's: 200)" in text
-    assert "train_subset 16 (the paper's: None)" in text and "paper (other setup, see above)" in text
+    assert "train_subset 16 (the paper's: all 50,000 training images)" in text and "(the paper's: None)" not in text
+    assert "paper (other setup, see above)" in text
     # Table 2: T_0 = 1, T_mult = 2 ends cycles after epochs 1, 3, 7; T_0 = 10 after epoch 10.
     assert re.search(r"\| T_0 = 1, T_mult = 2 \| 1 run, M = 3 \| \d+\.\d\d", text)
     assert re.search(r"\| T_0 = 1, T_mult = 2 \| 2 runs, M = 3 \| \d+\.\d\d \|", text)
@@ -832,9 +842,12 @@ def test_the_report_never_pools_runs_of_other_settings(tmp_path):
     rows = table1_rows(paper)
     assert rows["default (lr x 0.2 at 60, 120, 160)"][0] == "2 (1, 2)"
     assert (
-        rows["multistep (lr x 0.2 at 6, 12, 16)"][0] == "1 (1)" and rows["multistep (lr x 0.2 at 6, 12, 16)"][4] == ""
+        rows["multistep (lr x 0.2 at 6, 12, 16)"][0] == "1 (1)" and rows["multistep (lr x 0.2 at 6, 12, 16)"][5] == ""
     )
-    assert "batch_size 64 (the paper's: 128)" in text and "train_subset 5000 (the paper's: None)" in text
+    assert (
+        "batch_size 64 (the paper's: 128)" in text
+        and "train_subset 5000 (the paper's: all 50,000 training images)" in text
+    )
     assert "recipe tutorial (the paper's: paper)" in text and "These runs use the tutorial's recipe" in text
     assert "BatchNorm over each of 2 processes' share of a batch (no --sync-bn)" in text
     # Settings that tell groups apart but are not in the title are named in the headings.
@@ -969,3 +982,143 @@ def test_a_moved_grid_plan_finds_its_runs_in_the_folders_of_their_own(tmp_path):
         root / "seed1" / "d0.5" / "runs" / "wr_s10_m2",
         root / "seed1" / "lr0.1" / "runs" / "multistep",
     ]
+
+
+def test_the_grid_trains_the_papers_baseline_eta_0_0_1_by_default():
+    """Section 4.2 measures SGDR against the default schedule with eta_0 = 0.1: the grid trains that row."""
+    commands = grid_commands({"PYTHON": "python", "SEEDS": "1"})
+    rates = [(settings.parse_args(c[2:]).lr, settings.parse_args(c[2:]).warm_restart) for c in commands]
+    assert len(commands) == 7 and rates[:2] == [(0.05, False), (0.1, False)]
+
+
+def scaled_flags(env: dict[str, str]) -> list[str]:
+    return [shlex.join(c[c.index("--resume") + 1 :]) for c in grid_commands({"PYTHON": "python", **env})]
+
+
+def test_a_scaled_try_out_scales_every_schedule_to_the_epochs_asked_for(tmp_path, monkeypatch):
+    env = {"SEEDS": "1", "EPOCHS": "30", "SCALED": "1", "TABLE2_SEEDS": "2", "COMPARE": "1"}
+    assert scaled_flags(env) == [
+        "--milestones 9 18 24",  # 60, 120, 160 x 30 / 200
+        "--lr 0.1 --milestones 9 18 24",
+        "--warm-restart -t0 8 -tm 1",  # 7.5, rounded half up
+        "--warm-restart -t0 15 -tm 1",
+        "--warm-restart -t0 30 -tm 1",
+        "--warm-restart -t0 1 -tm 2",  # 0.15: at least 1
+        "--warm-restart -t0 2 -tm 2",  # 1.5
+        "--warm-restart -t0 29 -tm 1 --warmup-epochs 1",  # COMPARE: one cycle after a warmup of 5 x 30 / 200
+        "--warm-restart -t0 2 -tm 2 --cycle-decay 0.5",
+        "--warm-restart -t0 2 -tm 2",  # TABLE2_SEEDS: T_0 = 10, T_mult = 2, scaled too
+    ]
+    # COMPARE=1 at 4 epochs, refused unscaled, is a try-out once scaled.
+    assert scaled_flags({"SEEDS": "1", "EPOCHS": "4", "SCALED": "1", "COMPARE": "1", "SCHEDULES": "default 10:2"}) == [
+        "--milestones 1 2 3",
+        "--warm-restart -t0 1 -tm 2",
+        "--warm-restart -t0 3 -tm 1 --warmup-epochs 1",
+        "--warm-restart -t0 1 -tm 2 --cycle-decay 0.5",
+    ]
+    code, _, err = grid_sh({"SEEDS": "1", "EPOCHS": "4", "COMPARE": "1", "SCHEDULES": "default"}, "--print")
+    assert code == 2 and "SCALED=1 scales the warmup with the rest" in err
+    # Schedules that scaling would make one run are refused, with the fewest epochs that keep them apart.
+    code, out, err = grid_sh({"SEEDS": "1", "EPOCHS": "20", "SCALED": "1"}, "--print")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "SCALED=1 at 20 epochs: 1:2 and 10:2 both become 1:2" in err and "EPOCHS=30 or more" in err
+    code, _, err = grid_sh({"SEEDS": "1", "EPOCHS": "3", "SCALED": "1", "SCHEDULES": "default"}, "--print")
+    assert code == 2 and "default's steps after epochs 60, 120, 160 fall on epochs 1, 2, 2" in err
+    code, _, err = grid_sh({"SCALED": "yes"}, "--print")
+    assert code == 2 and "SCALED is yes" in err
+    # The plan says it was scaled, for the report; at 200 epochs SCALED=1 changes nothing.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\ncat > /dev/null\necho 5\n")
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    assert grid_sh({"PYTHON": "python", **env}, "--submit")[0] == 0
+    plan = tmp_path / "outputs" / "grid" / "cifar10-wrn-28-10-paper" / "grid.txt"
+    assert planner.plan_is_scaled(plan) and len(planner.read_plan_file(plan)) == 10
+    assert scaled_flags({"SEEDS": "1", "SCALED": "1", "SCHEDULES": "default 10:2"}) == [
+        "",
+        "--warm-restart -t0 10 -tm 2",
+    ]
+
+
+def test_status_reads_the_grids_plan_and_refuses_settings_that_disagree_with_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    submitted = {"PYTHON": "python", "MODEL": "wrn-10-1", "SEEDS": "1 2", "SCHEDULES": "default 10:2", "GRID_DIR": "g"}
+    (tmp_path / "g" / "cifar10-wrn-10-1-paper").mkdir(parents=True)
+    planner.record_plan(
+        [planner.planned_run(c, "test") for c in grid_commands(submitted)], Path("g/cifar10-wrn-10-1-paper")
+    )
+    # No settings at all: the one grid planned in GRID_DIR, with its four runs (not the default grid's 35).
+    code, out, err = grid_sh({"GRID_DIR": "g"}, "--status")
+    assert code == 0, err
+    assert out.splitlines()[0] == "g/cifar10-wrn-10-1-paper:" and "4 runs: 4 not started" in out
+    assert "(the runs of its plan, g/cifar10-wrn-10-1-paper/grid.txt)" in out
+    # The settings it was submitted with: the same; some of them: those runs, and how many more the plan has.
+    assert grid_sh(submitted, "--status")[1] == out.replace(
+        "\n(the runs of its plan, g/cifar10-wrn-10-1-paper/grid.txt)", ""
+    )
+    code, out, err = grid_sh({**submitted, "SEEDS": "1"}, "--status")
+    assert code == 0 and "2 runs: 2 not started" in out and "(2 more run(s) in its plan" in out, out + err
+    # Settings naming runs the plan does not have: refused, naming the folder.
+    code, out, err = grid_sh({**submitted, "SEEDS": "1 2 3"}, "--status")
+    assert (
+        code == 2 and out == "" and "the settings given plan 2 run(s) that the plan of g/cifar10-wrn-10-1-paper" in err
+    )
+    # Two grids planned in GRID_DIR and no settings: which one is asked.
+    other = {**submitted, "MODEL": "wrn-16-4"}
+    (tmp_path / "g" / "cifar10-wrn-16-4-paper").mkdir()
+    planner.record_plan(
+        [planner.planned_run(c, "test") for c in grid_commands(other)], Path("g/cifar10-wrn-16-4-paper")
+    )
+    code, _, err = grid_sh({"GRID_DIR": "g"}, "--status")
+    assert code == 2 and "holds the plans of cifar10-wrn-10-1-paper, cifar10-wrn-16-4-paper" in err
+
+
+def slurm_run(grid_folder: Path, seed: int, task: str) -> Path:
+    """An interrupted run that a SLURM array task started (as its job script logs it), stopped by SIGTERM."""
+    folder = fake_run(grid_folder, f"seed{seed}", 200, done=3, seed=seed, warm_restart=False, milestones=[60, 120, 160])
+    folder.with_name(f"{folder.name}.log").write_text(
+        f"== grid: task {task} (job 9) starts on node1, start 1 at 2026-12-01T00:00:00Z\n"
+        "Stopped by SIGTERM.\n== grid: exit status 143 at 2026-12-01T01:00:00Z\n"
+    )
+    return folder
+
+
+def test_status_tells_a_requeued_run_from_a_cancelled_one_where_squeue_answers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"PYTHON": "python", "SEEDS": "1 2", "SCHEDULES": "default", "GRID_DIR": "g"}
+    root = tmp_path / "g" / "cifar10-wrn-28-10-paper"
+    requeued = slurm_run(root, 1, "41_0")  # requeued: its task is pending again
+    with requeued.with_name("multistep.log").open("a") as log:  # a task of a second submission found it busy
+        log.write("== grid: task 60_0 (job 61) starts on node2, start 1 at 2026-12-01T02:00:00Z\n")
+        log.write("== grid: exit status 75: another job is running this run (see its lock); this task did nothing\n")
+    slurm_run(root, 2, "41_1")  # cancelled: its task is gone from the queue
+    (tmp_path / "bin").mkdir()
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.write_text("#!/bin/sh\necho '41_0|PENDING'\necho '52_3|RUNNING'\n")
+    squeue.chmod(0o755)
+    with monkeypatch.context() as mp:
+        mp.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        code, out, err = grid_sh(env, "--status")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split()[:3] == ["seed1/multistep", "queued", "3/200"] and "task 41_0 is PENDING" in lines[1]
+    assert lines[2].split()[:3] == ["seed2/multistep", "interrupted", "3/200"]
+    assert "task 41_1 is not in the queue (cancelled?): submit again to continue" in lines[2]
+    assert "2 runs: 1 queued, 1 interrupted" in out
+    # Where squeue does not answer, the status says its states come from the folders alone.
+    squeue.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n")
+    with monkeypatch.context() as mp:
+        mp.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        code, out, err = grid_sh(env, "--status")
+    assert code == 0 and "2 runs: 2 interrupted" in out
+    assert "(states from the run folders only: squeue did not answer here" in out
+
+
+def test_plot_on_a_grid_names_the_script_for_it_and_marks_an_unfinished_run(tmp_path, tiny_grid):
+    code, out, err = call(plot.main, ["--output-dir", str(tiny_grid)])
+    assert code == 1 and "Traceback" not in err and "train.py" not in err
+    assert f"{tiny_grid} holds a grid: plot.py draws the reference runs" in err
+    assert f"python report.py --runs {tiny_grid}" in err
+    code, out, err = call(plot.main, ["--output-dir", str(tiny_grid / "cifar10-wrn-10-1-paper")])
+    assert code == 1 and "holds a grid" in err

@@ -25,7 +25,7 @@ import train
 from sgdr.run import layout
 from sgdr.testing.cifar_files import use_checksums_of
 
-GRID = {"MODEL": "wrn-10-1", "EPOCHS": "4", "SEEDS": "1"}
+GRID = {"MODEL": "wrn-10-1", "EPOCHS": "4", "SEEDS": "1", "SCHEDULES": "default 50:1 100:1 200:1 1:2 10:2"}
 # Tiny data under the paper's recipe: 40 images, plain and mirrored, in 5 batches of 16 an epoch.
 FLAGS = ["-b", "16"]
 NAMES = ["multistep", "wr_s50_m1", "wr_s100_m1", "wr_s200_m1", "wr_s1_m2", "wr_s10_m2"]
@@ -132,6 +132,9 @@ def grid(slurm, tiny_cifar, tmp_path_factory) -> dict:
     slurm.run("scontrol", "requeue", f"{job}_{REQUEUED}")
     slurm.run("scancel", "--signal=USR1", "--batch", f"{job}_{TIMED_OUT}")
     wait_for("both requeued", lambda: sorted(slurm.jobs(job)) == [f"{job}_{k} PENDING" for k in (REQUEUED, TIMED_OUT)])
+    with pytest.MonkeyPatch.context() as mp:  # squeue of this cluster answers: the two runs are queued again
+        mp.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+        seen["status_requeued"] = grid_here("--status")
     for k in (REQUEUED, TIMED_OUT):  # a requeued job waits for a begin time: now
         slurm.run("scontrol", "update", f"jobid={job}_{k}", "StartTime=now")
     slurm.wait(job)
@@ -190,6 +193,14 @@ def test_status_follows_every_run_from_its_folder(grid):
     done = status_lines(grid["status_done"])
     assert [row[0] for row in done.values()] == ["finished", "failed", "finished", "finished", "finished", "finished"]
     assert grid["status_done"].splitlines()[-1] == "6 runs: 5 finished, 1 failed"
+
+
+def test_status_says_which_interrupted_runs_slurm_will_start_again(grid):
+    rows = status_lines(grid["status_requeued"])
+    for k in (REQUEUED, TIMED_OUT):
+        state, _, detail = rows[NAMES[k]]
+        assert state == "queued", grid["status_requeued"]
+        assert re.fullmatch(rf"task \d+_{k} is PENDING in the queue: it continues by itself", detail)
 
 
 def test_submitting_the_same_grid_again_trains_nothing_twice(grid):

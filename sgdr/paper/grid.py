@@ -22,16 +22,17 @@ from typing import Any
 
 from sgdr import storage
 from sgdr.cli import UserError
-from sgdr.paper.tables import PAPER_EPOCHS
+from sgdr.paper.tables import PAPER_EPOCHS, scaled_epochs
 from sgdr.paper.tables import TABLE2_SCHEDULE as TABLE2_RATE_AND_SHAPE
 from sgdr.run import layout, settings
 from sgdr.training.recipes import LR, RECIPES
-from sgdr.training.schedules import OPTION_DEFAULTS
+from sgdr.training.schedules import MILESTONES, OPTION_DEFAULTS
 
 PLAN = "grid.txt"  # in a grid's folder: its train.py commands, one a line, as grid.sh --print gives them
 SEED_FOLDER = "seed{}"  # in a grid's folder: each seed's runs
-# The grid's settings (grid.sh's environment) and their defaults: the paper's grid, its Table 1 but for the
-# eta_0 = 0.1 row, 5 seeds (its medians are of 5 runs), with the SGDR authors' recipe and network.
+# The grid's settings (grid.sh's environment) and their defaults: the paper's grid, its Table 1 (the default
+# schedule with eta_0 = 0.1 too: the baseline of its claim of fewer epochs), 5 seeds (its medians are of 5
+# runs), with the SGDR authors' recipe and network.
 DEFAULTS = {
     "MODEL": RECIPES["paper"].model,
     "DATASET": "cifar10",
@@ -39,14 +40,18 @@ DEFAULTS = {
     "EPOCHS": str(PAPER_EPOCHS),
     "GRID_DIR": "outputs/grid",
     "SEEDS": "1 2 3 4 5",
-    "SCHEDULES": "default 50:1 100:1 200:1 1:2 10:2",
+    "SCHEDULES": "default default@0.1 50:1 100:1 200:1 1:2 10:2",
     "TABLE2_SEEDS": "",
     "COMPARE": "",
+    "SCALED": "",
     "PYTHON": "python",
 }
 # The schedule of the paper's snapshot ensembles (Table 2), trained for TABLE2_SEEDS too.
 TABLE2_SCHEDULE = "{}:{}".format(*TABLE2_RATE_AND_SHAPE[1])
 COMPARE_WARMUP = 5  # COMPARE=1: one cosine after a warmup of this many epochs, and SGDR with cycle decay 0.5
+# In the plan of a grid planned with SCALED=1 (a comment: train.py commands are the other lines); report.py
+# reads it to show each run as the paper's schedule it was scaled from.
+SCALED_MARK = "# scaled:"
 # The options of a word, by letter, in the one order of its flags, its folder and its text.
 OPTIONS = {"w": "warmup_epochs", "s": "warmup_start_lr", "d": "cycle_decay", "k": "cycle_limit"}
 WORD = re.compile(r"(?P<shape>default|\d+:\d+)(?:@(?P<lr>[^/@]*))?(?P<options>(?:/[^/]*)*)")
@@ -77,6 +82,7 @@ class Schedule:
     t_mult: int = 0
     lr: float | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    milestones: tuple[int, ...] | None = None  # the default's, scaled (SCALED=1); None: train.py's
 
     @property
     def word(self) -> str:
@@ -97,6 +103,8 @@ class Schedule:
         words = ["--lr", number_text(self.lr)] if self.lr is not None else []
         if self.warm_restart:
             words += ["--warm-restart", "-t0", str(self.t_zero), "-tm", str(self.t_mult)]
+        if self.milestones is not None:
+            words += ["--milestones", *map(str, self.milestones)]
         for name, value in self.options:
             words += ["--" + name.replace("_", "-"), number_text(value)]
         return words
@@ -139,6 +147,42 @@ def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
     return Schedule(warm, t_zero, t_mult, None if lr == baseline["lr"] else lr, options)
 
 
+def scaled(schedule: Schedule, epochs: int) -> Schedule:
+    """``schedule`` with its epochs (T_0, the default's milestones, a warmup) scaled from the paper's 200 to
+    ``epochs`` (tables.scaled_epochs: rounded half up, at least 1)."""
+    options = tuple(
+        (name, scaled_epochs(value, epochs) if name == "warmup_epochs" and value else value)
+        for name, value in schedule.options
+    )
+    if schedule.warm_restart:
+        return Schedule(True, scaled_epochs(schedule.t_zero, epochs), schedule.t_mult, schedule.lr, options)
+    milestones = tuple(scaled_epochs(m, epochs) for m in MILESTONES)
+    return Schedule(False, lr=schedule.lr, options=options, milestones=milestones)
+
+
+def scaled_words(words: Sequence[str], schedules: Sequence[Schedule], epochs: int) -> list[Schedule]:
+    """The schedules of ``words`` scaled to ``epochs``; a GridError where two of them become one run, or the
+    default's steps fall on one epoch, naming the fewest epochs (up to 200) at which they stay apart."""
+
+    def problem(budget: int) -> str:
+        seen: dict[Schedule, str] = {}
+        for word, schedule in zip(words, schedules):
+            now = scaled(schedule, budget)
+            if now.milestones is not None and len(set(now.milestones)) < len(now.milestones):
+                steps = ", ".join(map(str, MILESTONES))
+                return f"{word}'s steps after epochs {steps} fall on epochs {', '.join(map(str, now.milestones))}"
+            if now in seen and seen[now] != word:
+                return f"{seen[now]} and {word} both become {now.word}"
+            seen[now] = word
+        return ""
+
+    if wrong := problem(epochs):
+        fewest = next((e for e in range(epochs + 1, PAPER_EPOCHS + 1) if not problem(e)), None)
+        hint = f"EPOCHS={fewest} or more" if fewest else "fewer SCHEDULES"
+        raise GridError(f"SCALED=1 at {epochs} epochs: {wrong}, so the try-out cannot tell them apart: {hint}.")
+    return [scaled(schedule, epochs) for schedule in schedules]
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     """One train.py command of a grid, and the files it writes."""
@@ -173,6 +217,7 @@ class Grid:
     schedules: list[Schedule] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     table2_seeds: list[int] = field(default_factory=list)
+    scaled: bool = False  # SCALED=1: every schedule's epochs x epochs / 200
 
     @property
     def root(self) -> Path:
@@ -182,6 +227,7 @@ class Grid:
     def runs(self) -> list[PlannedRun]:
         """Every run, seed by seed (SEEDS, then the other TABLE2_SEEDS), schedule by schedule, each run once."""
         table2 = read_word(TABLE2_SCHEDULE, self.baseline)
+        table2 = scaled(table2, self.epochs) if self.scaled else table2
         seeds = self.seeds + [s for s in self.table2_seeds if s not in self.seeds]
         planned: dict[str, PlannedRun] = {}
         for seed in seeds:
@@ -191,6 +237,13 @@ class Grid:
                 run = self.run(schedule, seed)
                 planned.setdefault(run.same_run, run)
         return list(planned.values())
+
+    @property
+    def plan_notes(self) -> list[str]:
+        """The comment lines of its plan: how a scaled try-out was scaled (report.py reads it)."""
+        if not self.scaled:
+            return []
+        return [f"{SCALED_MARK} every schedule's epochs x {self.epochs}/{PAPER_EPOCHS} (grid.sh SCALED=1)"]
 
     def run(self, schedule: Schedule, seed: int) -> PlannedRun:
         output = self.root / SEED_FOLDER.format(seed)
@@ -246,17 +299,26 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     words = setting["SCHEDULES"].split()
     if not grid.seeds or not words:
         raise GridError('SEEDS and SCHEDULES must each name at least one (e.g. SEEDS="1 2 3").')
-    compare = setting["COMPARE"]
+    compare, scale = setting["COMPARE"], setting["SCALED"]
     if compare not in ("", "1"):
         raise GridError(f"COMPARE is {compare}; COMPARE=1 adds the comparison schedules, unset it for none.")
+    if scale not in ("", "1"):
+        raise GridError(f"SCALED is {scale}; SCALED=1 scales every schedule to EPOCHS, unset it for none.")
+    grid.scaled = scale == "1" and grid.epochs != PAPER_EPOCHS
     if compare == "1":
-        if grid.epochs <= COMPARE_WARMUP:
+        words.append(f"{TABLE2_SCHEDULE}/d0.5")
+    schedules = [read_word(word, grid.baseline) for word in words]
+    if grid.scaled:
+        schedules = scaled_words(words, schedules, grid.epochs)
+    if compare == "1":  # one cycle after a warmup, to the end: built at the grid's length, scaled or not
+        warmup = scaled_epochs(COMPARE_WARMUP, grid.epochs) if grid.scaled else COMPARE_WARMUP
+        if grid.epochs <= warmup:
             raise GridError(
-                f"COMPARE=1 adds a {COMPARE_WARMUP}-epoch warmup before one cycle, which needs more than "
-                f"{COMPARE_WARMUP} epochs."
+                f"COMPARE=1 adds a {warmup}-epoch warmup before one cycle, which needs more than {warmup} epochs "
+                "(SCALED=1 scales the warmup with the rest)."
             )
-        words += [f"{grid.epochs - COMPARE_WARMUP}:1/w{COMPARE_WARMUP}", f"{TABLE2_SCHEDULE}/d0.5"]
-    for schedule in (read_word(word, grid.baseline) for word in words):
+        schedules.insert(-1, read_word(f"{grid.epochs - warmup}:1/w{warmup}", grid.baseline))
+    for schedule in schedules:
         if schedule not in grid.schedules:  # one spelling of one run: 10:2/d0.5/w5 is 10:2/w5/d0.5
             grid.schedules.append(schedule)
     return grid
@@ -366,16 +428,25 @@ def short_name(run: PlannedRun, folder: Path) -> str:
     return os.path.join(os.path.relpath(output, folder), run.files.run_dir.name)
 
 
-def record_plan(runs: Sequence[PlannedRun], folder: Path) -> None:
-    """Add the runs' commands to ``folder``'s grid.txt, each line once (by its words, however it is quoted);
-    report.py reads it to name the planned runs that did not finish."""
+def record_plan(runs: Sequence[PlannedRun], folder: Path, notes: Sequence[str] = ()) -> None:
+    """Add the runs' commands to ``folder``'s grid.txt, each line once (by its words, however it is quoted),
+    and the comment lines ``notes`` (Grid.plan_notes); report.py reads it to name the planned runs that did not
+    finish, and to know a scaled try-out."""
     plan = folder / PLAN
     before = plan.read_text().splitlines() if plan.is_file() else []
     lines: dict[tuple[str, ...], str] = {}
-    for line in [*before, *(shlex.join(run.command) for run in runs)]:
+    for line in [*before, *notes, *(shlex.join(run.command) for run in runs)]:
         try:
             lines.setdefault(tuple(shlex.split(line)), line)
         except ValueError:  # a line the report will name as unreadable: kept as it is
             lines.setdefault((line,), line)
     with storage.atomic_write(plan) as f:
         f.write(("\n".join(lines.values()) + "\n").encode())
+
+
+def plan_is_scaled(plan: Path) -> bool:
+    """Whether the grid whose plan (grid.txt) is ``plan`` was planned as a scaled try-out (SCALED=1)."""
+    try:
+        return any(line.startswith(SCALED_MARK) for line in plan.read_text(errors="replace").splitlines())
+    except OSError:
+        return False

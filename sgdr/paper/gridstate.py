@@ -1,10 +1,14 @@
-"""Where each run of a grid stands, read from its folder alone (lock, record, metrics, the task's log), not
-from SLURM's accounting: finished, running, interrupted, failed or not started."""
+"""Where each run of a grid stands, read from its folder (lock, record, metrics, the task's log): finished,
+running, interrupted, failed or not started; and, where squeue answers, whether SLURM will start an interrupted
+run again (queued) or not (a cancelled task)."""
 
 from __future__ import annotations
 
+import getpass
 import re
-from dataclasses import dataclass
+import shutil
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sgdr.cli import RunBusy
@@ -16,8 +20,10 @@ from sgdr.run.record import DamagedRecord, Record, read_record
 # The lines a job script writes into a run's log around each start (slurm.py's TASK_BODY).
 LOG_MARK = "== grid: "
 EXIT_LINE = re.compile(re.escape(LOG_MARK) + r"exit status (\d+)")
+TASK_LINE = re.compile(re.escape(LOG_MARK) + r"task (\d+_\d+) ")
 BUSY = RunBusy.exit_status  # train.py's exit status when another process holds the run
-STATES = ("finished", "running", "interrupted", "failed", "conflict", "not started")
+STATES = ("finished", "running", "queued", "interrupted", "failed", "conflict", "not started")
+SQUEUE_SECONDS = 20  # squeue on a busy controller can be slow; past this, the states come from the folders only
 
 
 @dataclass(frozen=True)
@@ -121,10 +127,66 @@ def other_settings(record: Record, run: PlannedRun) -> str:
     )
 
 
-def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, int]]:
-    """One line for each run (its name under the grid's ``folder``, state, epochs and detail), and the count of
-    each state."""
+def last_task(log: Path) -> str | None:
+    """The SLURM array task (``<array job>_<task>``) that last ran the run, as its job script logged it; tasks
+    that found the run busy (another task held it) are passed over, as by ``last_exit``."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    starts: list[list] = []  # [task, found the run busy], in the order they started
+    for line in lines:
+        if started := TASK_LINE.match(line):
+            starts.append([started[1], False])
+        elif (ended := EXIT_LINE.match(line)) and int(ended[1]) == BUSY and starts:
+            starts[-1][1] = True
+    ran = [task for task, busy in starts if not busy]
+    return ran[-1] if ran else None
+
+
+def queue() -> dict[str, str] | None:
+    """The state of every array task squeue lists (``"123_4": "PENDING"``), or None when squeue is not there or
+    does not answer."""
+    if shutil.which("squeue") is None:
+        return None
+    command = ["squeue", "--noheader", "--array", "--format=%i|%T"]
+    try:  # this user's jobs (the array's tasks are its own): a short answer on a busy cluster
+        command += ["--user", getpass.getuser()]
+    except (OSError, KeyError):  # no name for this user id: every job, told apart by its id all the same
+        pass
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_SECONDS)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return dict(line.strip().split("|", 1) for line in done.stdout.splitlines() if "|" in line)
+
+
+def with_queue(run: PlannedRun, now: RunState, tasks: dict[str, str]) -> RunState:
+    """An interrupted run's state as the queue tells it: queued again (SLURM requeued its task) or not."""
+    task = last_task(run.files.log)
+    if now.state != "interrupted" or task is None:
+        return now
+    if task in tasks:
+        return replace(now, state="queued", detail=f"task {task} is {tasks[task]} in the queue: it continues by itself")
+    return replace(now, detail=f"{now.detail}; task {task} is not in the queue (cancelled?): submit again to continue")
+
+
+def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, int], str]:
+    """One line for each run (its name under the grid's ``folder``, state, epochs and detail), the count of each
+    state, and a line on what the queue said ("" when no run was started by SLURM)."""
     states = [state(run) for run in runs]
+    said = ""
+    if any(now.state == "interrupted" and last_task(run.files.log) for run, now in zip(runs, states)):
+        tasks = queue()
+        if tasks is None:
+            said = (
+                "(states from the run folders only: squeue did not answer here, so a run SLURM requeued and one "
+                "whose task was cancelled both read as interrupted)"
+            )
+        else:
+            states = [with_queue(run, now, tasks) for run, now in zip(runs, states)]
     names = [short_name(run, folder) for run in runs]
     width = max(map(len, names), default=0)
     lines = []
@@ -132,4 +194,4 @@ def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, in
         epochs = f"{now.epochs_done}/{run.epochs}" if now.state != "not started" else ""
         lines.append(f"{name:<{width}}  {now.state:<11}  {epochs:>9}  {now.detail}".rstrip())
     counts = {s: sum(now.state == s for now in states) for s in STATES}
-    return lines, counts
+    return lines, counts, said

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,21 +14,26 @@ from typing import Any
 
 from sgdr import drawing, storage
 from sgdr.cli import UserError
+from sgdr.data.cifar import TEST_IMAGES
 from sgdr.paper import ensembles, gridstate
-from sgdr.paper.grid import PLAN, PlannedRun, read_plan_file, short_name
+from sgdr.paper.grid import PLAN, PlannedRun, plan_is_scaled, read_plan_file, short_name
 from sgdr.paper.tables import (
+    ANYTIME_BASELINE,
+    CLAIM_T_MULT,
     COLUMN,
     PAPER_CLAIM,
+    PAPER_EPOCHS,
     PAPER_RUNS,
     PAPER_SETUP,
     PAPER_TABLE1,
     TABLE2_MODEL,
     TABLE2_NS,
+    TABLE2_POOL,
     TABLE2_RUNS,
     paper_column,
-    paper_points,
     paper_table1,
     paper_table2,
+    scaled_shape,
 )
 from sgdr.parallel.devices import pick_device
 from sgdr.run import layout, record
@@ -35,7 +41,7 @@ from sgdr.run.outputs import read_metrics
 from sgdr.run.record import read_record
 from sgdr.run.settings import problem, same_run
 from sgdr.training.recipes import LR
-from sgdr.training.schedules import GAMMA, MILESTONES, OPTION_DEFAULTS, run_cycle_ends
+from sgdr.training.schedules import GAMMA, MILESTONES, OPTION_DEFAULTS, cycle_ends, run_cycle_ends
 
 # Settings that vary inside a group: the seed and the schedule's (its kind, T_0 and T_mult or milestones, the
 # initial rate, and the options that shape warm restarts).
@@ -101,32 +107,10 @@ class Run:
         """The recommended solution's test error, %."""
         return self.error_at(self.read_epoch)
 
-
-def schedule_name(schedule: tuple) -> str:
-    lr, shape, *options = schedule
-    if options:  # warm restarts shaped by a warmup, a cycle decay or a limit
-        said = dict(options[0])
-        extra = []
-        if said.get("warmup_epochs"):
-            extra.append(f"warmup {said['warmup_epochs']} epochs from lr {said.get('warmup_start_lr', 0.0):g}")
-        if "cycle_decay" in said:
-            extra.append(f"cycle decay {said['cycle_decay']:g}")
-        if "cycle_limit" in said:
-            extra.append(f"{said['cycle_limit']} cycles")
-        return f"{schedule_name((lr, shape))}; {', '.join(extra)} (not the paper's schedule)"
-    if shape is None:
-        steps = ", ".join(map(str, MILESTONES))
-        return f"default{'' if lr == LR else f' with eta_0 = {lr:g}'} (lr x {GAMMA:g} at {steps})"
-    rate = "" if lr == LR else f", eta_{'0' if shape[0] == 'multistep' else 'max'} = {lr:g}"
-    if shape[0] == "multistep":
-        return f"multistep (lr x {GAMMA:g} at {', '.join(map(str, shape[1]))}){rate}"
-    return f"T_0 = {shape[0]}, T_mult = {shape[1]}{rate}"
-
-
-def _order(schedule: tuple) -> tuple:
-    """The paper's rows first, in its order, then the others."""
-    known = list(PAPER_TABLE1[TABLE2_MODEL])
-    return (known.index(schedule), "") if schedule in known else (len(known), str(schedule))
+    @property
+    def image(self) -> float:
+        """One test image, in points of test error %: the resolution of every error the run reports."""
+        return 100 / (self.config.get("test_subset") or TEST_IMAGES)
 
 
 def _read_run(record_path: Path) -> Run:
@@ -166,19 +150,152 @@ def counted_once(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     return kept, warnings
 
 
-def by_schedule(runs: Sequence[Run]) -> dict[Any, list[Run]]:
+def schedule_name(schedule: tuple, epochs: int | None = None) -> str:
+    """A schedule as the report's rows name it; ``epochs``: the runs' length, to say which of the default's
+    steps happen within it."""
+    lr, shape, *options = schedule
+    if options:  # warm restarts shaped by a warmup, a cycle decay or a limit
+        said = dict(options[0])
+        extra = []
+        if said.get("warmup_epochs"):
+            extra.append(f"warmup {said['warmup_epochs']} epochs from lr {said.get('warmup_start_lr', 0.0):g}")
+        if "cycle_decay" in said:
+            extra.append(f"cycle decay {said['cycle_decay']:g}")
+        if "cycle_limit" in said:
+            extra.append(f"{said['cycle_limit']} cycles")
+        return f"{schedule_name((lr, shape))}; {', '.join(extra)} (not the paper's schedule)"
+    if shape is None:
+        return f"default{'' if lr == LR else f' with eta_0 = {lr:g}'} ({_steps(MILESTONES, epochs)})"
+    rate = "" if lr == LR else f", eta_{'0' if shape[0] == 'multistep' else 'max'} = {lr:g}"
+    if shape[0] == "multistep":
+        return f"multistep ({_steps(shape[1], epochs)}){rate}"
+    return f"T_0 = {shape[0]}, T_mult = {shape[1]}{rate}"
+
+
+def _steps(milestones: Sequence[int], epochs: int | None) -> str:
+    """``lr x 0.2 at 60, 120, 160``, and which of them a run of ``epochs`` epochs reaches when not all."""
+    said = f"lr x {GAMMA:g} at {', '.join(map(str, milestones))}"
+    if epochs is None or all(m < epochs for m in milestones):
+        return said
+    within = [str(m) for m in milestones if m < epochs]
+    return said + (f"; {', '.join(within)} only, in {epochs} epochs" if within else f"; no step in {epochs} epochs")
+
+
+# Each of the paper's schedules is drawn in one style in every figure of every report: the default with
+# eta_0 = 0.1 in blue, as in the paper's Figure 2; warm restarts with T_mult = 1 dashed, T_mult = 2 dotted.
+PAPER_STYLES = {
+    (0.1, None): drawing.Style("blue", "-", "s"),
+    (0.05, None): drawing.Style("red", "-", "o"),
+    (0.05, (50, 1)): drawing.Style("green", "--", "^"),
+    (0.05, (100, 1)): drawing.Style("purple", "--", "v"),
+    (0.05, (200, 1)): drawing.Style("gray", "--", "D"),
+    (0.05, (1, 2)): drawing.Style("orange", ":", "<"),
+    (0.05, (10, 2)): drawing.Style("brown", "-.", ">"),
+}
+# Other schedules (shaped, other rates or T_0) take one of these by a checksum of their name: the same style
+# wherever the schedule is drawn.
+OTHER_STYLES = [
+    drawing.Style(color, line, marker)
+    for color, marker in zip(
+        ("olive", "cyan", "magenta", "teal", "navy", "darkgoldenrod", "black", "pink"),
+        ("x", "+", "p", "h", "P", "X", "d", "1"),
+    )
+    for line in ("-.", ":")
+]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The schedules of a group of runs as the report shows them. A group of a scaled try-out (grid.sh with
+    SCALED=1) trained every schedule with its epochs scaled by epochs / 200 (tables.scaled_shape): its rows
+    stand for the paper's schedules they were scaled from."""
+
+    epochs: int
+    column: str  # the network whose paper column the group is shown
+    scaled: bool = False
+
+    @classmethod
+    def of(cls, runs: Sequence[Run], model: str, scaled: bool = False) -> Rows:
+        """The rows of a group of ``runs``; ``scaled``: they were planned as a scaled try-out (their grid's plan
+        says so), which a group of the paper's 200 epochs never is."""
+        epochs = max(run.epochs for run in runs)
+        return cls(epochs, paper_column(model), scaled and epochs != PAPER_EPOCHS)
+
+    def key(self, paper: tuple) -> tuple:
+        """The schedule that stands for the paper's ``paper`` schedule in this group."""
+        lr, shape = paper
+        return (lr, scaled_shape(shape, self.epochs)) if self.scaled else paper
+
+    def paper(self, schedule: tuple) -> tuple | None:
+        """The paper's schedule that ``schedule`` stands for, or None."""
+        return next((p for p in PAPER_TABLE1[self.column] if self.key(p) == schedule), None)
+
+    @property
+    def order(self) -> list[tuple]:
+        return [self.key(p) for p in PAPER_TABLE1[self.column]]
+
+    def sort_key(self, schedule: tuple) -> tuple:
+        """The paper's rows first, in its order, then the others."""
+        order = self.order
+        return (order.index(schedule), "") if schedule in order else (len(order), str(schedule))
+
+    def name(self, schedule: tuple) -> str:
+        paper = self.paper(schedule)
+        if not self.scaled or paper is None:
+            return schedule_name(schedule, self.epochs)
+        shape = schedule[1]
+        if shape[0] == "multistep":
+            plain = schedule_name(paper).split(" (")[0]
+            return f"{plain} (scaled: {_steps(shape[1], self.epochs)})"
+        return f"{schedule_name(paper)} (scaled: T_0 = {shape[0]})"
+
+    def short(self, schedule: tuple) -> str:
+        """The name without its parenthesis, the default's rate said: ``default with eta_0 = 0.05``."""
+        name = self.name(schedule).split(" (")[0]
+        return f"default with eta_0 = {schedule[0]:g}" if name == "default" else name
+
+    def style(self, schedule: tuple, taken: Sequence[drawing.Style] = ()) -> drawing.Style:
+        """The schedule's style in every figure: the paper's schedules their own; another by its name, the
+        next free one where a figure already has that (``taken``)."""
+        paper = self.paper(schedule)
+        if paper is not None and not schedule[2:]:
+            return PAPER_STYLES[paper]
+        start = zlib.crc32(schedule_name(schedule).encode())
+        styles = [OTHER_STYLES[(start + k) % len(OTHER_STYLES)] for k in range(len(OTHER_STYLES))]
+        return next((style for style in styles if style not in taken), styles[0])
+
+    def styles(self, schedules: Sequence[tuple]) -> dict[tuple, drawing.Style]:
+        """The style of each of a figure's ``schedules``: the paper's first, so theirs never move."""
+        chosen: dict[tuple, drawing.Style] = {}
+        for schedule in sorted(schedules, key=lambda s: (self.paper(s) is None or bool(s[2:]), self.sort_key(s))):
+            chosen[schedule] = self.style(schedule, list(chosen.values()))
+        return chosen
+
+    def scaling(self) -> str:
+        """What the scaling was, for the heading and the figures ("" for none)."""
+        if not self.scaled:
+            return ""
+        return (
+            f"a scaled try-out: every schedule's epochs (T_0, the default's steps, a warmup) are the paper's x "
+            f"{self.epochs}/{PAPER_EPOCHS}, rounded (at least 1)"
+        )
+
+
+def by_schedule(runs: Sequence[Run], rows: Rows | None = None) -> dict[Any, list[Run]]:
     groups: dict = defaultdict(list)
     for run in runs:
         groups[run.schedule].append(run)
-    return dict(sorted(groups.items(), key=lambda kv: _order(kv[0])))
+    rows = rows or Rows(PAPER_EPOCHS, TABLE2_MODEL)
+    return dict(sorted(groups.items(), key=lambda kv: rows.sort_key(kv[0])))
 
 
 def differences_from_paper(settings: dict[str, Any], runs: Sequence[Run] = ()) -> list[str]:
     """How a group's settings differ from those the paper's numbers were measured under, arithmetic included:
     the paper computed in float32 throughout."""
     differs = [] if settings["model"] in PAPER_TABLE1 else [f"model {settings['model']} (the paper's: {TABLE2_MODEL})"]
+    whole = {"train_subset": "all 50,000 training images", "test_subset": "all 10,000 test images"}
     differs += [
-        f"{key} {settings.get(key)} (the paper's: {value})"
+        f"{key} {settings.get(key)} (the paper's: {whole.get(key, value) if value is None else value})"
         for key, value in PAPER_SETUP.items()
         if settings.get(key) != value
     ]
@@ -204,59 +321,102 @@ def by_seed(group: Sequence[Run]) -> list[Run]:
     return sorted(group, key=lambda run: run.config["seed"])
 
 
-def table1(runs: list[Run], dataset: str, paper_header: str, model: str = TABLE2_MODEL) -> list[str]:
-    groups = by_schedule(runs)
-    order = sorted(set(PAPER_TABLE1[paper_column(model)]) | set(groups), key=_order)
+def _not_finished(runs: Sequence[Run]) -> str:
+    return ", ".join(f"seed {r.config['seed']} at {len(r.metrics)} of {r.epochs} epochs" for r in by_seed(runs))
+
+
+def reference(groups: dict, rows: Rows) -> tuple | None:
+    """The default schedule the others are compared with: the paper's baseline (eta_0 = 0.1, Section 4.2)
+    where the group has it, else the default with the project's (and SGDR's) 0.05; None without either."""
+    return next((s for s in (rows.key(ANYTIME_BASELINE), rows.key((LR, None))) if s in groups), None)
+
+
+def inside_spread(one: Sequence[Run], other: Sequence[Run]) -> bool:
+    """Whether two rows' difference is one the seeds do not resolve: their ranges over seeds overlap, or
+    their medians differ by at most one test image."""
+    a, b = [r.test_error for r in one], [r.test_error for r in other]
+    image = max(r.image for r in (*one, *other))
+    overlap = max(min(a), min(b)) <= min(max(a), max(b))
+    return overlap or abs(statistics.median(a) - statistics.median(b)) <= image + 1e-9
+
+
+def table1(runs: list[Run], dataset: str, paper_header: str, rows: Rows, unfinished: Sequence[Run] = ()) -> list[str]:
+    groups = by_schedule(runs, rows)
+    waiting = by_schedule(unfinished, rows)
+    order = sorted(set(rows.order) | set(groups) | set(waiting), key=rows.sort_key)
+    base = reference(groups, rows)
+    versus = f"vs {rows.short(base)}" if base else "vs the default"
     lines = [
-        f"| schedule | runs (seeds) | read at epoch | test error %, median (range) | last epoch | {paper_header} |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| schedule | runs (seeds) | read at epoch | test error %, median (range) | last epoch | {versus} | "
+        f"{paper_header} |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for schedule in order:
         group = by_seed(groups.get(schedule, []))
-        paper = paper_table1(schedule, dataset, model)
+        paper = paper_table1(rows.paper(schedule) or schedule, dataset, rows.column)
+        later = f"not finished: {_not_finished(waiting[schedule])}" if schedule in waiting else ""
         if not group:
-            lines.append(f"| {schedule_name(schedule)} | 0 | | not run | | {paper} |")
+            lines.append(f"| {rows.name(schedule)} | 0 | | {later or 'not run'} | | | {paper} |")
             continue
         seeds = ", ".join(str(r.config["seed"]) for r in group)
         read = "/".join(map(str, sorted({r.read_epoch for r in group})))
         last = _spread([r.error_at(len(r.metrics)) for r in group])
+        if base is None or schedule == base:
+            against = "(the reference)" if schedule == base else ""
+        else:
+            gap = statistics.median(r.test_error for r in group) - statistics.median(r.test_error for r in groups[base])
+            against = f"{gap:+.2f}" + (" (inside the spread)" if inside_spread(group, groups[base]) else "")
         lines.append(
-            f"| {schedule_name(schedule)} | {len(group)} ({seeds}) | {read} | {_spread([r.test_error for r in group])} "
-            f"| {last} | {paper} |"
+            f"| {rows.name(schedule)} | {len(group)} ({seeds}){'; ' + later if later else ''} | {read} | "
+            f"{_spread([r.test_error for r in group])} | {last} | {against} | {paper} |"
         )
-    column = paper_column(model)
     others = [
-        f"{schedule_name(schedule)} ({len(group)})"
+        f"{rows.name(schedule)} ({len(group)})"
         for schedule, group in groups.items()
-        if paper_table1(schedule, dataset, model) and len(group) != PAPER_RUNS[column]
+        if rows.paper(schedule) and len(group) != PAPER_RUNS[rows.column]
     ]
+    lines.append("")
     if others:
         lines += [
-            "",
-            f"The paper's numbers are medians of {PAPER_RUNS[column]} runs; these rows' are of other numbers of "
+            f"The paper's numbers are medians of {PAPER_RUNS[rows.column]} runs; these rows' are of other numbers of "
             f"runs: {', '.join(others)}.",
+            "",
         ]
+    images = sorted({round(100 / r.image) for r in runs})
+    seeds = sorted({len(group) for group in groups.values()})
+    lines.append(
+        f"Resolution: one test image is {max(r.image for r in runs):.2f} points of test error here "
+        f"({'/'.join(map(str, images))} test images); the medians are over {'/'.join(map(str, seeds))} "
+        f'seed{"s" * (seeds != [1])}. A difference marked "inside the spread" is one the seeds\' ranges overlap '
+        "on, or of at most one test image: not evidence that either schedule is better."
+    )
     return lines
 
 
 def table2_header(paper_header: str) -> str:
-    """The paper's column of Table 2: its ensembles are drawn from 16 runs (not Table 1's 5)."""
+    """The paper's column of Table 2 (how its ensembles were pooled: see TABLE2_PROTOCOL)."""
     if paper_header.startswith("paper (other setup"):
         return f"{paper_header}, WRN-28-10, T_0 = 10, T_mult = 2"
-    return f"paper's Table 2, WRN-28-10, T_0 = 10, T_mult = 2, from {TABLE2_RUNS} runs"
+    return "paper's Table 2, WRN-28-10, T_0 = 10, T_mult = 2"
 
 
-def ensemble_sizes(runs: int) -> list[tuple[int, int]]:
-    """(N, the paper's N it stands for) for each ensemble size the report gives a group of ``runs`` runs: the
-    paper's 1, 3 and 16; where a group has fewer runs than the paper's N, all of them, standing for the
-    smallest such N (2 runs for the paper's 3, whose row they are nearest)."""
-    sizes: dict[int, int] = {}
-    for n in TABLE2_NS:
-        sizes.setdefault(min(n, runs), n)
-    return sorted(sizes.items())
+TABLE2_PROTOCOL = (
+    f"The paper's Table 2 gives the median of {TABLE2_RUNS} runs for its N = 1, M = 1 entry only; Section 4.3 "
+    f"compares with ensembles of 18 and {TABLE2_POOL} runs, so its pool of runs held at least {TABLE2_POOL}, and "
+    "it does not say how it formed its ensembles of N = 3 runs. Here, N runs are disjoint groups of N runs in seed "
+    "order, and a row is the median over the groups (the project's choice); a row is beside the paper's number "
+    "only where its N and M are the paper's."
+)
 
 
-def pooled(n: int, paper_n: int, runs: Sequence[Run], groups: int) -> str:
+def ensemble_sizes(runs: int) -> list[int]:
+    """The numbers of runs per ensemble the report gives a group of ``runs`` runs: the paper's 1, 3 and 16 that
+    it has runs for, and all of them when they are fewer than 16 and not one of those."""
+    sizes = [n for n in TABLE2_NS if n <= runs]
+    return sizes + ([runs] if runs < TABLE2_NS[-1] and runs not in sizes else [])
+
+
+def pooled(n: int, runs: Sequence[Run], groups: int) -> str:
     """How a Table 2 row's ensembles are drawn from a schedule's ``runs``: its last column."""
     total = len(runs)
     if n == 1:
@@ -271,7 +431,28 @@ def pooled(n: int, paper_n: int, runs: Sequence[Run], groups: int) -> str:
         )
         if total % n:
             said += f"; {total % n} run{'s' * (total % n != 1)} left over"
-    return said + (f" (fewer than the paper's {paper_n})" if n < paper_n else "")
+    if n not in TABLE2_NS:
+        gap = min(abs(n - k) for k in TABLE2_NS)
+        nearest = " and ".join(str(k) for k in TABLE2_NS if abs(n - k) == gap)
+        said += f" (the paper has no N = {n}; its nearest: N = {nearest})"
+    return said
+
+
+def no_snapshots(group: Sequence[Run], sets: Sequence[Sequence[Path]], name: str) -> str:
+    """Why a warm-restart schedule's runs give no Table 2 row: said, not dropped."""
+    ends = run_cycle_ends(group[0].config, group[0].epochs)
+    if not ends:
+        config = group[0].config
+        first = (config.get("warmup_epochs") or 0) + config["t_zero"]
+        return (
+            f"{name}: no row: its first cycle ends at epoch {first}, after these runs' {group[0].epochs} epochs, so "
+            "they left no snapshots."
+        )
+    missing = [f"seed {r.config['seed']}" for r, s in zip(group, sets) if not s]
+    return (
+        f"{name}: no row: no snapshots in {', '.join(missing)} (written at cycle ends {', '.join(map(str, ends))}; "
+        "removed since?)."
+    )
 
 
 def table2(
@@ -279,25 +460,27 @@ def table2(
     dataset: str,
     test: ensembles.SnapshotOutputs,
     paper_header: str,
-    model: str = TABLE2_MODEL,
+    rows: Rows,
     grid_settings: str = "",
 ) -> tuple[list[str], dict]:
     """Snapshot-ensemble rows for each warm-restart schedule whose runs all have snapshots: for N = 1, 3 and 16
-    runs (see ensemble_sizes) and M = 1, 2, 3 snapshots per run."""
+    runs (see ensemble_sizes) and M = 1, 2, 3 snapshots per run; a line for each schedule without a row."""
     lines = [
         f"| schedule | ensemble | test error %, median (range) | {table2_header(paper_header)} | runs |",
         "| --- | --- | --- | --- | --- |",
     ]
-    curves, notes = {}, []
-    for schedule, group in by_schedule(runs).items():
+    curves, notes, missing = {}, [], []
+    for schedule, group in by_schedule(runs, rows).items():
         if not group[0].config["warm_restart"]:
             continue
         group = by_seed(group)
         snapshot_sets = [ensembles.run_snapshots(run.folder) for run in group]
+        paper = rows.paper(schedule) or schedule
         if not all(snapshot_sets):
+            missing.append(no_snapshots(group, snapshot_sets, rows.name(schedule)))
             continue
         largest = min(3, min(len(s) for s in snapshot_sets))
-        for n, paper_n in ensemble_sizes(len(group)):
+        for n in ensemble_sizes(len(group)):
             groups = [snapshot_sets[i : i + n] for i in range(0, len(group) - n + 1, n)]
             errors = [
                 [100 * ensembles.ensemble_error([path for run in g for path in run[-m:]], test) for g in groups]
@@ -307,16 +490,20 @@ def table2(
                 curves[schedule] = [statistics.median(column) for column in errors]
             for m, column in enumerate(errors, 1):
                 lines.append(
-                    f"| {schedule_name(schedule)} | {n} run{'s' * (n > 1)}, M = {m} | {_spread(column)} | "
-                    f"{paper_table2(schedule, dataset, paper_n, m, model)} | {pooled(n, paper_n, group, len(groups))} |"
+                    f"| {rows.name(schedule)} | {n} run{'s' * (n > 1)}, M = {m} | {_spread(column)} | "
+                    f"{paper_table2(paper, dataset, n, m, rows.column)} | {pooled(n, group, len(groups))} |"
                 )
-        if paper_table2(schedule, dataset, 1, 1, model) and len(group) < TABLE2_RUNS:
+        if paper_table2(paper, dataset, 1, 1, rows.column) and len(group) < TABLE2_RUNS:
             notes.append(
-                f"The paper's ensembles are drawn from {TABLE2_RUNS} runs of {schedule_name(schedule)}, these from "
-                f'{len(group)}: `TABLE2_SEEDS="$(seq 1 {TABLE2_RUNS})" {grid_settings}sh grid.sh` trains the paper\'s '
+                f"The paper's ensembles of {TABLE2_RUNS} runs need {TABLE2_RUNS} runs of {rows.name(schedule)}; this "
+                f'group has {len(group)}: `TABLE2_SEEDS="$(seq 1 {TABLE2_RUNS})" {grid_settings}sh grid.sh` trains '
                 f"{TABLE2_RUNS} (with the grid's other settings as before)."
             )
-    return lines + ([""] + notes if notes else []), curves
+    if not curves:
+        lines = ["No warm-restart schedule of this group has snapshots in every run, so no ensemble can be formed."]
+    return lines + [""] + missing + ([""] if missing else []) + [TABLE2_PROTOCOL] + ([""] + notes if notes else []), (
+        curves
+    )
 
 
 def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
@@ -328,73 +515,187 @@ def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
     return [statistics.median(r.error_at(e) for r in group) for e in points], points
 
 
-def anytime(runs: list[Run]) -> list[str]:
+@dataclass(frozen=True)
+class Target:
+    """What "comparable to the default schedule's result" means for one default schedule's runs: at or below
+    its final median plus a tolerance (the spread of its seeds' final errors above the median, at least one
+    test image); ``needed``: the epoch its own median first gets there."""
+
+    final: float
+    tolerance: float
+    needed: int
+    budget: int
+
+    @property
+    def level(self) -> float:
+        return self.final + self.tolerance
+
+    @classmethod
+    def of(cls, group: Sequence[Run]) -> Target:
+        budget = min(len(r.metrics) for r in group)
+        finals = [r.error_at(budget) for r in group]
+        final = statistics.median(finals)
+        tolerance = max(max(finals) - final, max(r.image for r in group))
+        values, points = recommended_curve(group)
+        needed = next(e for v, e in zip(values, points) if v <= final + tolerance + 1e-9)
+        return cls(final, tolerance, needed, budget)
+
+    def first(self, group: Sequence[Run]) -> tuple[int, float] | None:
+        """The first recommended solution of ``group`` (epoch, median) that is comparable, or None."""
+        values, points = recommended_curve(group)
+        return next(((e, v) for v, e in zip(values, points) if v <= self.level + 1e-9), None)
+
+
+def _claim(paper: tuple | None, schedule: tuple) -> str:
+    """What the paper says of a schedule's anytime performance."""
+    if paper is None or schedule[2:] or paper[1] is None:
+        return ""
+    if paper[1][1] == CLAIM_T_MULT:
+        return f"{PAPER_CLAIM[0]}x-{PAPER_CLAIM[1]}x fewer"
+    return "the worst anytime performance" if paper[1] == (200, 1) else ""
+
+
+def anytime(runs: list[Run], rows: Rows) -> list[str]:
     """The paper's claim of 2x to 4x fewer epochs, measured: for each schedule, the first recommended solution
-    (Figure 2's curve) whose median test error is at or below the default schedule's final median."""
-    groups = by_schedule(runs)
-    reference = groups.get((LR, None))
-    if not reference:
-        return [f"Needs runs of the {schedule_name((LR, None))} schedule, which the others are measured against."]
-    budget = min(len(r.metrics) for r in reference)
-    target = statistics.median(r.error_at(budget) for r in reference)
-    values, points = recommended_curve(reference)
-    needed = next(e for v, e in zip(values, points) if v <= target)  # earlier than the last if it overfits
+    (Figure 2's curve) comparable to the default schedule's result (see Target), against the paper's baseline
+    (eta_0 = 0.1) and, where the group has it, the default with eta_0 = 0.05 beside it."""
+    groups = by_schedule(runs, rows)
+    baselines = [rows.key(ANYTIME_BASELINE), rows.key((LR, None))]
+    present = [b for b in baselines if b in groups]
+    if not present:
+        return [
+            f"Needs runs of {rows.name(baselines[0])}, the default schedule the paper measures against (the "
+            f"grid's `default@0.1`), or of {rows.name(baselines[1])}."
+        ]
+    targets = {b: Target.of(groups[b]) for b in present}
+    short = {b: rows.short(b) for b in present}
     lines = [
-        f"The paper (Sections 1 and 4.2): SGDR reaches results comparable to the default schedule's with "
-        f"{PAPER_CLAIM[0]}x to {PAPER_CLAIM[1]}x fewer epochs. Here: the default schedule's median test error "
-        f"after its {budget} epochs is {target:.2f}%, which its median first reaches at epoch {needed}; for each "
-        "schedule, the first recommended solution (the current network until the first cycle ends, then the "
-        f"network at each cycle end) whose median over seeds is at or below it, and {needed} epochs divided by "
-        "its epoch.",
+        "The paper (Sections 1 and 4.2): SGDR with T_mult = 2 reaches results comparable to those of the default "
+        f"schedule with eta_0 = 0.1 (Zagoruyko & Komodakis') with {PAPER_CLAIM[0]}x to {PAPER_CLAIM[1]}x fewer "
+        "epochs; of T_0 = 200, T_mult = 1 it says its anytime performance is the worst. Here, comparable is at or "
+        "below the default's final median test error plus a tolerance: the spread of its seeds' final errors above "
+        "their median (its worst seed), and at least one test image. For each schedule: the first recommended "
+        "solution (the current network until the first cycle ends, then the network at each cycle end) whose median "
+        "over seeds is comparable, and the epoch at which the default's own median first is, divided by it.",
         "",
-        "| schedule | median test error % at each cycle end (epoch: error) | first at or below "
-        f"{target:.2f} | fewer epochs than the default (the paper: {PAPER_CLAIM[0]}x-{PAPER_CLAIM[1]}x) |",
-        "| --- | --- | --- | --- |",
     ]
+    if baselines[0] not in groups:
+        lines += [
+            f"**No runs of {rows.name(baselines[0])}**, the paper's baseline: measured against "
+            f"{rows.name(baselines[1])} instead (`default@0.1` in SCHEDULES trains it; the grid does by default).",
+            "",
+        ]
+    for b in present:
+        t = targets[b]
+        lines.append(
+            f"- {short[b]}: final median {t.final:.2f}% after {t.budget} epochs, tolerance {t.tolerance:.2f}, so "
+            f"comparable is at or below {t.level:.2f}%, which its own median first reaches at epoch {t.needed}."
+        )
+    header = ["schedule", "median test error % at each cycle end (epoch: error)"]
+    for b in present:
+        header += [f"first at or below {targets[b].level:.2f}", f"fewer epochs than the {short[b]}"]
+    lines += ["", "| " + " | ".join([*header, "the paper"]) + " |", "|" + " --- |" * (len(header) + 1)]
     for schedule, group in groups.items():
         values, points = recommended_curve(group)
         ends = run_cycle_ends(group[0].config, points[-1])
         at_ends = "; ".join(f"{e}: {v:.2f}" for v, e in zip(values, points) if e in ends) or "(no restarts)"
-        reached = next(((e, v) for v, e in zip(values, points) if v <= target), None)
-        if reached:
-            first, ratio = f"epoch {reached[0]} ({reached[1]:.2f})", f"{needed / reached[0]:.2f}x"
-        else:
-            first, ratio = f"not reached in {min(len(r.metrics) for r in group)} epochs", ""
-        lines.append(f"| {schedule_name(schedule)} | {at_ends} | {first} | {ratio} |")
+        cells = [rows.name(schedule), at_ends]
+        for b in present:
+            reached = targets[b].first(group)
+            if reached:
+                cells += [f"epoch {reached[0]} ({reached[1]:.2f})", f"{targets[b].needed / reached[0]:.2f}x"]
+            else:
+                cells += [f"not reached in {min(len(r.metrics) for r in group)} epochs", ""]
+        lines.append("| " + " | ".join([*cells, _claim(rows.paper(schedule), schedule)]) + " |")
     return lines
 
 
-def error_figure(runs: list[Run], dataset: str, model: str):
+STARS = "the paper's Table 1 (stars)"
+
+
+def paper_marks(rows: Rows, dataset: str, epochs: int) -> list[tuple[tuple, int, float]]:
+    """(the group's schedule, epoch, test error %) of the paper's Table 1 entries in the group's column, each
+    at the epoch the paper reads it (its recommended solution after 200 epochs; in a scaled try-out, where the
+    scaled schedule's is), those within ``epochs``."""
+    if dataset not in COLUMN:
+        return []
+    points = []
+    for paper, cell in PAPER_TABLE1[rows.column].items():
+        schedule = rows.key(paper)
+        budget = rows.epochs if rows.scaled else PAPER_EPOCHS
+        shape = schedule[1]
+        read = cycle_ends(*shape, budget)[-1] if shape and shape[0] != "multistep" else budget
+        if read <= epochs:
+            points.append((schedule, read, cell[COLUMN[dataset]]))
+    return points
+
+
+def error_figure(runs: list[Run], dataset: str, model: str, rows: Rows | None = None, title: str = ""):
     """Figure 2: the recommended solutions' median test error against epochs for every schedule, with the
     paper's Table 1 entries as stars at the epochs it reads them, in the colour of the schedule's curve."""
-    groups = by_schedule(runs)
-    colors = {schedule: drawing.color(i) for i, schedule in enumerate(groups)}
-    curves = [
-        (*recommended_curve(group), colors[schedule], schedule_name(schedule)) for schedule, group in groups.items()
-    ]
+    rows = rows or Rows.of(runs, model)
+    groups = by_schedule(runs, rows)
+    styles = rows.styles(list(groups))
+    series = []
+    for schedule, group in groups.items():
+        values, points = recommended_curve(group)
+        dense = (run_cycle_ends(group[0].config, points[-1]) or [points[-1]])[0]
+        marked = [k for k, e in enumerate(points) if e >= dense]  # every cycle end
+        series.append(drawing.Series(points, values, rows.name(schedule), styles[schedule], marked))
+    epochs = max(len(r.metrics) for r in runs)
+    points = paper_marks(rows, dataset, epochs)
     marks = [
-        (epoch, error, colors.get(schedule, "black"), "the paper's Table 1 (stars)" if k == 0 else "")
-        for k, (schedule, epoch, error) in enumerate(paper_points(dataset, model, max(len(r.metrics) for r in runs)))
+        (epoch, error, styles[schedule].color if schedule in styles else "black", STARS * (k == 0))
+        for k, (schedule, epoch, error) in enumerate(points)
     ]
-    return drawing.draw(
-        [(values, color, label, x) for values, x, color, label in curves],
+    if dataset not in COLUMN:
+        note = f"The paper has no numbers for {dataset}."
+    elif not points:
+        note = f"The paper's Table 1 points (read at epochs 127-200) lie beyond these runs' {epochs} epochs."
+    elif len(points) < len(PAPER_TABLE1[rows.column]):
+        note = f"Stars only for the paper's entries read within these runs' {epochs} epochs."
+    else:
+        note = ""
+    if rows.scaled:
+        note = (note + " " if note else "") + f"Stars at the scaled schedules' reading epochs: {rows.scaling()}."
+    black = [schedule for schedule, _, _ in points if schedule not in styles]
+    if black:
+        note = (note + " " if note else "") + "Black stars: schedules these runs do not include."
+    return drawing.comparison_figure(
+        series,
         "Epochs",
-        "Test error % of the recommended solutions (median over seeds)",
+        "Test error % of the recommended solution (median over seeds)",
+        title or "Test error of the recommended solutions against epochs (the paper's Figure 2)",
         marks=marks,
+        note=note,
     )
 
 
-def figures(runs: list[Run], curves: dict, out: Path, name: str, dataset: str, model: str) -> list[Path]:
+def ensembles_figure(curves: dict, rows: Rows, title: str):
+    """Table 2's N = 1 rows as curves: test error against M for each schedule, in its style."""
+    styles = rows.styles(list(curves))
+    series = [drawing.Series(range(1, len(c) + 1), c, rows.name(s), styles[s]) for s, c in curves.items()]
+    scaled = f" ({rows.scaling()})" if rows.scaled else ""
+    return drawing.comparison_figure(
+        series,
+        "Snapshots in the ensemble (M)",
+        "Test error % (median over runs)",
+        f"Snapshot ensembles of one run's last M cycle ends (Table 2, N = 1): {title}",
+        note=f"Schedules of the group without snapshots have no curve (see Table 2).{scaled}",
+        integer_x=True,
+    )
+
+
+def figures(
+    runs: list[Run], curves: dict, out: Path, name: str, dataset: str, model: str, rows: Rows, title: str
+) -> list[Path]:
     paths = [out / f"test_error_{name}.png"]
-    drawing.save_figure(error_figure(runs, dataset, model), paths[0])
+    drawing.save_figure(
+        error_figure(runs, dataset, model, rows, f"Figure 2 (recommended solutions): {title}"), paths[0]
+    )
     if curves:
         paths.append(out / f"ensembles_{name}.png")
-        drawing.line_figure(
-            [(c, drawing.color(i), schedule_name(s)) for i, (s, c) in enumerate(curves.items())],
-            "Snapshots in the ensemble (M)",
-            "Test error % (median over runs)",
-            paths[1],
-        )
+        drawing.save_figure(ensembles_figure(curves, rows, title), paths[1])
     return paths
 
 
@@ -424,21 +725,30 @@ def unfinished_plan(plan: Path, runs: list[PlannedRun], finished: Sequence[Run])
 
 
 def section_heading(
-    settings: dict[str, Any], varying: Sequence[str], runs: Sequence[Run] = ()
+    settings: dict[str, Any], varying: Sequence[str], runs: Sequence[Run] = (), rows: Rows | None = None
 ) -> tuple[str, str, list[str]]:
     """(heading, column header for the paper's numbers, lines under the heading) of one group."""
-    title = (
-        f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs"
-        + "".join(f", {key} {settings[key]}" for key in varying)
-    )
+    title = group_title(settings, varying)
     differs = differences_from_paper(settings, runs)
     if not differs:
         model = settings["model"]
         return f"## {title}: the paper's setup", f"paper, {model.upper()} (median of {PAPER_RUNS[model]})", []
     notes = [f"**Not the paper's setup**: {'; '.join(differs)}. The paper's numbers are shown for orientation only."]
+    if rows is not None and rows.scaled:
+        notes += [
+            "",
+            f"**Scaled**: {rows.scaling()}, so that restarts, cycle ends and snapshots happen within "
+            f"{rows.epochs} epochs. Each row names the paper's schedule it stands for and its scaled form.",
+        ]
     if settings["recipe"] == "tutorial":
         notes += ["", TUTORIAL_DIFFERENCES]
     return f"## {title}: not the paper's setup", "paper (other setup, see above)", notes
+
+
+def group_title(settings: dict[str, Any], varying: Sequence[str]) -> str:
+    return f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs" + (
+        "".join(f", {key} {settings[key]}" for key in varying)
+    )
 
 
 def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ensembles: bool) -> str:
@@ -453,8 +763,16 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
     finished = [r for r in runs if r.finished]
     if not finished:
         raise UserError(f"no finished runs under {runs_dir}. sh grid.sh trains the paper's grid there.")
+    groups: dict = defaultdict(list)
+    for run in finished:
+        groups[run.settings].append(run)
+    waiting: dict = defaultdict(list)  # unfinished runs of a group: named in its Table 1
+    for run in runs:
+        if not run.finished and run.settings in groups:
+            waiting[run.settings].append(run)
     lines = ["# SGDR reproduction report", "", RECOMMENDED, ""]
     planned: set[Path] = set()
+    scaled: set[Path] = set()  # the runs of scaled try-outs
     for plan in sorted(runs_dir.rglob(PLAN)):
         try:
             plan_runs = read_plan_file(plan)
@@ -463,7 +781,9 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
             continue
         lines += unfinished_plan(plan, plan_runs, finished)
         planned |= {run.files.run_dir.resolve() for run in plan_runs}
-    unfinished = [r for r in runs if not r.finished and r.folder.resolve() not in planned]
+        if plan_is_scaled(plan):
+            scaled |= {run.files.run_dir.resolve() for run in plan_runs}
+    unfinished = [r for r in runs if not r.finished and r.folder.resolve() not in planned and r.settings not in groups]
     if unfinished:
         lines += [
             "Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished),
@@ -473,9 +793,6 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         lines += ["Left out, damaged: " + "; ".join(w.removeprefix("left out ") for w in warnings), ""]
     if copies:
         lines += ["Left out, copies: " + "; ".join(copies), ""]
-    groups: dict = defaultdict(list)
-    for run in finished:
-        groups[run.settings].append(run)
     # Settings beyond data set, network, recipe and epochs that tell the groups apart go in the headings.
     shown = {"dataset", "model", "recipe", "epochs"}
     varying = sorted(
@@ -484,30 +801,33 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         if len({dict(settings).get(key) for settings in groups}) > 1
     )
     written, names = [], set()
-    for settings, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        settings = dict(settings)
+    for key, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        settings = dict(key)
         name = "_".join(str(settings[k]) for k in ("dataset", "model", "recipe"))
         name = name if name not in names else f"{name}_{len(names)}"
         names.add(name)
-        heading, paper_header, notes = section_heading(settings, varying, group)
         dataset, model = settings["dataset"], settings["model"]
+        members = [*group, *waiting[key]]
+        rows = Rows.of(members, model, any(run.folder.resolve() in scaled for run in members))
+        heading, paper_header, notes = section_heading(settings, varying, group, rows)
         lines += [heading, "", *notes, "", "### Table 1: test error by schedule", ""]
-        lines += table1(group, dataset, paper_header, model) + [""]
-        lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group) + [""]
+        lines += table1(group, dataset, paper_header, rows, waiting[key]) + [""]
+        lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group, rows)
+        lines.append("")
         curves = {}
         if not skip_ensembles:
             test = ensembles.SnapshotOutputs(data_dir, pick_device(device))  # this group's test set
             try:
                 grid_words = (("MODEL", "model"), ("DATASET", "dataset"), ("RECIPE", "recipe"))
                 grid_settings = "".join(f"{word}={settings[key]} " for word, key in grid_words)
-                rows, curves = table2(group, dataset, test, paper_header, model, grid_settings)
+                table, curves = table2(group, dataset, test, paper_header, rows, grid_settings)
             except UserError as error:  # most often: no data set here
                 raise UserError(
                     f"{error}\nOnly Table 2 (the snapshot ensembles) needs the test set: pass the "
                     "--data-dir the runs used, or --skip-ensembles to leave Table 2 out."
                 ) from None
-            lines += ["### Table 2: snapshot ensembles (the last M cycle-end snapshots of each run)", ""] + rows + [""]
-        for path in figures(group, curves, out, name, dataset, model):
+            lines += ["### Table 2: snapshot ensembles (the last M cycle-end snapshots of each run)", ""] + table + [""]
+        for path in figures(group, curves, out, name, dataset, model, rows, group_title(settings, varying)):
             lines.append(f"![{path.stem}]({path.name})")
             written.append(path)
         lines.append("")

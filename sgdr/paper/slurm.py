@@ -118,11 +118,17 @@ def time_limit(options: Sequence[str]) -> int | None:
 
 
 def submit(
-    runs: Sequence[PlannedRun], folder: Path, sbatch: Sequence[str], signal_seconds: int, dry_run: bool = False
+    runs: Sequence[PlannedRun],
+    folder: Path,
+    sbatch: Sequence[str],
+    signal_seconds: int,
+    dry_run: bool = False,
+    notes: Sequence[str] = (),
 ) -> str:
     """Submit ``runs`` (of the grid in ``folder``) as one job array with the sbatch options in ``sbatch`` (each a
     shell-quoted string), each task warned ``signal_seconds`` before its time limit; then add them to the grid's
-    plan. What to tell the user; with ``dry_run``, the batch script and the sbatch command, and nothing done."""
+    plan (with its comment lines ``notes``). What to tell the user; with ``dry_run``, the batch script and the
+    sbatch command, and nothing done."""
     try:
         options = [word for text in sbatch for word in shlex.split(text)]
     except ValueError as error:
@@ -156,7 +162,7 @@ def submit(
     if not job.isdigit():  # e.g. --test-only: sbatch says what it would do, and submits nothing
         said = (done.stderr.strip() or done.stdout.strip() or "nothing").splitlines()[-1]
         raise UserError(f"sbatch gave no job id (it said: {said}): nothing was submitted, nothing planned.")
-    record_plan(runs, folder)
+    record_plan(runs, folder, notes)
     own_array = any(word == "-a" or word.startswith("--array") for word in options)
     tasks = "the tasks your --array names" if own_array else f"tasks 0-{len(runs) - 1}"
     return "\n".join(

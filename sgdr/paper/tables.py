@@ -3,7 +3,10 @@ under, with where a run's figures stand beside them."""
 
 from __future__ import annotations
 
-from sgdr.training.schedules import cycle_ends
+import math
+from fractions import Fraction
+
+from sgdr.training.schedules import MILESTONES, cycle_ends
 
 # The paper's Table 1, its own rows ("WRN (ours)"): test error %, (CIFAR-10, CIFAR-100), the median of 5
 # runs of WRN-28-10 and of 2 of WRN-28-20. A schedule is (eta_0, None) for the multistep default (x 0.2 after
@@ -36,9 +39,15 @@ PAPER_EPOCHS = 200
 PAPER_TABLE2 = {(1, 1): (4.03, 19.57), (1, 3): (3.51, 17.75), (3, 3): (3.25, 16.64), (16, 3): (3.14, 16.21)}
 TABLE2_SCHEDULE, TABLE2_MODEL, TABLE2_RUNS = (0.05, (10, 2)), "wrn-28-10", 16
 TABLE2_NS = (1, 3, 16)  # the paper's numbers of runs per ensemble
-# The paper's claim (its introduction and Section 4.2): SGDR needs 2x to 4x fewer epochs than the default
-# schedule for comparable results (about 4% on CIFAR-10, 20% on CIFAR-100).
+# The paper's claim (its introduction and Section 4.2): SGDR with T_mult = 2 needs 2x to 4x fewer epochs than
+# the default schedule of Zagoruyko & Komodakis, eta_0 = 0.1 (its Figure 2's blue line), for comparable results
+# (about 4% on CIFAR-10, 20% on CIFAR-100); of T_0 = 200, T_mult = 1 it says the anytime performance is the worst.
 PAPER_CLAIM = (2, 4)
+ANYTIME_BASELINE = (0.1, None)
+CLAIM_T_MULT = 2
+# Section 4.3 compares its ensembles with N = 18 and 21 runs: its pool of T_0 = 10, T_mult = 2 runs was at least
+# this large; only N = 1, M = 1 is said to be a median (of TABLE2_RUNS runs).
+TABLE2_POOL = 21
 COLUMN = {"cifar10": 0, "cifar100": 1}
 # The settings (besides the data set, which has its own column, and the network, which picks the column) under
 # which the paper's numbers were measured; "epochs" is the run's planned length.
@@ -82,3 +91,19 @@ def paper_points(dataset: str, model: str, epochs: int) -> list[tuple[tuple, int
         if read <= epochs:
             points.append((schedule, read, cell[COLUMN[dataset]]))
     return points
+
+
+def scaled_epochs(epochs: int, budget: int) -> int:
+    """An epoch count of the paper's 200-epoch schedules (a T_0, a milestone, a warmup) scaled to a run of
+    ``budget`` epochs: ``epochs`` x budget / 200, rounded half up, at least 1."""
+    return max(1, math.floor(Fraction(epochs * budget, PAPER_EPOCHS) + Fraction(1, 2)))
+
+
+def scaled_shape(shape: tuple | None, budget: int) -> tuple:
+    """A schedule's shape as the report keys it (see ``report.Run.schedule``), scaled to ``budget`` epochs: the
+    multistep default (None) becomes ``("multistep", milestones)``, (T_0, T_mult) becomes (scaled T_0, T_mult)."""
+    if shape is None:
+        return ("multistep", tuple(scaled_epochs(m, budget) for m in MILESTONES))
+    if shape[0] == "multistep":
+        return ("multistep", tuple(scaled_epochs(m, budget) for m in shape[1]))
+    return (scaled_epochs(shape[0], budget), shape[1])
