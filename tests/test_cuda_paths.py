@@ -4,6 +4,7 @@ they live on a GPU, and the precision flags, which can be set and read without o
 from __future__ import annotations
 
 import os
+import types
 
 import pytest
 import torch
@@ -323,6 +324,67 @@ def test_more_processes_than_gpus_is_named_once_per_machine(monkeypatch, tmp_pat
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert call(train.main, ["--output-dir", str(tmp_path)]) == (1, "", "")  # local rank 0 has said it
+
+
+def fake_process_group(monkeypatch, uuids: list[str]) -> list[str]:
+    """torch.distributed as far as ``join`` uses it, each process's GPU named by ``uuids``; returns the
+    calls made, in order."""
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(f"set_device {device}"))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(f"init {backend}"))
+    monkeypatch.setattr(dist, "new_group", lambda backend: calls.append(f"group {backend}") or "control")
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(uuid=uuids[int(os.environ["RANK"])])
+    )
+
+    def all_gather_object(out, mine, group):
+        assert mine == uuids[int(os.environ["RANK"])] and group == "control"
+        out[:] = uuids
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    return calls
+
+
+def torchrun_env(monkeypatch, **values: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_task_bound_to_one_gpu_takes_it(monkeypatch):
+    """SLURM's --gpus-per-task=1: each of a node's 4 tasks sees one GPU (its cuda:0), not the node's 4."""
+    from sgdr.parallel import distributed
+
+    fake_gpus(monkeypatch, 1)
+    torchrun_env(monkeypatch, WORLD_SIZE="8", RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="4", CUDA_VISIBLE_DEVICES="0")
+    calls = fake_process_group(monkeypatch, [f"GPU-{n}" for n in range(8)])
+    team, device = distributed.join("auto")
+    assert device == torch.device("cuda", 0) and (team.rank, team.world, team.local_rank) == (0, 8, 0)
+    assert calls == ["set_device cuda:0", "init nccl", "group gloo"]
+    torchrun_env(monkeypatch, RANK="5", LOCAL_RANK="1", CUDA_VISIBLE_DEVICES="1")  # bound to the node's second GPU
+    calls[:] = []
+    team, device = distributed.join("cuda")
+    assert device == torch.device("cuda", 0) and (team.rank, team.local_rank) == (5, 1)
+    assert calls == ["set_device cuda:0", "init nccl", "group gloo"]
+
+
+def test_processes_that_share_a_gpu_are_refused_in_every_process(monkeypatch):
+    """Four processes on a machine with one GPU: each sees the same one; all refuse, none waits in NCCL."""
+    from sgdr.cli import UserError
+    from sgdr.parallel import distributed
+
+    fake_gpus(monkeypatch, 1)
+    torchrun_env(monkeypatch, WORLD_SIZE="4", RANK="2", LOCAL_RANK="2", LOCAL_WORLD_SIZE="4", CUDA_VISIBLE_DEVICES="0")
+    calls = fake_process_group(monkeypatch, ["GPU-a", "GPU-a", "GPU-a", "GPU-a"])
+    with pytest.raises(UserError) as refused:
+        distributed.join("auto")
+    assert str(refused.value) == (
+        "ranks 0, 1, 2 and 3 run on one GPU: every process needs a GPU of its own. Start at most as many "
+        "processes a machine as it has GPUs, or give each task one GPU of its own (sbatch --gpus-per-task=1)."
+    )
+    assert calls[-1] == "destroy"
 
 
 def test_bench_times_in_train_pys_precision_and_says_which(capsys, tmp_path, monkeypatch, precision):

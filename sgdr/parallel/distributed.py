@@ -106,8 +106,11 @@ def local_rank() -> int:
 def join(device_name: str) -> tuple[Team, torch.device | None]:
     """Join the process group torchrun set up, if any: NCCL with CUDA, Gloo on the CPU.
 
-    Returns the team and, under torchrun with CUDA, this process's GPU (cuda:LOCAL_RANK);
-    ``None`` leaves the choice of device to the caller.
+    Returns the team and, under torchrun with CUDA, this process's GPU: cuda:LOCAL_RANK when the
+    process sees its machine's GPUs, or cuda:0 when it sees one GPU only, as on clusters that bind a
+    GPU to each task (SLURM's ``--gpus-per-task=1``); ``None`` leaves the choice of device to the caller.
+    Under CUDA the processes then compare their GPUs' identities, so that two processes on one GPU
+    are refused with the reason rather than failing inside NCCL.
     """
     world = world_size()
     if world == 1:
@@ -117,23 +120,47 @@ def join(device_name: str) -> tuple[Team, torch.device | None]:
     if device_name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device_name}: CUDA is not available here; use --device cpu.")
     processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local + 1)
-    if use_cuda and processes > (count := torch.cuda.device_count()):
+    count = torch.cuda.device_count() if use_cuda else 0
+    one_per_task = use_cuda and count == 1 and processes > 1  # one GPU bound to each process: its own
+    if use_cuda and processes > count and not one_per_task:
         raise UserError(
             f"torchrun started {processes} processes on this machine, one per GPU, but there are "
             f"{visible_gpus(count)}: use --nproc_per_node={count} or fewer (or --device cpu)."
         )
+    index = 0 if one_per_task else local
     if use_cuda and device_name.startswith("cuda:") and (processes > 1 or device_name != f"cuda:{local}"):
         raise UserError(
             f"--device {device_name}: under torchrun each process takes the GPU of its local rank "
-            f"(this one cuda:{local}). Use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs."
+            f"(this one cuda:{index}). Use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs."
         )
     device = None
     if use_cuda:
-        device = torch.device("cuda", local)
+        device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     control = dist.new_group(backend="gloo") if use_cuda else None
+    if use_cuda:
+        try:
+            check_own_gpus(world, device, control)
+        except UserError:
+            dist.destroy_process_group()
+            raise
     return Team(rank, world, local, control), device
+
+
+def check_own_gpus(world: int, device: torch.device, control: Any) -> None:
+    """Refuse two processes on one GPU (NCCL cannot run them), in every process alike: each compares the
+    identity (UUID) of its GPU with the others', so all reach the same verdict and none waits alone."""
+    uuids: list[Any] = [None] * world
+    dist.all_gather_object(uuids, str(torch.cuda.get_device_properties(device).uuid), group=control)
+    shared = [[r for r, u in enumerate(uuids) if u == uuid] for uuid in dict.fromkeys(uuids)]
+    if crowded := [ranks for ranks in shared if len(ranks) > 1]:
+        raise UserError(
+            f"ranks {', '.join(map(str, crowded[0][:-1]))} and {crowded[0][-1]} run on one GPU"
+            f"{f' (and {len(crowded) - 1} more GPUs are shared)' if len(crowded) > 1 else ''}: every process "
+            "needs a GPU of its own. Start at most as many processes a machine as it has GPUs, or give each "
+            "task one GPU of its own (sbatch --gpus-per-task=1)."
+        )
 
 
 def leave(team: Team) -> None:
