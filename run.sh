@@ -8,7 +8,8 @@
 #                          outputs/quick/ (minutes on a CPU)
 #   sh run.sh --parallel   the three runs at once, one per GPU (round robin over the GPUs in
 #                          CUDA_VISIBLE_DEVICES when it is set, else over those nvidia-smi lists,
-#                          or GPUS=N), each with --device cuda, logging to <outputs>/logs/<run>.log
+#                          or GPUS=N), each with --device cuda, logging to <outputs>/logs/<run>.log;
+#                          with fewer GPUs than runs, runs that share a GPU take it in turn
 #
 # Every run is started with --resume: rerunning this script after an interruption continues
 # each run from its last checkpoint and skips the runs that finished (with --overwrite instead,
@@ -96,18 +97,20 @@ if [ $parallel = 1 ]; then
     PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" $py -m sgdr.data "$@"
 fi
 
-pids=""
-slot=0
-start() {  # start NAME ARGS...: one run, here, or in the background on GPU number (slot mod gpus) of $devices
-    name=$1
+names="multistep wr_s${first}_m1 wr_s${second}_m1"
+name_of() { echo $names | cut -d ' ' -f $(($1 + 1)); }
+start() {  # start N ARGS...: reference run N (0 to 2) with the user's train.py ARGS
+    run=$1
     shift
+    name=$(name_of $run)
+    case $run in
+        0) set -- -e $epochs $milestones $again "$@" ;;
+        1) set -- -e $epochs --warm-restart -t0 $first $again "$@" ;;
+        2) set -- -e $epochs --warm-restart -t0 $second $again "$@" ;;
+    esac
     if [ $parallel = 1 ]; then
-        gpu=$(echo $devices | cut -d ' ' -f $((slot % gpus + 1)))
         # --device cuda: a job whose GPU is missing stops with an error instead of training on the CPU.
-        CUDA_VISIBLE_DEVICES=$gpu $py "$here/train.py" --device cuda "$@" > "$out/logs/$name.log" 2>&1 &
-        pids="$pids $!"
-        echo "$name: GPU $gpu, log $out/logs/$name.log"
-        slot=$((slot + 1))
+        CUDA_VISIBLE_DEVICES=$gpu $py "$here/train.py" --device cuda "$@" > "$out/logs/$name.log" 2>&1
     else
         status=0
         $py "$here/train.py" "$@" || status=$?
@@ -120,16 +123,51 @@ start() {  # start NAME ARGS...: one run, here, or in the background on GPU numb
         [ $status = 0 ] || exit $status
     fi
 }
-if [ $parallel = 0 ]; then
+pids=""
+if [ $parallel = 1 ]; then
+    # Run n goes to GPU number (n mod gpus) of $devices. With fewer GPUs than runs, the runs given
+    # one GPU take it in turn: at once they would time-slice it, each tuning cuDNN's algorithms under
+    # the others' load and holding a CUDA context of its own, and a GPU in exclusive-process mode
+    # would refuse all but the first.
+    if [ "$gpus" -lt 3 ]; then
+        echo "run.sh --parallel: $gpus GPU$([ "$gpus" = 1 ] || echo s) for 3 runs: runs that share a GPU take it in" \
+            "turn, not at once (at once they would slow each other, tune cuDNN under each other's load, and" \
+            "fail on a GPU in exclusive-process mode)."
+    fi
+    n=0
+    while [ $n -lt 3 ]; do
+        gpu=$(echo $devices | cut -d ' ' -f $((n % gpus + 1)))
+        name=$(name_of $n)
+        after=""
+        [ $n -lt "$gpus" ] || after=", after $(name_of $((n - gpus)))"
+        echo "$name: GPU $gpu, log $out/logs/$name.log$after"
+        n=$((n + 1))
+    done
+    slot=0
+    while [ $slot -lt "$gpus" ] && [ $slot -lt 3 ]; do
+        gpu=$(echo $devices | cut -d ' ' -f $((slot + 1)))
+        (
+            failed=0
+            n=$slot
+            while [ $n -lt 3 ]; do
+                start $n "$@" || failed=1
+                n=$((n + gpus))
+            done
+            exit $failed
+        ) &
+        pids="$pids $!"
+        slot=$((slot + 1))
+    done
+else
     # Ctrl-C reaches this script and the run together: wait for the run to stop at its batch
     # boundary and say how to go on, rather than return the prompt while it is still stopping.
     stopped=""
     trap 'stopped=130' INT
     trap 'stopped=143' TERM
+    start 0 "$@"
+    start 1 "$@"
+    start 2 "$@"
 fi
-start multistep -e $epochs $milestones $again "$@"
-start wr_s${first}_m1 -e $epochs --warm-restart -t0 $first $again "$@"
-start wr_s${second}_m1 -e $epochs --warm-restart -t0 $second $again "$@"
 failed=0
 for pid in $pids; do
     wait "$pid" || failed=1

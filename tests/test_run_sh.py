@@ -86,9 +86,11 @@ def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "GPU= -m sgdr.data --seed 4",  # the data set, fetched once before the runs
+        "run.sh --parallel: 2 GPUs for 3 runs: runs that share a GPU take it in turn, not at once (at once they "
+        "would slow each other, tune cuDNN under each other's load, and fail on a GPU in exclusive-process mode).",
         "multistep: GPU 0, log outputs/logs/multistep.log",
         "wr_s50_m1: GPU 1, log outputs/logs/wr_s50_m1.log",
-        "wr_s200_m1: GPU 0, log outputs/logs/wr_s200_m1.log",
+        "wr_s200_m1: GPU 0, log outputs/logs/wr_s200_m1.log, after multistep",
     ]
     logs = {p.stem: p.read_text().strip() for p in (tmp_path / "outputs" / "logs").iterdir()}
     assert logs == {
@@ -96,6 +98,30 @@ def test_parallel_mode_puts_one_run_on_each_gpu(tmp_path):
         "wr_s50_m1": f"GPU=1 {REPO}/train.py --device cuda -e 200 --warm-restart -t0 50 --resume --seed 4",
         "wr_s200_m1": f"GPU=0 {REPO}/train.py --device cuda -e 200 --warm-restart -t0 200 --resume --seed 4",
     }
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 3])
+def test_runs_that_share_a_gpu_take_it_in_turn(gpus, tmp_path):
+    """With fewer GPUs than runs, no GPU ever holds two runs at once; with as many, all three run at once."""
+    events = tmp_path / "events"
+    fake = tmp_path / "fake_python.sh"
+    fake.write_text(
+        f'[ "$2" = sgdr.data ] && exit 0\necho "start $CUDA_VISIBLE_DEVICES" >> {events}\nsleep 1\n'
+        f'echo "end $CUDA_VISIBLE_DEVICES" >> {events}\n'
+    )
+    env = {**without_gpu_settings(), "PYTHON": f"sh {fake}", "GPUS": str(gpus)}
+    done = subprocess.run(
+        ["sh", str(REPO / "run.sh"), "--parallel"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    busy: dict[str, int] = {}
+    most = 0
+    for event, gpu in (line.split() for line in events.read_text().splitlines()):
+        busy[gpu] = busy.get(gpu, 0) + (1 if event == "start" else -1)
+        assert busy[gpu] <= 1, f"two runs at once on GPU {gpu}"
+        most = max(most, sum(busy.values()))
+    assert sorted(busy) == [str(k) for k in range(gpus)] and most == gpus  # every GPU busy at once
+    assert ("take it in turn" in done.stdout) == (gpus < 3)
 
 
 NVIDIA_SMI_L = """\
