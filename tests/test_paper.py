@@ -105,6 +105,46 @@ def test_the_ensemble_averages_probabilities_not_logits():
     assert ((a + b) / 2).argmax(1).item() == 1
 
 
+@pytest.fixture
+def arithmetic_restored():
+    """The process's TF32 flags and determinism as they were before the test, restored after it."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark
+    algorithms = torch.are_deterministic_algorithms_enabled()
+    yield
+    cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = before
+    torch.use_deterministic_algorithms(algorithms)
+
+
+def test_a_snapshot_is_evaluated_in_its_runs_precision(cifar_dir, tmp_path, monkeypatch, arithmetic_restored):
+    """A run trained (and validated) under bf16 autocast with TF32 off, deterministic and channels-last: its
+    snapshot is evaluated the same way, so its test loss is the run's to the last digits, and the
+    process's own precision is back afterwards."""
+    flags = ["--amp", "bf16", "--tf32", "off", "--deterministic", "--channels-last"]
+    argv = ["-e", "1", "-wr", "-t0", "1", "--train-subset", "16", "--seed", "2", *SMALL, *TINY, *flags]
+    assert call(train.main, [*argv, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)])[0] == 0
+    run = tmp_path / "runs" / "wr_s1_m1"
+    seen = []
+    forward = networks.SpatialMean.forward
+
+    def spy(self, x):  # the pooling --deterministic puts in: what the evaluation computes with
+        flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        seen.append((torch.is_autocast_enabled("cpu"), flags, torch.are_deterministic_algorithms_enabled()))
+        return forward(self, x)
+
+    monkeypatch.setattr(networks.SpatialMean, "forward", spy)
+    process = (True, True), False
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = process[0]
+    torch.use_deterministic_algorithms(process[1])
+    test = ensembles.SnapshotOutputs(cifar_dir, torch.device("cpu"))
+    logits = test.logits(run / "snapshots" / "epoch_0001.pt")
+    assert seen and set(seen) == {(True, (False, False), True)}
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == process[0]
+    assert torch.are_deterministic_algorithms_enabled() == process[1]
+    loss = torch.nn.functional.cross_entropy(logits, test.labels()).item()
+    assert loss == pytest.approx(json.loads((run / "metrics.jsonl").read_text())["test_loss"], rel=1e-6)
+
+
 def test_an_ensemble_of_identical_snapshots_is_the_single_model(cifar_dir, tmp_path):
     argv = [
         "-e",

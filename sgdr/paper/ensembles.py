@@ -12,10 +12,11 @@ import torch
 
 from sgdr.cli import UserError
 from sgdr.data import cifar, loaders
+from sgdr.parallel.devices import arithmetic, autocast_of
 from sgdr.run import checkpoint, layout
 from sgdr.run.record import DamagedRecord, read_record
-from sgdr.run.settings import same_run
-from sgdr.training.networks import build_network, top1_correct
+from sgdr.run.settings import same_run, upgrade
+from sgdr.training.networks import build_network, deterministic_pooling, top1_correct
 
 
 def average_softmax(logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -75,8 +76,16 @@ class SnapshotOutputs:
                     f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
                 ) from None
             check_owner(path, config)
-            model.to(self.device).eval()
-            with torch.inference_mode():
+            # Evaluated as its run validated it: in the run's precision (TF32, autocast), determinism,
+            # pooling and memory format; snapshots from before a setting existed, as they trained.
+            run = upgrade(config)
+            if run["deterministic"]:
+                deterministic_pooling(model)
+            layout_ = torch.channels_last if run["channels_last"] else torch.contiguous_format
+            model.to(self.device, memory_format=layout_).eval()
+            self.loader.memory_format = layout_
+            autocast = autocast_of(run["amp"], self.device)
+            with arithmetic(run["tf32"], run["deterministic"], self.device), torch.inference_mode(), autocast():
                 self.cache[path] = torch.cat([model(images).float().cpu() for images, _ in self.loader])
         return self.cache[path]
 

@@ -1,10 +1,13 @@
-"""Which device a run trains on, and the arithmetic it computes with there (TF32, determinism)."""
+"""Which device a run trains on, and the arithmetic it computes with there (TF32, determinism, autocast)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 
 import torch
 
@@ -81,3 +84,24 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+
+
+def autocast_of(amp: str, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """The autocast ``--amp`` asks for on ``device``: bf16, or none (fp32)."""
+    return partial(torch.autocast, device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext
+
+
+@contextmanager
+def arithmetic(tf32: str, deterministic: bool, device: torch.device) -> Iterator[None]:
+    """``set_precision`` and ``set_determinism`` for a stretch (a snapshot evaluated as its run trained),
+    with the process's own settings back after it."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark)
+    algorithms = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    set_precision(tf32)
+    set_determinism(deterministic, device)
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = before
+        torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])

@@ -10,9 +10,8 @@ import secrets
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from torch.optim.swa_utils import update_bn
 from sgdr import storage
 from sgdr.cli import UserError
 from sgdr.data import cifar, loaders
-from sgdr.parallel.devices import pick_device, set_determinism, set_precision
+from sgdr.parallel.devices import autocast_of, pick_device, set_determinism, set_precision
 from sgdr.parallel.distributed import Team
 from sgdr.run import checkpoint, layout, lock, settings
 from sgdr.run.epoch import train_epoch, validate
@@ -343,7 +342,7 @@ def setup(
         if args.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # same parameters, shared statistics
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16) if args.amp == "bf16" else nullcontext
+    autocast = autocast_of(args.amp, device)
     exp = Experiment(
         config,
         device,
