@@ -2,7 +2,7 @@
 
 Synthetic data in CIFAR-10's shape, so no data set is needed. Prints one table: images per
 second of each pipeline and each training step with their ratios, the step's GFLOP/s as a
-fraction of this machine's measured fp32 matmul rate, a whole epoch on a subset through
+fraction of this machine's measured matrix-product rate (labelled fp32 or tf32), a whole epoch on a subset through
 the functions train.py runs (sgdr/run/epoch.py), and (without --quick) every CPU option tried.
 """
 
@@ -67,24 +67,42 @@ def machine(device: torch.device) -> str:
     )
 
 
-def matmul_gflops(device: torch.device, n: int, seconds: float) -> dict[str, float]:
-    """Measured fp32 rates of one n x n by n x n product, the machine's practical peak for this
-    kind of work: through torch.matmul (the BLAS library) and as a 1x1 convolution (the
-    convolution library, which runs the network's convolutions too). On some CPUs one library
-    is twice as fast as the other, so both are measured."""
+def precision(kind: str, device: torch.device) -> str:
+    """The precision ``kind`` of work ("matmul" or "conv") computes fp32 products in, as the flags stand:
+    TF32 on CUDA where they allow it (on Ampere and newer GPUs), fp32 on the CPU."""
+    allowed = torch.backends.cuda.matmul.allow_tf32 if kind == "matmul" else torch.backends.cudnn.allow_tf32
+    return "tf32" if device.type == "cuda" and allowed else "fp32"
+
+
+def matmul_gflops(device: torch.device, n: int, seconds: float) -> dict[str, tuple[float, str]]:
+    """Measured rates (GFLOP/s, with the precision each ran in) of n x n by n x n products of fp32 tensors,
+    the machine's practical peak for this kind of work: through torch.matmul (the BLAS library) and as a
+    1x1 convolution (the convolution library, which runs the network's convolutions too, in their
+    precision). On some CPUs one library is twice as fast as the other, so both are measured.
+
+    Products are timed in batches between two synchronisations, each batch twice as long as the last
+    until one lasts ``seconds``: a single small product between two syncs would time the launch and
+    the sync rather than the arithmetic."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     # the same product as a convolution: n output channels, n input channels, n pixels
     image = a.t().reshape(1, n, n // 32, 32).contiguous(memory_format=torch.channels_last)
     kernel = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-    products = {"torch.matmul": lambda: a @ b, "1x1 convolution": lambda: F.conv2d(image, kernel)}
+    products = {
+        "torch.matmul": (lambda: torch.matmul(a, b), "matmul"),
+        "1x1 convolution": (lambda: F.conv2d(image, kernel), "conv"),
+    }
+
+    def run(product: Callable[[], object], repeats: int) -> None:
+        for _ in range(repeats):
+            product()
+
     rates = {}
-    for name, product in products.items():
+    for name, (product, kind) in products.items():
         product()
-        repeats, elapsed = 0, 0.0
-        while elapsed < seconds:
-            elapsed += timed(device, product)
-            repeats += 1
-        rates[name] = 2 * n**3 * repeats / elapsed / 1e9
+        repeats = 1
+        while (elapsed := timed(device, partial(run, product, repeats))) < seconds:
+            repeats *= 2
+        rates[name] = 2 * n**3 * repeats / elapsed / 1e9, precision(kind, device)
     return rates
 
 
@@ -231,7 +249,11 @@ def epoch_seconds(
 ) -> tuple[float, float]:
     """(seconds of one epoch - training and validation - of a run set up as train.py sets it up,
     with warm restarts (T_0 = 50), ``kind`` of loader and memory format; seconds of the data
-    pipeline alone over the same batches)."""
+    pipeline alone over the same batches).
+
+    On CUDA an untimed epoch runs first: the network's first calls autotune cuDNN for every
+    convolution shape and load kernels lazily, once a run, not once an epoch. (On the CPU there is
+    no autotuning; its rows stay comparable with those measured before.)"""
     layout = "--channels-last" if channels_last else "--no-channels-last"
     flags = ["-wr", "-b", str(batch_size), "--loader", kind, "--workers", str(workers), layout]
     with tempfile.TemporaryDirectory(prefix=".bench-epoch-") as folder:  # setup reads it; nothing is written
@@ -242,6 +264,8 @@ def epoch_seconds(
             run.train_epoch(0, stopping.Guard())
             run.validate(stopping.Guard())
 
+        if device.type == "cuda":
+            epoch()
         return timed(device, epoch), data_only
 
 
@@ -444,8 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"Work: {args.model}, batch {batch}, synthetic CIFAR-10-shaped data{' (quick mode)' if quick else ''}")
 
-    matmul = matmul_gflops(device, 512 if quick else 2048, 0.2 if quick else 2.0)
-    peak = max(matmul.values())
+    matmul = matmul_gflops(device, 512 if quick else 2048, 0.2 if quick else 1.0)
+    fastest = max(matmul, key=lambda name: matmul[name][0])
+    peak = matmul[fastest][0]
 
     generator = torch.Generator().manual_seed(0)
     ref_loader, _ = loaders.make_loaders(pool, pool, "torchvision", batch, generator, device, workers)
@@ -504,8 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     print(
-        f"\nfp32 matmul: {', '.join(f'{rate:,.0f} GFLOP/s through {name}' for name, rate in matmul.items())}; "
-        f"fractions are of the faster. One training step: {flops / 1e9:,.1f} GFLOP."
+        f"\nMatrix products of fp32 tensors: "
+        f"{', '.join(f'{rate:,.0f} GFLOP/s through {name} ({kind})' for name, (rate, kind) in matmul.items())}; "
+        f"fractions of matmul are of the faster ({fastest}). One training step: {flops / 1e9:,.1f} GFLOP."
     )
     print(
         f"Rates are medians over {rounds} round(s) of reference, variant, variant, reference; training: "

@@ -33,8 +33,9 @@ def test_quick_bench_prints_the_comparison_table(capsys):
         assert re.fullmatch(r"\d+\.\d+x( \(\d+\.\d+-\d+\.\d+\))?", ratio) and float(ratio.split("x")[0]) > 0, line
     assert re.search(r"of matmul .* of matmul", rows[4])
     assert re.search(
-        r"fp32 matmul: [\d,]+ GFLOP/s through torch.matmul, [\d,]+ GFLOP/s through 1x1 convolution; "
-        r"fractions are of the faster. One training step: [\d.]+ GFLOP",
+        r"Matrix products of fp32 tensors: [\d,]+ GFLOP/s through torch.matmul \(fp32\), [\d,]+ GFLOP/s through "
+        r"1x1 convolution \(fp32\); fractions of matmul are of the faster \((torch.matmul|1x1 convolution)\). "
+        r"One training step: [\d.]+ GFLOP",
         out,
     )
     assert "Rates are medians over 1 round(s) of reference, variant, variant, reference" in out
@@ -93,6 +94,89 @@ def test_every_row_is_timed_with_the_autotuning_train_py_uses(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     assert bench.run_setup("wrn-10-1", torch.device("cpu"), None, "folder") == "run" and seen == ["wrn-10-1"]
     assert torch.backends.cudnn.benchmark is True
+
+
+class FakeClock:
+    """A timing source: each product takes ``cost`` seconds of it and each sync ``wait`` (the launch
+    and the wait a GPU adds), and every sync is written down beside the products, so a test sees
+    how many products each timed stretch held."""
+
+    def __init__(self, monkeypatch, cost: float, wait: float):
+        self.now, self.cost, self.wait, self.events = 0.0, cost, wait, []
+        monkeypatch.setattr(bench.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(bench, "sync", self.sync)
+        for module, name in ((torch, "matmul"), (bench.F, "conv2d")):
+            monkeypatch.setattr(module, name, self.product(getattr(module, name)))
+
+    def sync(self, device):
+        self.now += self.wait
+        self.events.append("sync")
+
+    def product(self, real):
+        def timed_product(*args, **kwargs):
+            self.now += self.cost
+            self.events.append("product")
+            return real(*args, **kwargs)
+
+        return timed_product
+
+    def products_between_syncs(self) -> list[int]:
+        return [len(stretch) for stretch in "".join("|" if e == "sync" else "p" for e in self.events).split("|")]
+
+
+def test_the_matmul_rate_times_many_products_between_two_syncs(monkeypatch):
+    """1 ms a product and 0.1 ms a sync, against 0.1 s asked: the rate comes from at least 100 products
+    timed between two synchronisations, so the syncs' time is lost in it (one small product between
+    two syncs times the launch and the sync as much as the product)."""
+    clock = FakeClock(monkeypatch, 0.001, 0.0001)
+    rates = bench.matmul_gflops(torch.device("cpu"), 64, 0.1)
+    assert max(clock.products_between_syncs()) >= 100
+    assert clock.events.count("product") < 2 * 2 * 256  # each library measured in at most twice 0.1 s
+    for rate, kind in rates.values():
+        assert rate == pytest.approx(2 * 64**3 / 0.001 / 1e9, rel=0.01) and kind == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("tf32", "matmul", "conv"), [("off", "fp32", "fp32"), ("conv", "fp32", "tf32"), ("on", "tf32", "tf32")]
+)
+def test_each_rate_is_labelled_with_its_precision(tf32, matmul, conv):
+    """After set_precision("conv") (train.py's default) a CUDA 1x1 convolution runs in TF32 while
+    torch.matmul stays fp32; on the CPU both are fp32 whatever the flags."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        devices.set_precision(tf32)
+        cuda, cpu = torch.device("cuda"), torch.device("cpu")
+        assert (bench.precision("matmul", cuda), bench.precision("conv", cuda)) == (matmul, conv)
+        assert (bench.precision("matmul", cpu), bench.precision("conv", cpu)) == ("fp32", "fp32")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.parametrize(("device", "epochs"), [("cuda", 2), ("cpu", 1)])
+def test_the_epoch_row_on_cuda_is_timed_after_an_untimed_epoch(device, epochs, monkeypatch):
+    """cuDNN's autotuning and lazy kernel loading happen in a run's first calls: on CUDA the timed epoch is
+    the second, so the timed stretch holds exactly one epoch, after a whole one."""
+    events = []
+
+    class Run:
+        train_loader, test_loader = [1, 2], [3]
+
+        def train_epoch(self, epoch, guard):
+            events.append("train")
+
+        def validate(self, guard):
+            events.append("validate")
+
+    def timed(device, work):
+        events.append("start")
+        work()
+        events.append("stop")
+        return 1.0
+
+    monkeypatch.setattr(bench, "run_setup", lambda *args: Run())
+    monkeypatch.setattr(bench, "timed", timed)
+    bench.epoch_seconds("device", None, None, "wrn-10-1", 8, torch.device(device), 0, True)
+    assert events == ["start", "stop"] + ["train", "validate"] * (epochs - 1) + ["start", "train", "validate", "stop"]
 
 
 @pytest.mark.parametrize(
