@@ -5,14 +5,15 @@
 
 No CIFAR-10 needed: it writes a synthetic one of the real size (50,000 + 10,000 images) in the real
 on-disk format, and runs train.py on it through sgdr/testing/harness.py (which makes torchvision accept
-the files' checksums and can kill a run at a chosen batch). Steps, most valuable first: the
-versions; the default ResNet34 run (seconds an epoch, peak GPU memory); a run killed inside its
-second epoch and resumed with --deterministic, compared bit for bit with the same run uninterrupted;
-one process under torchrun, and the multi-process code over a one-process NCCL group; a paper-recipe
-WRN-28-10 epoch; ResNet34 with --amp bf16 --compile; bench.py on the device. Each step runs in its
-own session and is stopped, with every process it started (torchrun's workers included), at its
-cap (FAIL: killed at its time cap) or when the whole budget (--budget, default 400 s) is spent
-(SKIP: skipped for time). Logs go to --out (default gpu_check_out/).
+the files' checksums and can kill a run at a chosen batch). Steps, most valuable first, each with a
+cap (CAPS): the versions; the default ResNet34 run (seconds an epoch, peak GPU memory); a run killed
+inside its second epoch and resumed with --deterministic, compared bit for bit with the same run
+uninterrupted; one process under torchrun, and the multi-process code over a one-process NCCL group;
+a paper-recipe WRN-28-10 epoch; bench.py on the device; ResNet34 with --amp bf16 --compile. Each step
+runs in its own session and is stopped, with every process it started (torchrun's workers included),
+at its cap (FAIL: killed at its time cap) or when the whole budget (--budget, default 270 s, with the
+install about 6 minutes) is spent (SKIP: skipped for time). The caps of the steps up to the ranks
+fit the default budget, so those always come back. Logs go to --out (default gpu_check_out/).
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ HARNESS = REPO / "sgdr" / "testing" / "harness.py"
 def log_of(out: Path, name: str) -> Path:
     return out / "logs" / f"{name}.log"
 
+
+# The steps, most valuable first, each with its cap in seconds on a GPU (three times that in smoke mode).
+# The first five together fit the default budget, so they always come back whatever the later ones
+# would take; the later ones get what is left, and what they cannot have is said as skipped for time.
+CAPS = {
+    "env": 30,  # the versions, asked in a child
+    "data": 30,  # the synthetic CIFAR-10 (about 4 s on a CPU)
+    "resnet34": 60,  # the default run: seconds an epoch, peak memory
+    "resume": 90,  # three runs of a 10,000-image subset: whole, killed, resumed
+    "ranks": 60,  # two one-epoch runs of the subset: torchrun, and a one-process group
+    "wrn": 90,  # a paper-recipe WRN-28-10 epoch
+    "bench": 60,  # bench.py --quick on the device
+    "bf16-compile": 150,  # --amp bf16 --compile: inductor's compilation alone may take 100-200 s
+}
+# About 6 minutes for the first GPU session with the install (pip install of torch: about 90 s).
+BUDGET = 270
 
 # How long a step stopped at its cap has to end after SIGTERM (torchrun passes it to its workers)
 # before it and every process it started are killed.
@@ -117,6 +134,7 @@ class Steps:
         """``stretch`` multiplies every cap: the smoke mode's CPUs differ far more in speed than GPUs do."""
         self.out, self.deadline, self.grace, self.stretch = out, time.monotonic() + budget, grace, stretch
         self.failed = 0
+        self.skipped: list[str] = []  # the steps said as skipped for time
         (out / "logs").mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, cap: float, command: Sequence[str]) -> Result:
@@ -163,8 +181,10 @@ class Steps:
         if result.cut == "cap":
             self.say(name, False, f"killed at its time cap of {result.cap:.0f} s; see {log_of(self.out, name)}")
         elif result.seconds:
+            self.skipped.append(name)
             self.say(name, None, f"skipped for time: the budget ran out {result.seconds:.0f} s into the step")
         else:
+            self.skipped.append(name)
             self.say(name, None, "skipped for time: no time left")
 
 
@@ -243,7 +263,10 @@ print("gpu_check:", json.dumps({
 
 def describe(steps: Steps, smoke: bool) -> dict | None:
     """The env line, from a child process; None when the check cannot go on (no GPU, or the child failed)."""
-    asked = steps.run("env", 60, [sys.executable, "-c", ENVIRONMENT])
+    asked = steps.run("env", CAPS["env"], [sys.executable, "-c", ENVIRONMENT])
+    if asked.code is None:
+        steps.say_unfinished("env", asked)
+        return None
     found = re.findall(r"^gpu_check: (\{.*\})$", asked.output, re.M)
     if asked.code != 0 or not found:
         steps.say("env", False, f"could not ask PyTorch about the GPU; see {log_of(steps.out, 'env')}")
@@ -271,7 +294,7 @@ def check(args: argparse.Namespace) -> int:
     per_file, test = (16, 32) if smoke else (10_000, 10_000)
     made = steps.run(
         "data",
-        120,
+        CAPS["data"],
         [
             sys.executable,
             "-c",
@@ -279,6 +302,9 @@ def check(args: argparse.Namespace) -> int:
             f"cifar_files.write_cifar10({str(data)!r}, {per_file}, {test})",
         ],
     )
+    if made.code is None:
+        steps.say_unfinished("data", made)
+        return 1
     if made.code != 0:
         steps.say("data", False, f"could not write the synthetic CIFAR-10; see {log_of(out, 'data')}")
         return 1
@@ -286,16 +312,19 @@ def check(args: argparse.Namespace) -> int:
     base = ["--data-dir", str(data), "--device", device, "--seed", "1"]
     small = ["--model", "wrn-10-1", "-b", "16", "--workers", "0"] if smoke else []
     runs = out / "runs"
+    # A subset for the steps whose value is in what they check rather than in their times: 79 batches.
+    subset = [] if smoke else ["--train-subset", "10000"]
     # 1. The default ResNet34 run, as run.sh starts it: 2 epochs.
-    timed_run(steps, "resnet34", 150, data, runs / "resnet34", "-e", "2", *base, *small)
+    timed_run(steps, "resnet34", CAPS["resnet34"], data, runs / "resnet34", "-e", "2", *base, *small)
     # 2. Killed inside epoch 2 and resumed, --deterministic, against the same run uninterrupted.
-    resume = ["-e", "2", "--deterministic", *base, *small]
-    kill_at = 5 + 2 if smoke else 391 + 100
+    resume = ["-e", "2", "--deterministic", *base, *small, *subset]
+    kill_at = 5 + 2 if smoke else 79 + 40
     whole, killed = runs / "deterministic", runs / "killed"
+    each = CAPS["resume"] / 3
     results = [
-        steps.run("resume", 150, train_command(data, "none", *resume, "--output-dir", str(whole))),
-        steps.run("resume", 150, train_command(data, f"batch:{kill_at}", *resume, "--output-dir", str(killed))),
-        steps.run("resume", 150, train_command(data, "none", *resume, "--resume", "--output-dir", str(killed))),
+        steps.run("resume", each, train_command(data, "none", *resume, "--output-dir", str(whole))),
+        steps.run("resume", each, train_command(data, f"batch:{kill_at}", *resume, "--output-dir", str(killed))),
+        steps.run("resume", each, train_command(data, "none", *resume, "--resume", "--output-dir", str(killed))),
     ]
     if any(result.cut == "cap" for result in results):
         steps.say_unfinished("resume", next(result for result in results if result.cut == "cap"))
@@ -311,10 +340,10 @@ def check(args: argparse.Namespace) -> int:
     # 3. One GPU, several-process code: torchrun with one process, and the multi-process paths
     # (DDP, sums, buffer broadcast, the Gloo control group) as rank 0 of 2 over a one-process group.
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(HARNESS)]
-    one = [*torchrun, str(data), "none", str(REPO / "train.py"), "-e", "1", *base, *small]
-    alone = steps.run("ranks", 120, [*one, "--output-dir", str(runs / "torchrun")])
-    group = [sys.executable, __file__, "--inner-group", str(data), "--", "-e", "1", *base, *small]
-    grouped = steps.run("ranks", 120, [*group, "--output-dir", str(runs / "group")])
+    one = [*torchrun, str(data), "none", str(REPO / "train.py"), "-e", "1", *base, *small, *subset]
+    alone = steps.run("ranks", CAPS["ranks"] / 2, [*one, "--output-dir", str(runs / "torchrun")])
+    group = [sys.executable, __file__, "--inner-group", str(data), "--", "-e", "1", *base, *small, *subset]
+    grouped = steps.run("ranks", CAPS["ranks"] / 2, [*group, "--output-dir", str(runs / "group")])
     unfinished = [result for result in (alone, grouped) if result.code is None]
     if unfinished:
         steps.say_unfinished("ranks", unfinished[0])
@@ -327,12 +356,9 @@ def check(args: argparse.Namespace) -> int:
         )
     # 4. A paper-recipe WRN-28-10 epoch (781 batches of 128), or a small one in smoke mode.
     wrn = ["--model", "wrn-10-1", "-b", "16", "--workers", "0"] if smoke else ["--model", "wrn-28-10"]
-    timed_run(steps, "wrn", 150, data, runs / "wrn", "-e", "1", "--recipe", "paper", *base, *wrn)
-    # 5. bf16 autocast and torch.compile (smoke mode: bf16 alone; inductor's C++ build takes minutes on a CPU).
-    fast = ["--amp", "bf16"] + ([] if smoke else ["--compile"])
-    timed_run(steps, "bf16-compile", 200, data, runs / "fast", "-e", "2", *fast, *base, *small)
-    # 6. bench.py on the device.
-    bench = steps.run("bench", 120, [sys.executable, "bench.py", "--quick", "--device", device])
+    timed_run(steps, "wrn", CAPS["wrn"], data, runs / "wrn", "-e", "1", "--recipe", "paper", *base, *wrn)
+    # 5. bench.py on the device.
+    bench = steps.run("bench", CAPS["bench"], [sys.executable, "bench.py", "--quick", "--device", device])
     if bench.code is None:
         steps.say_unfinished("bench", bench)
     else:
@@ -342,7 +368,10 @@ def check(args: argparse.Namespace) -> int:
             bench.code == 0 and bool(rows),
             f"exit {bench.code}, {len(rows)} table rows ({bench.seconds:.0f} s)",
         )
-    print(json.dumps({"failed": steps.failed, "out": str(out)}))
+    # 6. bf16 autocast and torch.compile (smoke mode: bf16 alone; inductor's C++ build takes minutes on a CPU).
+    fast = ["--amp", "bf16"] + ([] if smoke else ["--compile"])
+    timed_run(steps, "bf16-compile", CAPS["bf16-compile"], data, runs / "fast", "-e", "2", *fast, *base, *small)
+    print(json.dumps({"failed": steps.failed, "skipped_for_time": steps.skipped, "out": str(out)}))
     return 1 if steps.failed else 0
 
 
@@ -403,7 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--smoke", action="store_true", help="the same steps, tiny, on the CPU (default: off)")
     parser.add_argument(
-        "--budget", type=number_in(10.0), default=400, help="seconds for all the steps, 10 or more (default: 400)"
+        "--budget",
+        type=number_in(10.0),
+        default=BUDGET,
+        help=f"seconds for all the steps, 10 or more (default: {BUDGET}, with the install about 6 minutes)",
     )
     parser.add_argument("--out", default="gpu_check_out", help="logs and summary.txt (default: gpu_check_out)")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@ passes, and its bit-for-bit comparison of a resumed run can fail."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from conftest import REPO
 
 import gpu_check
 
-STEPS = ["env", "data", "resnet34", "resume", "ranks", "wrn", "bf16-compile", "bench"]
+STEPS = ["env", "data", "resnet34", "resume", "ranks", "wrn", "bench", "bf16-compile"]
 
 
 def test_every_step_of_the_gpu_check_runs_in_smoke_mode(tmp_path):
@@ -110,6 +111,64 @@ def test_a_step_the_budget_cuts_short_is_skipped_for_time(tmp_path, capsys):
     assert out[0].startswith("SKIP bench: skipped for time: the budget ran out 6 s into the step")
     assert out[1] == "SKIP wrn: skipped for time: no time left"
     assert steps.failed == 0
+
+
+class SlowGpu:
+    """Every command of the check takes its whole share of its step's cap but a second, on a fake clock,
+    and then succeeds with the output its step reads; ``subprocess.Popen`` and the clock, for gpu_check."""
+
+    RUNS = {"resume": 3, "ranks": 2}  # commands a step runs, sharing its cap
+    OUTPUT = {
+        "env": 'gpu_check: {"torch": "t", "cuda": "c", "available": true, "gpu": "G", "nccl": "n", "bf16": true}',
+        "resnet34": "Epoch time: 2.00 s",
+        "ranks": "gpu_check: group epoch done",
+        "wrn": "Epoch time: 2.00 s",
+        "bench": "| row |",
+        "bf16-compile": "Epoch time: 2.00 s",
+    }
+
+    def __init__(self, monkeypatch):
+        self.now, self.started = 0.0, []
+        monkeypatch.setattr(gpu_check.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(gpu_check, "stop_tree", lambda proc, grace: None)
+        monkeypatch.setattr(gpu_check.subprocess, "Popen", self.popen)
+
+    def popen(self, command, stdout, **kwargs):
+        name = Path(stdout.name).stem
+        self.started.append(name)
+        gpu = self
+
+        class Process:
+            def wait(self, timeout=None):
+                takes = gpu_check.CAPS[name] / gpu.RUNS.get(name, 1) - 1
+                if takes > timeout:
+                    gpu.now += timeout
+                    raise subprocess.TimeoutExpired(command, timeout)
+                gpu.now += takes
+                stdout.write(gpu.OUTPUT.get(name, "") + "\n")
+                stdout.flush()
+                return -9 if name == "resume" and gpu.started.count("resume") == 2 else 0
+
+        return Process()
+
+
+def test_the_most_valuable_steps_fit_the_default_budget_even_at_their_caps(tmp_path, capsys, monkeypatch):
+    """Steps in order of value, each capped: when every step takes (almost) its whole cap, the versions,
+    the default run, the resume and the ranks still come back, and the rest is said as skipped for time."""
+    assert list(gpu_check.CAPS) == STEPS
+    gpu = SlowGpu(monkeypatch)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 0
+    *lines, last = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"PASS {step}" for step in STEPS[:5]] + [
+        f"SKIP {step}" for step in STEPS[5:]
+    ]
+    assert lines[5] == "SKIP wrn: skipped for time: the budget ran out 8 s into the step"
+    assert lines[6:] == [
+        "SKIP bench: skipped for time: no time left",
+        "SKIP bf16-compile: skipped for time: no time left",
+    ]
+    assert json.loads(last)["skipped_for_time"] == ["wrn", "bench", "bf16-compile"]
+    assert gpu.now <= gpu_check.BUDGET <= 6 * 60 - 60  # a minute or more of the six left for the install
 
 
 def test_a_budget_with_no_time_for_any_step_is_refused(capsys):
