@@ -145,6 +145,35 @@ class Experiment:
             checkpoint.save(self.files.checkpoint, self.state())
         self.saved_epochs = self.epochs_done
 
+    def settle_buckets(self) -> None:
+        """One training step through the DDP wrapper whose every effect is undone, taken at the start of
+        every session before its first batch, so that each session sums its gradients in the same layout.
+
+        DDP sums a session's first backward pass in buckets of the parameters in reverse order, then lays
+        its buckets out again in the order the gradients became ready. With three or more processes a
+        ring all-reduce adds an element's terms in an order set by its place in the bucket, so a session
+        resumed at an epoch would sum its first batch otherwise than the uninterrupted run summed that
+        batch, and the bits would differ. This step (zero images of the first batch's shape, in train
+        mode, as batches train, so a compiled network meets no new graph) gives DDP that first pass.
+        Undone: the random states (dropout would draw), BatchNorm's running statistics and the
+        gradients; the optimiser does not step. With one or two processes the layout changes no sum
+        (two terms add alike in either order), so their numbers are unchanged."""
+        first = min(self.config["batch_size"], self.train_loader.samples) // self.team.world
+        memory = torch.channels_last if self.config["channels_last"] else torch.contiguous_format
+        images = torch.zeros(first, 3, 32, 32, device=self.device).contiguous(memory_format=memory)
+        buffers = [buffer.clone() for buffer in self.model.buffers()]
+        was_training = self.net.training
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self.net.train()
+            with self.autocast():
+                outputs = self.net(images)
+            outputs.float().sum().backward()  # the gradients' order is the network's, whatever the loss
+        self.net.train(was_training)
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), buffers):
+                buffer.copy_(saved)
+        self.optimizer.zero_grad(set_to_none=True)
+
     def train_epoch(self, epoch: int, guard: Guard) -> tuple[float, float, list[float]]:
         """The module's ``train_epoch`` on this run's network, data, optimiser and schedule: the epoch's
         mean loss, accuracy, and each batch's rate."""
@@ -360,6 +389,8 @@ def setup(
     )
     if saved is not None:
         exp.restore(saved)
+    if team.world > 1:
+        exp.settle_buckets()
     team.barrier()  # every process has read what it needs before the first process writes
     if team.is_main:
         if args.overwrite:
