@@ -30,12 +30,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from sgdr import storage
 from sgdr.cli import Parser, int_at_least, reports_user_errors
 from sgdr.data import cifar, loaders
+from sgdr.paper.grid import DEFAULTS as GRID_DEFAULTS
 from sgdr.parallel import devices, distributed
 from sgdr.run import checkpoint, experiment, settings, stopping
 from sgdr.run.epoch import train_epoch
 from sgdr.training import recipes
 from sgdr.training.networks import build_network, count_parameters
 from sgdr.training.schedules import build_schedule
+
+# The paper's grid as grid.sh trains it by default: its schedules x its seeds (35 runs of 200 epochs).
+GRID_RUNS = len(GRID_DEFAULTS["SCHEDULES"].split()) * len(GRID_DEFAULTS["SEEDS"].split())
 
 
 def sync(device: torch.device) -> None:
@@ -347,7 +351,7 @@ def stop_agreement(batches: int) -> None:
 def compare_models(names: Sequence[str], device: torch.device, batch: int, steps: int, repeats: int) -> None:
     """train.py's training step (channels_last, the default) for each network under each recipe,
     what that makes one training epoch (validation not included): the tutorial's 50,000 images
-    in 391 batches, the paper's 100,000 samples in 781; the paper's grid of 30 runs of 200 such
+    in 391 batches, the paper's 100,000 samples in 781; the paper's grid of GRID_RUNS runs of 200 such
     epochs; and what the checkpoint written at the end of every epoch costs beside an epoch."""
     batches = {}
     for recipe in recipes.RECIPES.values():
@@ -363,7 +367,7 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
                 f"tutorial epoch ({batches['tutorial']} batches)",
                 "images/s, paper",
                 f"paper epoch ({batches['paper']} batches)",
-                "paper grid (30 x 200 epochs)",
+                f"paper grid ({GRID_RUNS} x 200 epochs)",
                 "checkpoint",
                 "checkpoint write (read)",
                 "write / epoch",
@@ -390,7 +394,7 @@ def compare_models(names: Sequence[str], device: torch.device, batch: int, steps
                     f"{seconds['tutorial'] / 60:,.1f} min",
                     f"{rates['paper']:,.1f}",
                     f"{seconds['paper'] / 60:,.1f} min",
-                    f"{30 * 200 * seconds['paper'] / 3600:,.0f} h",
+                    f"{GRID_RUNS * 200 * seconds['paper'] / 3600:,.0f} h",
                     f"{size / 1e6:,.1f} MB",
                     f"{write:.2f} s ({read:.2f} s)",
                     f"{write / seconds['tutorial']:.2%}",
