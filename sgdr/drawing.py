@@ -164,12 +164,11 @@ def comparison_figure(
                 ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize="medium")
-        if note:
-            fig.text(0.01, 0.005, note, fontsize="small", ha="left", va="bottom", wrap=True)
-            fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
-        if ax.get_legend_handles_labels()[0]:
-            fig.legend(loc="outside right upper", fontsize="small")
+        fig.suptitle(title, fontsize="medium")
+        if note:  # over the axes, where the layout makes room for it
+            ax.set_title(note, fontsize="small", loc="left", wrap=True)
+        if handles := ax.get_legend_handles_labels()[0]:  # below the axes: the data keep the figure's width
+            fig.legend(loc="outside lower center", fontsize="small", ncols=2 if len(handles) > 3 else 1)
     return fig
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, call
 from fake_runs import fake_run
+from PIL import Image
 
 import grid
 import report
@@ -359,6 +360,12 @@ def test_runs_that_name_a_file_are_said_to_be_a_file(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def said_on(fig) -> str:
+    """Every text of a figure: its title, the note over its axes, any other text."""
+    texts = [fig.get_suptitle(), *(ax.get_title(loc="left") for ax in fig.axes), *(t.get_text() for t in fig.texts)]
+    return " ".join(texts)
+
+
 def drawn(fig):
     """The figure drawn (as saving it would), for the places of its artists."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -394,9 +401,9 @@ def test_in_figure_2_no_series_hides_another_and_the_legend_leaves_the_data_alon
     axes = fig.axes[0].get_window_extent(renderer)
     (legend,) = fig.legends
     assert not legend.get_window_extent(renderer).overlaps(axes)
-    assert fig.axes[0].get_title() and "the paper's Figure 2" in fig.axes[0].get_title()
+    assert "the paper's Figure 2" in fig.get_suptitle()
     # The paper's points are read at epochs 127-200: beyond these 100 epochs, and the figure says so.
-    assert "lie beyond these runs' 100 epochs" in " ".join(text.get_text() for text in fig.texts)
+    assert "lie beyond these runs' 100 epochs" in said_on(fig)
 
 
 def test_a_schedule_has_one_style_in_every_figure_of_every_report(tmp_path):
@@ -476,7 +483,8 @@ def test_the_report_says_its_resolution_and_marks_differences_inside_the_seeds_s
 
 def scaled_grid(root: Path) -> Path:
     """The runs a scaled try-out (SCALED=1 EPOCHS=30, one seed) plans, written as fake runs in its folders with
-    known errors: every schedule's error falls 1 point an epoch from 40 to its floor; its plan beside them."""
+    known errors: every schedule's error falls 1.2 points an epoch from 40 (to 4.0 at epoch 30); its plan beside
+    them."""
     env = {"PYTHON": "python", "SEEDS": "1", "EPOCHS": "30", "SCALED": "1", "GRID_DIR": str(root), "MODEL": "wrn-10-1"}
     code, out, err = call(lambda argv: grid.main(argv, environ=env), ["--print"])
     assert code == 0, err
@@ -487,7 +495,8 @@ def scaled_grid(root: Path) -> Path:
         config = {"warm_restart": args.warm_restart, "t_zero": args.t_zero, "t_mult": args.t_mult}
         config = config if args.warm_restart else {"warm_restart": False, "milestones": args.milestones}
         folder = Path(args.output_dir)
-        fake_run(folder.parent, folder.name, 30, model="wrn-10-1", lr=args.lr, error=descending(40, 1, floor), **config)
+        error = descending(40, 1.2, floor)
+        fake_run(folder.parent, folder.name, 30, model="wrn-10-1", lr=args.lr, error=error, **config)
     grid_folder = root / "cifar10-wrn-10-1-paper"
     (grid_folder / "grid.txt").write_text(f"# scaled: every schedule's epochs x 30/200\n{out}")
     return grid_folder
@@ -516,9 +525,9 @@ def test_a_scaled_try_out_is_reported_as_the_papers_schedules_scaled(tmp_path):
     assert [row[1] for row in rows.values()] == ["30", "30", "24", "30", "30", "15", "30"]
     assert [row[-1] for row in rows.values()] == ["4.24", "4.13", "4.17", "4.07", "3.86", "4.09", "4.03"]
     anytime = {row[0]: row[1:] for row in section(text, "Anytime performance")}
-    # Each curve is 40 - epoch until its floor: after 30 epochs every one is at 10.00, read at its cycle ends.
-    assert "- default with eta_0 = 0.1: final median 10.00% after 30 epochs" in text
-    assert anytime["T_0 = 10, T_mult = 2 (scaled: T_0 = 2)"][0] == "2: 38.00; 6: 34.00; 14: 26.00; 30: 10.00"
+    # Each curve is 40 - 1.2 x epoch: after 30 epochs every one is at 4.00, read at its cycle ends.
+    assert "- default with eta_0 = 0.1: final median 4.00% after 30 epochs" in text
+    assert anytime["T_0 = 10, T_mult = 2 (scaled: T_0 = 2)"][0] == "2: 37.60; 6: 32.80; 14: 23.20; 30: 4.00"
     assert anytime["T_0 = 10, T_mult = 2 (scaled: T_0 = 2)"][-1] == "2x-4x fewer"
 
 
@@ -533,5 +542,20 @@ def test_figure_2_of_a_scaled_try_out_says_so_and_draws_the_papers_points_at_the
         if line.get_marker() == "*" and len(line.get_xdata())
     }
     assert stars == {(30, 4.24), (30, 4.13), (24, 4.17), (30, 4.07), (30, 3.86), (15, 4.09), (30, 4.03)}
-    assert "scaled" in " ".join(text.get_text() for text in fig.texts)
+    assert "scaled" in said_on(fig)
     assert (folder / "grid.txt").exists()
+    out = tmp_path / "figures"
+    out.mkdir()
+    paper_report.figures(runs, {}, out, "g", "cifar10", "wrn-10-1", rows, "cifar10, wrn-10-1")
+    with Image.open(out / "test_error_g.png") as image:  # drawn, titled in the figure itself
+        assert image.size == (1000, 700)
+
+
+def test_figure_2_leaves_out_the_papers_points_where_they_would_only_squash_the_curves(tmp_path):
+    """A try-out on a few images errs at 60-80%: the paper's 4% would flatten every curve into a band."""
+    fake_run(tmp_path, "d", 200, error=descending(80, 1 / 10, 60), **MULTISTEP)
+    fake_run(tmp_path, "t10", 200, error=descending(80, 1 / 10, 60), **SGDR_10_2)
+    fig = paper_report.error_figure(paper_report.find_runs(tmp_path)[0], "cifar10", "wrn-28-10")
+    assert not [line for line in fig.axes[0].get_lines() if line.get_marker() == "*" and len(line.get_xdata())]
+    said = said_on(fig)
+    assert "The paper's Table 1 entries (3.86-4.24%) lie outside these curves' range (60.00-79.90%): not drawn" in said

@@ -158,7 +158,8 @@ def schedule_name(schedule: tuple, epochs: int | None = None) -> str:
         said = dict(options[0])
         extra = []
         if said.get("warmup_epochs"):
-            extra.append(f"warmup {said['warmup_epochs']} epochs from lr {said.get('warmup_start_lr', 0.0):g}")
+            warmup = said["warmup_epochs"]
+            extra.append(f"warmup {warmup} epoch{'s' * (warmup != 1)} from lr {said.get('warmup_start_lr', 0.0):g}")
         if "cycle_decay" in said:
             extra.append(f"cycle decay {said['cycle_decay']:g}")
         if "cycle_limit" in said:
@@ -196,11 +197,11 @@ PAPER_STYLES = {
 # wherever the schedule is drawn.
 OTHER_STYLES = [
     drawing.Style(color, line, marker)
-    for color, marker in zip(
+    for color, line, marker in zip(
         ("olive", "cyan", "magenta", "teal", "navy", "darkgoldenrod", "black", "pink"),
-        ("x", "+", "p", "h", "P", "X", "d", "1"),
+        ("-.", ":", "-.", ":", "-.", ":", "-.", ":"),
+        ("x", "+", "p", "h", "P", "X", "d", "8"),
     )
-    for line in ("-.", ":")
 ]
 
 
@@ -262,7 +263,8 @@ class Rows:
             return PAPER_STYLES[paper]
         start = zlib.crc32(schedule_name(schedule).encode())
         styles = [OTHER_STYLES[(start + k) % len(OTHER_STYLES)] for k in range(len(OTHER_STYLES))]
-        return next((style for style in styles if style not in taken), styles[0])
+        colors = {style.color for style in taken}
+        return next((style for style in styles if style.color not in colors), styles[0])
 
     def styles(self, schedules: Sequence[tuple]) -> dict[tuple, drawing.Style]:
         """The style of each of a figure's ``schedules``: the paper's first, so theirs never move."""
@@ -644,11 +646,23 @@ def error_figure(runs: list[Run], dataset: str, model: str, rows: Rows | None = 
         series.append(drawing.Series(points, values, rows.name(schedule), styles[schedule], marked))
     epochs = max(len(r.metrics) for r in runs)
     points = paper_marks(rows, dataset, epochs)
+    values = [v for one in series for v in one.values]
+    if points and all(not min(values) <= error <= max(values) for _, _, error in points):
+        errors = [error for _, _, error in points]  # far from every curve (another setup): they would only squash them
+        note = (
+            f"The paper's Table 1 entries ({min(errors):.2f}-{max(errors):.2f}%) lie outside these curves' range "
+            f"({min(values):.2f}-{max(values):.2f}%): not drawn, so that the curves keep their scale."
+        )
+        points = []
+    else:
+        note = ""
     marks = [
         (epoch, error, styles[schedule].color if schedule in styles else "black", STARS * (k == 0))
         for k, (schedule, epoch, error) in enumerate(points)
     ]
-    if dataset not in COLUMN:
+    if note:
+        pass
+    elif dataset not in COLUMN:
         note = f"The paper has no numbers for {dataset}."
     elif not points:
         note = f"The paper's Table 1 points (read at epochs 127-200) lie beyond these runs' {epochs} epochs."
@@ -657,7 +671,8 @@ def error_figure(runs: list[Run], dataset: str, model: str, rows: Rows | None = 
     else:
         note = ""
     if rows.scaled:
-        note = (note + " " if note else "") + f"Stars at the scaled schedules' reading epochs: {rows.scaling()}."
+        stars = "Stars at the scaled schedules' reading epochs: " if points else ""
+        note = (note + " " if note else "") + f"{stars}{rows.scaling()[0].upper()}{rows.scaling()[1:]}."
     black = [schedule for schedule, _, _ in points if schedule not in styles]
     if black:
         note = (note + " " if note else "") + "Black stars: schedules these runs do not include."
@@ -690,9 +705,9 @@ def figures(
     runs: list[Run], curves: dict, out: Path, name: str, dataset: str, model: str, rows: Rows, title: str
 ) -> list[Path]:
     paths = [out / f"test_error_{name}.png"]
-    drawing.save_figure(
-        error_figure(runs, dataset, model, rows, f"Figure 2 (recommended solutions): {title}"), paths[0]
-    )
+    title += ", a scaled try-out" if rows.scaled else ""
+    figure = error_figure(runs, dataset, model, rows, f"Figure 2 (recommended solutions): {title}")
+    drawing.save_figure(figure, paths[0])
     if curves:
         paths.append(out / f"ensembles_{name}.png")
         drawing.save_figure(ensembles_figure(curves, rows, title), paths[1])
@@ -818,8 +833,9 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         if not skip_ensembles:
             test = ensembles.SnapshotOutputs(data_dir, pick_device(device))  # this group's test set
             try:
-                grid_words = (("MODEL", "model"), ("DATASET", "dataset"), ("RECIPE", "recipe"))
+                grid_words = (("MODEL", "model"), ("DATASET", "dataset"), ("RECIPE", "recipe"), ("EPOCHS", "epochs"))
                 grid_settings = "".join(f"{word}={settings[key]} " for word, key in grid_words)
+                grid_settings = grid_settings.replace(f"EPOCHS={PAPER_EPOCHS} ", "") + "SCALED=1 " * rows.scaled
                 table, curves = table2(group, dataset, test, paper_header, rows, grid_settings)
             except UserError as error:  # most often: no data set here
                 raise UserError(
