@@ -183,6 +183,11 @@ def planned_runs(grid: Grid, runs: list[PlannedRun], settings: list[str]) -> tup
     (the grid's folder found in GRID_DIR when it holds one plan); with settings, theirs, refused (naming the
     folder) where they name runs the plan does not have."""
     plan = grid.root / PLAN
+    if (Path(grid.folder) / PLAN).is_file():  # GRID_DIR names a grid's own folder, one level too deep
+        raise GridError(
+            f"GRID_DIR={grid.folder} is a grid's own folder (it holds {PLAN}); GRID_DIR is the folder above it: "
+            f"GRID_DIR={Path(grid.folder).parent}."
+        )
     if not plan.is_file():
         plans = sorted(Path(grid.folder).glob(f"*/{PLAN}"))
         named = {"MODEL", "DATASET", "RECIPE"} & set(settings) or any(f.startswith("--") for f in settings)
@@ -194,17 +199,18 @@ def planned_runs(grid: Grid, runs: list[PlannedRun], settings: list[str]) -> tup
                 f"{', '.join(p.parent.name for p in plans)}: name one with MODEL, DATASET and RECIPE (as submitted)."
             )
         plan = plans[0]
-    in_plan = unique_folders(read_plan_file(plan))
+    every = read_plan_file(plan)  # every line: a plan grows with each submission (more seeds, more epochs)
+    in_plan = unique_folders(every)
     if not settings:
         return in_plan, plan.parent, f"(the runs of its plan, {plan})"
-    planned = {run.same_run for run in in_plan}
+    planned = {run.same_run for run in every}
     if missing := [run for run in runs if run.same_run not in planned]:
         raise GridError(
             f"the settings given plan {len(missing)} run(s) that the plan of {plan.parent} does not have (e.g. "
-            f"{missing[0].files.run_dir}): give the settings it was submitted with, or none (sh grid.sh --status "
-            "alone reads its plan)."
+            f"{missing[0].files.run_dir}): give the settings it was submitted with (MODEL, DATASET, RECIPE, SEEDS, "
+            "EPOCHS, SCHEDULES, ... and train.py flags), or none (sh grid.sh --status alone reads its plan)."
         )
-    more = len(in_plan) - len(runs)
+    more = len(in_plan) - len({run.files.run_dir.resolve() for run in runs})
     return (
         runs,
         grid.root,

@@ -1066,6 +1066,13 @@ def test_a_scaled_try_out_scales_every_schedule_to_the_epochs_asked_for(tmp_path
     assert code == 2 and "default's steps after epochs 60, 120, 160 fall on epochs 1, 2, 2" in err
     code, _, err = grid_sh({"SCALED": "yes"}, "--print")
     assert code == 2 and "SCALED is yes" in err
+    # Table 2's extra seeds that would end no cycle (so leave no snapshot) are refused, not trained for nothing.
+    code, _, err = grid_sh({"SEEDS": "1", "EPOCHS": "6", "TABLE2_SEEDS": "1 2 3"}, "--print")
+    assert code == 2 and "first cycle ends after epoch 10, beyond EPOCHS=6" in err and "SCALED=1" in err
+    assert (
+        grid_sh({"SEEDS": "1", "EPOCHS": "6", "TABLE2_SEEDS": "2", "SCALED": "1", "SCHEDULES": "10:2"}, "--print")[0]
+        == 0
+    )
     # The plan says it was scaled, for the report; at 200 epochs SCALED=1 changes nothing.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bin").mkdir()
@@ -1112,6 +1119,17 @@ def test_status_reads_the_grids_plan_and_refuses_settings_that_disagree_with_it(
     )
     code, _, err = grid_sh({"GRID_DIR": "g"}, "--status")
     assert code == 2 and "holds the plans of cifar10-wrn-10-1-paper, cifar10-wrn-16-4-paper" in err
+    # GRID_DIR naming a grid's own folder: the folder above it is meant.
+    code, _, err = grid_sh({"GRID_DIR": "g/cifar10-wrn-16-4-paper"}, "--status")
+    assert code == 2 and "GRID_DIR=g/cifar10-wrn-16-4-paper is a grid's own folder" in err and "GRID_DIR=g." in err
+    # A plan that grew over two submissions of the same folders (EPOCHS 3, then 4): each one's settings are its.
+    longer = {**other, "EPOCHS": "4"}
+    planner.record_plan(
+        [planner.planned_run(c, "test") for c in grid_commands(longer)], Path("g/cifar10-wrn-16-4-paper")
+    )
+    for settings_given in (other, longer):
+        code, out, err = grid_sh(settings_given, "--status")
+        assert code == 0 and "4 runs: 4 not started" in out and "more run(s)" not in out, err
 
 
 def slurm_run(grid_folder: Path, seed: int, task: str) -> Path:
@@ -1144,8 +1162,25 @@ def test_status_tells_a_requeued_run_from_a_cancelled_one_where_squeue_answers(t
     lines = out.splitlines()
     assert lines[1].split()[:3] == ["seed1/multistep", "queued", "3/200"] and "task 41_0 is PENDING" in lines[1]
     assert lines[2].split()[:3] == ["seed2/multistep", "interrupted", "3/200"]
-    assert "task 41_1 is not in the queue (cancelled?): submit again to continue" in lines[2]
+    assert "no task of it is in the queue (the last: 41_1; cancelled?): submit again to continue" in lines[2]
     assert "2 runs: 1 queued, 1 interrupted" in out
+    # A run whose earlier task is queued again after a later one, and a run a new submission's task will start:
+    # both queued (the grid's slurm/ folder says which task of a submission runs which run).
+    env3 = {**env, "SEEDS": "1 2 3"}
+    third = slurm_run(root, 3, "41_2")
+    with third.with_name("multistep.log").open("a") as log:
+        log.write("== grid: task 77_2 (job 80) starts on node2, start 1 at 2026-12-01T03:00:00Z\n")
+        log.write("Stopped by SIGTERM.\n== grid: exit status 143 at 2026-12-01T03:10:00Z\n")
+    (root / "slurm").mkdir()
+    (root / "slurm" / "tasks_90.txt").write_text(f"90_1 {(root / 'seed2' / 'runs' / 'multistep').resolve()}\n")
+    squeue.write_text("#!/bin/sh\necho '41_2|PENDING'\necho '90_1|PENDING'\n")
+    with monkeypatch.context() as mp:
+        mp.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        code, out, err = grid_sh(env3, "--status")
+    lines = out.splitlines()
+    assert lines[2].split()[1] == "queued" and "task 90_1 is PENDING" in lines[2], out
+    assert lines[3].split()[1] == "queued" and "task 41_2 is PENDING" in lines[3], out
+    (root / "slurm" / "tasks_90.txt").unlink()
     # Where squeue does not answer, the status says its states come from the folders alone.
     squeue.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n")
     with monkeypatch.context() as mp:
@@ -1160,5 +1195,6 @@ def test_plot_on_a_grid_names_the_script_for_it_and_marks_an_unfinished_run(tmp_
     assert code == 1 and "Traceback" not in err and "train.py" not in err
     assert f"{tiny_grid} holds a grid: plot.py draws the reference runs" in err
     assert f"python report.py --runs {tiny_grid}" in err
-    code, out, err = call(plot.main, ["--output-dir", str(tiny_grid / "cifar10-wrn-10-1-paper")])
-    assert code == 1 and "holds a grid" in err
+    for inside in ("cifar10-wrn-10-1-paper", "cifar10-wrn-10-1-paper/seed1"):  # a seed's folder has a multistep run
+        code, out, err = call(plot.main, ["--output-dir", str(tiny_grid / inside)])
+        assert code == 1 and "holds a grid" in err and "is missing" not in err, err

@@ -204,8 +204,20 @@ def test_the_anytime_rows_measure_the_papers_claim_against_its_baseline_eta_0_0_
     assert "- default with eta_0 = 0.05: final median 2.50% after 200 epochs, tolerance 0.01, so comparable is at or "
     rows = {row[0]: row[1:] for row in section(text, "Anytime performance")}
     # Against the paper's baseline (200 epochs), then beside it the default with 0.05 (152 epochs).
-    assert rows["T_0 = 1, T_mult = 2"][1:] == ["epoch 63 (2.00)", "3.17x", "epoch 63 (2.00)", "2.41x", "2x-4x fewer"]
-    assert rows["T_0 = 10, T_mult = 2"][1:] == ["epoch 150 (1.00)", "1.33x", "epoch 150 (1.00)", "1.01x", "2x-4x fewer"]
+    assert rows["T_0 = 1, T_mult = 2"][1:] == [
+        "epoch 63 (2.00)",
+        "3.17x",
+        "epoch 63 (2.00)",
+        "2.41x",
+        "2x-4x (against eta_0 = 0.1)",
+    ]
+    assert rows["T_0 = 10, T_mult = 2"][1:] == [
+        "epoch 150 (1.00)",
+        "1.33x",
+        "epoch 150 (1.00)",
+        "1.01x",
+        "2x-4x (against eta_0 = 0.1)",
+    ]
     assert rows["T_0 = 50, T_mult = 1"][1:] == ["epoch 100 (0.50)", "2.00x", "epoch 100 (0.50)", "1.52x", ""]
     assert rows["T_0 = 200, T_mult = 1"][1:] == [
         "not reached in 200 epochs",
@@ -223,7 +235,7 @@ def test_without_the_papers_baseline_the_anytime_rows_say_what_they_are_measured
     text = run_report(tmp_path, "--skip-ensembles")
     assert "**No runs of default with eta_0 = 0.1 (lr x 0.2 at 60, 120, 160)**, the paper's baseline" in text
     rows = {row[0]: row[1:] for row in section(text, "Anytime performance")}
-    assert rows["T_0 = 10, T_mult = 2"][1:] == ["epoch 150 (1.00)", "1.01x", "2x-4x fewer"]
+    assert rows["T_0 = 10, T_mult = 2"][1:] == ["epoch 150 (1.00)", "1.01x", "2x-4x (against eta_0 = 0.1)"]
 
 
 def test_comparable_allows_the_baselines_spread_over_seeds_and_the_default_is_read_by_the_same_rule(tmp_path):
@@ -528,7 +540,7 @@ def test_a_scaled_try_out_is_reported_as_the_papers_schedules_scaled(tmp_path):
     # Each curve is 40 - 1.2 x epoch: after 30 epochs every one is at 4.00, read at its cycle ends.
     assert "- default with eta_0 = 0.1: final median 4.00% after 30 epochs" in text
     assert anytime["T_0 = 10, T_mult = 2 (scaled: T_0 = 2)"][0] == "2: 37.60; 6: 32.80; 14: 23.20; 30: 4.00"
-    assert anytime["T_0 = 10, T_mult = 2 (scaled: T_0 = 2)"][-1] == "2x-4x fewer"
+    assert anytime["T_0 = 10, T_mult = 2 (scaled: T_0 = 2)"][-1] == "2x-4x (against eta_0 = 0.1)"
 
 
 def test_figure_2_of_a_scaled_try_out_says_so_and_draws_the_papers_points_at_the_scaled_epochs(tmp_path):
@@ -559,3 +571,39 @@ def test_figure_2_leaves_out_the_papers_points_where_they_would_only_squash_the_
     assert not [line for line in fig.axes[0].get_lines() if line.get_marker() == "*" and len(line.get_xdata())]
     said = said_on(fig)
     assert "The paper's Table 1 entries (3.86-4.24%) lie outside these curves' range (60.00-79.90%): not drawn" in said
+
+
+def test_a_schedule_of_a_report_keeps_its_style_from_figure_2_to_the_ensembles_figure(tmp_path, monkeypatch):
+    """Schedules that are not the paper's take their style by name; the ensembles figure holds fewer of them
+    than Figure 2 and must not give one of them another style."""
+    for name, schedule in [
+        ("d", MULTISTEP),
+        ("d3", {**MULTISTEP, "lr": 0.03}),
+        ("w", {"warm_restart": True, "t_zero": 195, "t_mult": 1, "warmup_epochs": 5}),
+        ("c", {**SGDR_10_2, "cycle_decay": 0.5}),
+        ("t10", SGDR_10_2),
+    ]:
+        fake_run(tmp_path, name, 200, error=descending(12, 1 / 20, 2), **schedule)
+    runs = paper_report.find_runs(tmp_path)[0]
+    rows = paper_report.Rows.of(runs, "wrn-28-10")
+    drawn_figures = []
+    monkeypatch.setattr(paper_report.drawing, "save_figure", lambda fig, path: drawn_figures.append(fig))
+    warm = [run.schedule for run in runs if run.config["warm_restart"]]
+    curves = {schedule: [3.0, 2.0] for schedule in warm if schedule != (0.05, (10, 2), (("cycle_decay", 0.5),))}
+    paper_report.figures(runs, curves, tmp_path, "g", "cifar10", "wrn-28-10", rows, "a group")
+    figure2, ensembles_fig = ({line.get_label(): line for line in series_lines(fig)} for fig in drawn_figures)
+    assert len(ensembles_fig) == 2
+    for name, line in ensembles_fig.items():
+        style = (line.get_color(), line.get_linestyle(), line.get_marker())
+        assert style == (figure2[name].get_color(), figure2[name].get_linestyle(), figure2[name].get_marker()), name
+    assert len({line.get_color() for line in figure2.values()}) == 5  # and no two schedules share a colour
+    assert "1 warm-restart schedule(s) without snapshots" in said_on(drawn_figures[1])
+
+
+def test_a_scaled_try_out_says_which_of_the_papers_epochs_it_rounds():
+    rows = paper_report.Rows(30, "wrn-28-10", scaled=True)
+    assert rows.exactness() == (
+        "Rounded, so the cycles do not end where the paper's do: T_0 = 1 becomes 1 (0.15), T_0 = 10 becomes 2 "
+        "(1.5), T_0 = 50 becomes 8 (7.5); at EPOCHS=40 only T_0 = 1 is rounded."
+    )
+    assert paper_report.Rows(40, "wrn-28-10", scaled=True).exactness() == ""  # 10, 20, 40, 2; steps 12, 24, 32

@@ -140,6 +140,10 @@ def test_plot_merges_the_validation_losses(finished):
         assert image.size == (1000, 700)
 
 
+def test_the_stop_message_counts_its_epochs_in_words():
+    assert [train.epochs(n) for n in (0, 1, 2)] == ["0 complete epochs", "1 complete epoch", "2 complete epochs"]
+
+
 def test_plot_marks_a_run_that_has_not_finished(finished, tmp_path, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(finished[0], out)

@@ -321,6 +321,14 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     for schedule in schedules:
         if schedule not in grid.schedules:  # one spelling of one run: 10:2/d0.5/w5 is 10:2/w5/d0.5
             grid.schedules.append(schedule)
+    table2 = read_word(TABLE2_SCHEDULE, grid.baseline)
+    table2 = scaled(table2, grid.epochs) if grid.scaled else table2
+    if grid.table2_seeds and table2.t_zero > grid.epochs:  # its runs would end no cycle: no snapshot, no ensemble
+        raise GridError(
+            f"TABLE2_SEEDS trains T_0 = {table2.t_zero}, T_mult = {table2.t_mult} for Table 2's ensembles, whose first "
+            f"cycle ends after epoch {table2.t_zero}, beyond EPOCHS={grid.epochs}: those runs would leave no "
+            "snapshots. Train more epochs, or SCALED=1 to scale the schedules to these."
+        )
     return grid
 
 

@@ -23,6 +23,7 @@ EXIT_LINE = re.compile(re.escape(LOG_MARK) + r"exit status (\d+)")
 TASK_LINE = re.compile(re.escape(LOG_MARK) + r"task (\d+_\d+) ")
 BUSY = RunBusy.exit_status  # train.py's exit status when another process holds the run
 STATES = ("finished", "running", "queued", "interrupted", "failed", "conflict", "not started")
+TASKS = "tasks_{}.txt"  # in a grid's slurm/ folder, for each submission: "<job>_<task> <run folder>" a line
 SQUEUE_SECONDS = 20  # squeue on a busy controller can be slow; past this, the states come from the folders only
 
 
@@ -163,14 +164,49 @@ def queue() -> dict[str, str] | None:
     return dict(line.strip().split("|", 1) for line in done.stdout.splitlines() if "|" in line)
 
 
-def with_queue(run: PlannedRun, now: RunState, tasks: dict[str, str]) -> RunState:
-    """An interrupted run's state as the queue tells it: queued again (SLURM requeued its task) or not."""
-    task = last_task(run.files.log)
-    if now.state != "interrupted" or task is None:
+def submitted_tasks(folder: Path) -> dict[Path, list[str]]:
+    """Every array task ``grid.sh --submit`` gave each run of the grid in ``folder`` (its slurm/ record of each
+    submission), by the run's folder."""
+    tasks: dict[Path, list[str]] = {}
+    for path in sorted((folder / "slurm").glob(TASKS.format("*"))):
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            task, _, run_dir = line.partition(" ")
+            if run_dir:
+                tasks.setdefault(Path(run_dir), []).append(task)
+    return tasks
+
+
+def logged_tasks(log: Path) -> list[str]:
+    """Every array task that started the run, as its job script logged it (those that found it busy too)."""
+    try:
+        return [m[1] for line in log.read_text(errors="replace").splitlines() if (m := TASK_LINE.match(line))]
+    except OSError:
+        return []
+
+
+def tasks_of(run: PlannedRun, submitted: dict[Path, list[str]]) -> list[str]:
+    """The array tasks that ran or will run ``run``: those its log names, those a submission gave it."""
+    return list(dict.fromkeys([*logged_tasks(run.files.log), *submitted.get(run.files.run_dir.resolve(), [])]))
+
+
+def with_queue(run: PlannedRun, now: RunState, queued: dict[str, str], submitted: dict[Path, list[str]]) -> RunState:
+    """A run not under way, as the queue tells it: queued (a task of it waits to start: a requeue, a preemption,
+    a submission not started yet), or no task of it in the queue (cancelled?)."""
+    mine = tasks_of(run, submitted)
+    if now.state not in ("interrupted", "not started") or not mine:
         return now
-    if task in tasks:
-        return replace(now, state="queued", detail=f"task {task} is {tasks[task]} in the queue: it continues by itself")
-    return replace(now, detail=f"{now.detail}; task {task} is not in the queue (cancelled?): submit again to continue")
+    if waiting := [task for task in mine if task in queued]:
+        task = waiting[-1]
+        return replace(
+            now, state="queued", detail=f"task {task} is {queued[task]} in the queue: it continues by itself"
+        )
+    last = last_task(run.files.log) or mine[-1]
+    said = f"no task of it is in the queue (the last: {last}; cancelled?): submit again to continue"
+    return replace(now, detail=f"{now.detail}; {said}" if now.detail else said)
 
 
 def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, int], str]:
@@ -178,15 +214,17 @@ def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, in
     state, and a line on what the queue said ("" when no run was started by SLURM)."""
     states = [state(run) for run in runs]
     said = ""
-    if any(now.state == "interrupted" and last_task(run.files.log) for run, now in zip(runs, states)):
-        tasks = queue()
-        if tasks is None:
+    submitted = submitted_tasks(folder)
+    waiting = ("interrupted", "not started")
+    if any(now.state in waiting and tasks_of(run, submitted) for run, now in zip(runs, states)):
+        queued = queue()
+        if queued is None:
             said = (
                 "(states from the run folders only: squeue did not answer here, so a run SLURM requeued and one "
                 "whose task was cancelled both read as interrupted)"
             )
         else:
-            states = [with_queue(run, now, tasks) for run, now in zip(runs, states)]
+            states = [with_queue(run, now, queued, submitted) for run, now in zip(runs, states)]
     names = [short_name(run, folder) for run in runs]
     width = max(map(len, names), default=0)
     lines = []

@@ -9,6 +9,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from sgdr.paper.tables import (
     paper_column,
     paper_table1,
     paper_table2,
+    scaled_epochs,
     scaled_shape,
 )
 from sgdr.parallel.devices import pick_device
@@ -281,6 +283,34 @@ class Rows:
             f"a scaled try-out: every schedule's epochs (T_0, the default's steps, a warmup) are the paper's x "
             f"{self.epochs}/{PAPER_EPOCHS}, rounded (at least 1)"
         )
+
+    def rounded(self, epochs: int | None = None) -> list[str]:
+        """The paper's epoch counts that scaling to ``epochs`` (the group's) does not keep exact: ``T_0 = 50
+        becomes 8 (7.5)``."""
+        epochs = epochs or self.epochs
+        counts = sorted({shape[0] for _, shape in PAPER_TABLE1[self.column] if shape} | set(MILESTONES))
+        said = []
+        for count in counts:
+            exact = Fraction(count * epochs, PAPER_EPOCHS)
+            if exact != scaled_epochs(count, epochs):
+                what = "T_0 = " if count not in MILESTONES else "the step at "
+                said.append(f"{what}{count} becomes {scaled_epochs(count, epochs)} ({float(exact):g})")
+        return said
+
+    def exactness(self) -> str:
+        """Which of the paper's epochs the scaling rounds, and the fewest epochs from here that round only
+        T_0 = 1 (which no scaling below 200 epochs keeps) and keep the schedules apart."""
+        said = self.rounded()
+        if all(r.startswith("T_0 = 1 ") for r in said):
+            return ""
+
+        def fine(epochs: int) -> bool:
+            keys = [(lr, scaled_shape(shape, epochs)) for lr, shape in PAPER_TABLE1[self.column]]
+            return all(r.startswith("T_0 = 1 ") for r in self.rounded(epochs)) and len(set(keys)) == len(keys)
+
+        better = next((e for e in range(self.epochs + 1, PAPER_EPOCHS) if fine(e)), None)
+        hint = f"; at EPOCHS={better} only T_0 = 1 is rounded" if better else ""
+        return f"Rounded, so the cycles do not end where the paper's do: {', '.join(said)}{hint}."
 
 
 def by_schedule(runs: Sequence[Run], rows: Rows | None = None) -> dict[Any, list[Run]]:
@@ -553,7 +583,7 @@ def _claim(paper: tuple | None, schedule: tuple) -> str:
     if paper is None or schedule[2:] or paper[1] is None:
         return ""
     if paper[1][1] == CLAIM_T_MULT:
-        return f"{PAPER_CLAIM[0]}x-{PAPER_CLAIM[1]}x fewer"
+        return f"{PAPER_CLAIM[0]}x-{PAPER_CLAIM[1]}x (against eta_0 = 0.1)"
     return "the worst anytime performance" if paper[1] == (200, 1) else ""
 
 
@@ -595,7 +625,7 @@ def anytime(runs: list[Run], rows: Rows) -> list[str]:
         )
     header = ["schedule", "median test error % at each cycle end (epoch: error)"]
     for b in present:
-        header += [f"first at or below {targets[b].level:.2f}", f"fewer epochs than the {short[b]}"]
+        header += [f"first at or below {targets[b].level:.2f}", f"the {short[b]}'s epochs / these"]
     lines += ["", "| " + " | ".join([*header, "the paper"]) + " |", "|" + " --- |" * (len(header) + 1)]
     for schedule, group in groups.items():
         values, points = recommended_curve(group)
@@ -632,12 +662,15 @@ def paper_marks(rows: Rows, dataset: str, epochs: int) -> list[tuple[tuple, int,
     return points
 
 
-def error_figure(runs: list[Run], dataset: str, model: str, rows: Rows | None = None, title: str = ""):
+def error_figure(
+    runs: list[Run], dataset: str, model: str, rows: Rows | None = None, title: str = "", styles: dict | None = None
+):
     """Figure 2: the recommended solutions' median test error against epochs for every schedule, with the
-    paper's Table 1 entries as stars at the epochs it reads them, in the colour of the schedule's curve."""
+    paper's Table 1 entries as stars at the epochs it reads them, in the colour of the schedule's curve.
+    ``styles``: the group's (Rows.styles of all its schedules), shared by its figures."""
     rows = rows or Rows.of(runs, model)
     groups = by_schedule(runs, rows)
-    styles = rows.styles(list(groups))
+    styles = styles or rows.styles(list(groups))
     series = []
     for schedule, group in groups.items():
         values, points = recommended_curve(group)
@@ -686,17 +719,19 @@ def error_figure(runs: list[Run], dataset: str, model: str, rows: Rows | None = 
     )
 
 
-def ensembles_figure(curves: dict, rows: Rows, title: str):
-    """Table 2's N = 1 rows as curves: test error against M for each schedule, in its style."""
-    styles = rows.styles(list(curves))
+def ensembles_figure(curves: dict, rows: Rows, title: str, styles: dict | None = None, left_out: int = 0):
+    """Table 2's N = 1 rows as curves: test error against M for each schedule, in its style (``styles``: the
+    group's, as in its Figure 2); ``left_out``: how many warm-restart schedules have no snapshots."""
+    styles = styles or rows.styles(list(curves))
     series = [drawing.Series(range(1, len(c) + 1), c, rows.name(s), styles[s]) for s, c in curves.items()]
-    scaled = f" ({rows.scaling()})" if rows.scaled else ""
+    notes = [f"{left_out} warm-restart schedule(s) without snapshots: no curve (see Table 2)."] if left_out else []
+    notes += [f"{rows.scaling()[0].upper()}{rows.scaling()[1:]}."] if rows.scaled else []
     return drawing.comparison_figure(
         series,
         "Snapshots in the ensemble (M)",
         "Test error % (median over runs)",
         f"Snapshot ensembles of one run's last M cycle ends (Table 2, N = 1): {title}",
-        note=f"Schedules of the group without snapshots have no curve (see Table 2).{scaled}",
+        note=" ".join(notes),
         integer_x=True,
     )
 
@@ -706,11 +741,15 @@ def figures(
 ) -> list[Path]:
     paths = [out / f"test_error_{name}.png"]
     title += ", a scaled try-out" if rows.scaled else ""
-    figure = error_figure(runs, dataset, model, rows, f"Figure 2 (recommended solutions): {title}")
+    groups = by_schedule(runs, rows)
+    styles = rows.styles(list(groups))  # one style a schedule in both figures
+    figure = error_figure(runs, dataset, model, rows, f"Figure 2 (recommended solutions): {title}", styles)
     drawing.save_figure(figure, paths[0])
     if curves:
         paths.append(out / f"ensembles_{name}.png")
-        drawing.save_figure(ensembles_figure(curves, rows, title), paths[1])
+        warm = [s for s, group in groups.items() if group[0].config["warm_restart"]]
+        left_out = len([s for s in warm if s not in curves])
+        drawing.save_figure(ensembles_figure(curves, rows, title, styles, left_out), paths[1])
     return paths
 
 
@@ -753,7 +792,8 @@ def section_heading(
         notes += [
             "",
             f"**Scaled**: {rows.scaling()}, so that restarts, cycle ends and snapshots happen within "
-            f"{rows.epochs} epochs. Each row names the paper's schedule it stands for and its scaled form.",
+            f"{rows.epochs} epochs. Each row names the paper's schedule it stands for and its scaled form. "
+            f"{rows.exactness()}".rstrip(),
         ]
     if settings["recipe"] == "tutorial":
         notes += ["", TUTORIAL_DIFFERENCES]

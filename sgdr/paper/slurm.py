@@ -10,9 +10,10 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from sgdr import storage
 from sgdr.cli import UserError
 from sgdr.paper.grid import PlannedRun, record_plan
-from sgdr.paper.gridstate import BUSY, LOG_MARK
+from sgdr.paper.gridstate import BUSY, LOG_MARK, TASKS
 
 # Seconds before a task's time limit at which SLURM sends the job script SIGUSR1: the run stops at
 # its next batch boundary, the checkpoint holds every complete epoch, and the task requeues itself.
@@ -163,6 +164,8 @@ def submit(
         said = (done.stderr.strip() or done.stdout.strip() or "nothing").splitlines()[-1]
         raise UserError(f"sbatch gave no job id (it said: {said}): nothing was submitted, nothing planned.")
     record_plan(runs, folder, notes)
+    with storage.atomic_write(slurm_dir / TASKS.format(job)) as f:  # which task runs which run: for --status
+        f.write("".join(f"{job}_{k} {run.files.run_dir.resolve()}\n" for k, run in enumerate(runs)).encode())
     own_array = any(word == "-a" or word.startswith("--array") for word in options)
     tasks = "the tasks your --array names" if own_array else f"tasks 0-{len(runs) - 1}"
     return "\n".join(
