@@ -5,6 +5,9 @@ the ends of warm-restart cycles, with equal weights, and report test error for M
 
 With several runs, M counts snapshots per run: M = 3 over 3 runs is the paper's "3 runs x 3
 snapshots". The members are each run's last M snapshots (just before the last M restarts).
+Beside each row, SWA of the same snapshots: their weights averaged and BatchNorm's statistics
+recomputed over the run's training images, one network per run (several runs: those networks'
+softmax outputs averaged). See docs/averaging.md.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sgdr.cli import Parser, UserError, reports_user_errors
+from sgdr.cli import Parser, UserError, int_at_least, reports_user_errors
 from sgdr.data import cifar
+from sgdr.paper.averages import AverageOutputs, last_m_swa_errors
 from sgdr.paper.ensembles import SnapshotOutputs, last_m_errors, run_snapshots
 from sgdr.parallel import devices
 from sgdr.parallel.devices import pick_device
@@ -30,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (outputs/runs/wr_...) holding snapshots/")
     parser.add_argument("--data-dir", default=cifar.DATA_DIR, help="folder holding the data set")
     parser.add_argument("--device", type=devices.device_name, default=devices.AUTO, help="as train.py's --device")
+    parser.add_argument(
+        "--largest-m",
+        type=int_at_least(1),
+        default=None,
+        metavar="M",
+        help="the largest M shown (default: the fewest snapshots a run has)",
+    )
     return parser
 
 
@@ -51,13 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{run} has no snapshots: they are taken at the end of each warm-restart cycle "
                 "(python train.py --warm-restart ...), in <run folder>/snapshots/."
             )
+    fewest = min(len(snapshots) for snapshots in runs)
+    if args.largest_m is not None and args.largest_m > fewest:
+        which = min(zip(runs, args.runs), key=lambda pair: len(pair[0]))[1]
+        raise UserError(
+            f"--largest-m {args.largest_m} is more snapshots than {which} has ({fewest}): "
+            f"give --largest-m {fewest} or less, or leave it out."
+        )
     test = SnapshotOutputs(args.data_dir, pick_device(args.device))
+    average = AverageOutputs(test)
     print(f"{len(runs)} run(s); snapshots per run: {', '.join(str(len(s)) for s in runs)}")
-    print("| M | members (epochs, per run) | test error |")
-    print("| --- | --- | --- |")
-    for m, error in last_m_errors(runs, test):
+    print("| M | members (epochs, per run) | test error | SWA of the same snapshots |")
+    print("| --- | --- | --- | --- |")
+    swa = dict(last_m_swa_errors(runs, average, args.largest_m))
+    for m, error in last_m_errors(runs, test, args.largest_m):
         epochs = "; ".join(", ".join(str(layout.snapshot_epoch(p)) for p in snapshots[-m:]) for snapshots in runs)
-        print(f"| {m} | {epochs} | {error:.2%} |")
+        print(f"| {m} | {epochs} | {error:.2%} | {swa[m]:.2%} |")
+    print(f"networks at test time: the ensemble M x {len(runs)}, SWA {len(runs)}")
     return 0
 
 

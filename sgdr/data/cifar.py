@@ -53,7 +53,7 @@ def load_cifar(root: str | Path, train: bool, dataset: str = "cifar10", download
     except (OSError, RuntimeError):  # absent, incomplete or corrupt
         if not download:
             raise UserError(
-                f"{spec.title} {where_it_stands(root, spec)}. This tool reads the test set "
+                f"{spec.title} {where_it_stands(root, spec)}. This tool reads the data set "
                 f"and downloads nothing: point --data-dir at the folder that holds it, or fetch it with "
                 f"python -m sgdr.data --data-dir {root}{'' if dataset == 'cifar10' else f' --dataset {dataset}'} "
                 "(from the project's folder)."
@@ -157,6 +157,11 @@ def load_test_set(data_dir: str | Path, test_subset: int | None = None, dataset:
     """The test set as ``load_splits`` gives it, for the tools that only read: nothing is downloaded or
     created (no folder, no lock) when it is not there."""
     return _first(load_cifar(data_dir, False, dataset, download=False), test_subset, "--test-subset", data_dir)
+
+
+def load_train_set(data_dir: str | Path, train_subset: int | None = None, dataset: str = "cifar10") -> Dataset:
+    """The training set as ``load_splits`` gives it, for the tools that only read (nothing downloaded)."""
+    return _first(load_cifar(data_dir, True, dataset, download=False), train_subset, "--train-subset", data_dir)
 
 
 class InMemoryCIFAR(Dataset):

@@ -5,7 +5,7 @@ softmax outputs. ensemble.py and report.py print them."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -49,45 +49,58 @@ class SnapshotOutputs:
 
     def logits(self, path: Path) -> torch.Tensor:
         if path not in self.cache:
-            snapshot = checkpoint.load_snapshot(path)
-            config = snapshot["config"]
-            key = (config["dataset"], config["test_subset"])
-            if self.key is None:
-                self.key = key
-                test_set = cifar.load_test_set(self.data_dir, config["test_subset"], config["dataset"])
-                self.loader = loaders.DeviceLoader(test_set, self.batch_size, self.device, stats=config["dataset"])
-                self.stats = {"mean": self.loader.mean, "std": self.loader.std}
-            elif key != self.key:
-                raise UserError(
-                    f"{path} was evaluated on {key}, the other snapshots on {self.key}: an ensemble needs one test set."
-                )
-            # Each snapshot's inputs as its run normalised them (the paper's recipe: its training mean image);
-            # snapshots from before recipes: the data set's per-channel statistics.
-            inputs = snapshot.get("inputs", {})
-            self.loader.mean, self.loader.std = (
-                inputs[k].to(self.device) if k in inputs else self.stats[k] for k in ("mean", "std")
-            )
-            try:
-                model = build_network(config["model"], snapshot["num_classes"])
-                model.load_state_dict(snapshot["model"])
-            except (ValueError, RuntimeError) as error:  # a network this version does not build as saved
-                raise UserError(
-                    f"the snapshot {path} does not hold the {config['model']} its settings name "
-                    f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
-                ) from None
-            check_owner(path, config)
-            # Evaluated as its run validated it: in the run's precision (TF32, autocast), determinism,
-            # pooling and memory format; snapshots from before a setting existed, as they trained.
-            run = upgrade(config)
-            if run["deterministic"]:
-                deterministic_pooling(model)
-            layout_ = torch.channels_last if run["channels_last"] else torch.contiguous_format
-            model.to(self.device, memory_format=layout_).eval()
-            self.loader.memory_format = layout_
-            autocast = autocast_of(run["amp"], self.device)
-            with arithmetic(run["tf32"], run["deterministic"], self.device), torch.inference_mode(), autocast():
-                self.cache[path] = torch.cat([model(images).float().cpu() for images, _ in self.loader])
+            self.cache[path] = self.evaluate(checkpoint.load_snapshot(path), path)
         return self.cache[path]
+
+    def evaluate(
+        self, snapshot: dict, path: Path, prepare: Callable[[torch.nn.Module, loaders.DeviceLoader], None] | None = None
+    ) -> torch.Tensor:
+        """Test-set logits (on the CPU) of the network a snapshot holds (as ``checkpoint.load_snapshot`` reads
+        it; ``path`` names it in errors and says whose run it is). ``prepare(model, test_loader)``, if given,
+        runs first in the run's arithmetic, with the network on the device and the loader normalising as the
+        run did (the weight averages recompute BatchNorm's statistics there)."""
+        config = snapshot["config"]
+        key = (config["dataset"], config["test_subset"])
+        if self.key is None:
+            self.key = key
+            test_set = cifar.load_test_set(self.data_dir, config["test_subset"], config["dataset"])
+            self.loader = loaders.DeviceLoader(test_set, self.batch_size, self.device, stats=config["dataset"])
+            self.stats = {"mean": self.loader.mean, "std": self.loader.std}
+        elif key != self.key:
+            raise UserError(
+                f"{path} was evaluated on {key}, the other snapshots on {self.key}: an ensemble needs one test set."
+            )
+        # Each snapshot's inputs as its run normalised them (the paper's recipe: its training mean image);
+        # snapshots from before recipes: the data set's per-channel statistics.
+        inputs = snapshot.get("inputs", {})
+        self.loader.mean, self.loader.std = (
+            inputs[k].to(self.device) if k in inputs else self.stats[k] for k in ("mean", "std")
+        )
+        try:
+            model = build_network(config["model"], snapshot["num_classes"])
+            model.load_state_dict(snapshot["model"])
+        except (ValueError, RuntimeError) as error:  # a network this version does not build as saved
+            raise UserError(
+                f"the snapshot {path} does not hold the {config['model']} its settings name "
+                f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
+            ) from None
+        check_owner(path, config)
+        # Evaluated as its run validated it: in the run's precision (TF32, autocast), determinism,
+        # pooling and memory format; snapshots from before a setting existed, as they trained.
+        run = upgrade(config)
+        if run["deterministic"]:
+            deterministic_pooling(model)
+        layout_ = torch.channels_last if run["channels_last"] else torch.contiguous_format
+        model.to(self.device, memory_format=layout_)
+        self.loader.memory_format = layout_
+        autocast = autocast_of(run["amp"], self.device)
+        with arithmetic(run["tf32"], run["deterministic"], self.device):
+            if prepare is not None:
+                with torch.no_grad(), autocast():
+                    prepare(model, self.loader)
+            model.eval()
+            with torch.inference_mode(), autocast():
+                return torch.cat([model(images).float().cpu() for images, _ in self.loader])
 
     def labels(self) -> torch.Tensor:
         return self.loader.labels.cpu()
