@@ -84,9 +84,12 @@ def run(
                     guard.check(epoch)  # a stop asked for between epochs
                     train_loss, train_acc, lrs = exp.train_epoch(epoch, guard)
                     test_loss, test_acc = exp.validate(guard)
+                    ema = exp.validate_ema(guard)
                     exp.schedule.after_epoch()
-                    exp.add_epoch(train_loss, test_loss, train_acc, test_acc, lrs)
+                    exp.add_epoch(train_loss, test_loss, train_acc, test_acc, lrs, ema)
                     print(f"Training accuracy: {train_acc:.2%}, test error: {1 - test_acc:.2%}")
+                    if ema is not None:
+                        print(f"Moving average of the weights (--ema): test error {1 - ema[1]:.2%}")
 
                     figures = epoch == args.epochs - 1 or time.monotonic() >= figures_due
                     exp.save()  # first: the other files never describe more epochs than the checkpoint

@@ -29,13 +29,15 @@ def train_epoch(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     guard: Guard | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[float, float, list[float]]:
     """One pass over ``loader`` (batches already on ``device``); returns the mean training loss per
     sample and the top-1 accuracy, both of each batch as it was trained (over all processes), and
     the rate each batch was trained with.
 
     The loss is summed on the device and read once at the end, so the loop never waits for the
-    device. After each batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
+    device. ``after_step``, if given, is called after every optimiser step (the weights' moving average).
+    After each batch ``guard`` may stop the epoch: ``NonFiniteLoss`` as soon as a loss is seen to be NaN
     or infinite, ``Interrupted`` after a signal.
     """
     guard = guard or Guard()
@@ -54,6 +56,8 @@ def train_epoch(
             loss = F.cross_entropy(logits, labels)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         schedule.after_batch(epoch, i, batches)
         loss_sum += loss.detach() * labels.size(0)
         correct += top1_correct(logits.detach(), labels)

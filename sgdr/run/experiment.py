@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import update_bn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from sgdr import storage
 from sgdr.cli import UserError
@@ -94,6 +94,15 @@ class Experiment:
     resumed: bool = False
     saved_epochs: int | None = None  # the epochs the checkpoint on disk holds (None: none written yet)
     batch_norm_images: Any = None  # the training images as validation reads them (--recompute-bn), made once
+    ema: AveragedModel | None = None  # --ema: the moving average of ``model``'s weights and buffers
+
+    def start_ema(self, decay: float) -> None:
+        """--ema: an exponential moving average of the network's parameters and buffers (BatchNorm's
+        statistics among them), torch's ``AveragedModel`` with ``get_ema_multi_avg_fn(decay)``, updated after
+        every optimiser step; validated after every epoch beside the network."""
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self.history.setdefault("ema_test_loss", [])
+        self.history.setdefault("ema_test_acc", [])
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything ``restore`` needs to continue exactly from here."""
@@ -105,6 +114,7 @@ class Experiment:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.scheduler.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -127,6 +137,13 @@ class Experiment:
             self.schedule.scheduler.load_state_dict(saved["scheduler"])
         except (KeyError, ValueError, TypeError, IndexError) as error:
             raise self._damaged("its optimiser or schedule state does not fit this run", error) from None
+        if self.ema is not None:
+            if not isinstance(saved.get("ema"), dict) or "ema_test_acc" not in saved["history"]:
+                raise self._damaged("it has no moving average of the weights, which its settings (--ema) keep")
+            try:
+                self.ema.load_state_dict(saved["ema"])
+            except (KeyError, RuntimeError) as error:
+                raise self._damaged("its moving average of the weights does not fit this network", error) from None
         self.history, self.epochs_done = saved["history"], saved["epoch"]
         self.saved_epochs = saved["epoch"]
         try:
@@ -177,8 +194,17 @@ class Experiment:
     def train_epoch(self, epoch: int, guard: Guard) -> tuple[float, float, list[float]]:
         """The module's ``train_epoch`` on this run's network, data, optimiser and schedule: the epoch's
         mean loss, accuracy, and each batch's rate."""
+        after_step = (lambda: self.ema.update_parameters(self.model)) if self.ema is not None else None
         return train_epoch(
-            self.net, self.train_loader, self.optimizer, self.schedule, epoch, self.device, self.autocast, guard
+            self.net,
+            self.train_loader,
+            self.optimizer,
+            self.schedule,
+            epoch,
+            self.device,
+            self.autocast,
+            guard,
+            after_step,
         )
 
     def validate(self, guard: Guard) -> tuple[float, float]:
@@ -189,6 +215,14 @@ class Experiment:
             self.recompute_batch_norm()
         self.team.share_buffers(self.model)
         return validate(self.eval_net, self.test_loader, self.device, self.autocast, guard)
+
+    def validate_ema(self, guard: Guard) -> tuple[float, float] | None:
+        """--ema: the moving average validated as the network is (with its own averaged BatchNorm buffers,
+        rank 0's under torchrun); None without --ema."""
+        if self.ema is None:
+            return None
+        self.team.share_buffers(self.ema.module)
+        return validate(self.ema.module, self.test_loader, self.device, self.autocast, guard)
 
     def recompute_batch_norm(self) -> None:
         """BatchNorm's running statistics, replaced by their averages over the training images as they pass
@@ -203,7 +237,13 @@ class Experiment:
             update_bn(self.batch_norm_images, self.model)
 
     def add_epoch(
-        self, train_loss: float, test_loss: float, train_acc: float, test_acc: float, lrs: list[float]
+        self,
+        train_loss: float,
+        test_loss: float,
+        train_acc: float,
+        test_acc: float,
+        lrs: list[float],
+        ema: tuple[float, float] | None = None,
     ) -> None:
         """One more complete epoch: its losses and accuracies, and the rate of each of its batches. Called
         only once the epoch is complete, so the history (and every file written from it) never holds part
@@ -215,6 +255,9 @@ class Experiment:
             ("test_acc", test_acc),
         ):
             self.history[key].append(value)
+        if ema is not None:  # --ema: the moving average's test loss and accuracy
+            self.history["ema_test_loss"].append(ema[0])
+            self.history["ema_test_acc"].append(ema[1])
         self.history["lr"].extend(lrs)
         self.epochs_done += 1
 
@@ -387,6 +430,8 @@ def setup(
         autocast,
         team,
     )
+    if args.ema is not None:
+        exp.start_ema(args.ema)
     if saved is not None:
         exp.restore(saved)
     if team.world > 1:

@@ -12,7 +12,7 @@ from sgdr.run import layout
 
 def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     """One row per epoch for ``metrics.jsonl``: losses, top-1 accuracies, test error, and the
-    learning rates of the epoch's first and last batch."""
+    learning rates of the epoch's first and last batch; with --ema, the moving average's test loss and error."""
     per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
     return [
         {
@@ -24,6 +24,12 @@ def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
             "test_error": 1 - history["test_acc"][k],
             "lr_first": history["lr"][k * per_epoch],
             "lr_last": history["lr"][(k + 1) * per_epoch - 1],
+            # --ema: the moving average of the weights, validated as the network is
+            **(
+                {"ema_test_loss": history["ema_test_loss"][k], "ema_test_error": 1 - history["ema_test_acc"][k]}
+                if "ema_test_acc" in history
+                else {}
+            ),
         }
         for k in range(len(history["train_loss"]))
     ]

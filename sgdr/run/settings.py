@@ -205,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: off, as the reference)",
     )
     extra.add_argument(
+        "--ema",
+        type=number_in(0, 1),
+        default=None,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights and BatchNorm buffers, updated after every "
+        "optimiser step (torch's AveragedModel with get_ema_multi_avg_fn(DECAY), use_buffers=True; e.g. 0.999), "
+        "saved in the checkpoint and validated after every epoch: ema_test_loss and ema_test_error in "
+        "metrics.jsonl, see docs/averaging.md. Training is unchanged (default: off)",
+    )
+    extra.add_argument(
         "--seed",
         type=int_at_least(0, SEED_MAX),
         help="seed for a reproducible run, 0 to 2**64 - 1 (default: a fresh one, printed)",
@@ -324,6 +334,8 @@ DECIDES: dict[str, Decides] = {
     "compile": Decides(),
     "sync_bn": Decides(),
     "recompute_bn": Decides(before=False),
+    # Off (None) before --ema, and recorded only when on: the runs without it keep their records and checkpoints.
+    "ema": Decides(before=None, only_when_set=True),
     "seed": Decides(),
     "workers": Decides(acts=_torchvision, new_run=lambda device: min(4, os.cpu_count() or 1)),
     "processes": Decides(),  # not a flag: how many processes share the run (each normalises its share of a batch)
