@@ -3,6 +3,7 @@ claim and Figure 2, on fake runs whose answers are known."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import statistics
@@ -15,7 +16,7 @@ from PIL import Image
 
 import grid
 import report
-from sgdr.paper import ensembles
+from sgdr.paper import averages, ensembles
 from sgdr.paper import report as paper_report
 from sgdr.run import settings
 
@@ -102,6 +103,11 @@ def known_ensemble_error(members, test) -> float:
     return statistics.mean(values) / 100
 
 
+def known_swa_error(runs, average) -> float:
+    """A stand-in for SWA's test error: the ensemble's stand-in, half a point lower."""
+    return known_ensemble_error([path for members in runs for path in members], None) - 0.005
+
+
 def fake_grid(root: Path, seeds, dataset: str = "cifar10") -> None:
     for seed in seeds:
         fake_run(root, f"seed{seed}", 200, seed=seed, dataset=dataset, snapshot_epochs=(10, 30, 70, 150), **SGDR_10_2)
@@ -110,6 +116,7 @@ def fake_grid(root: Path, seeds, dataset: str = "cifar10") -> None:
 def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(averages, "swa_error", known_swa_error)
     for dataset in ("cifar10", "cifar100"):
         fake_grid(tmp_path / dataset, range(1, 17), dataset)  # Table 2.s 16 runs, folders seed1 .. seed16
     text = run_report(tmp_path)
@@ -134,6 +141,7 @@ def test_table2_gives_the_papers_n_1_3_16_and_says_how_it_pools_more_runs(tmp_pa
 def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeypatch):
     monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(averages, "swa_error", known_swa_error)
     fake_grid(tmp_path, range(1, 6))  # the grid's 5 seeds
     text = run_report(tmp_path)
     rows = {row[1]: row[2:] for row in section(text, "Table 2")}
@@ -164,6 +172,7 @@ def test_table2_says_when_a_row_has_fewer_runs_than_the_papers(tmp_path, monkeyp
 def test_table2_rows_with_few_runs_stand_beside_the_nearest_of_the_papers(runs, rows, tmp_path, monkeypatch):
     monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(averages, "swa_error", known_swa_error)
     fake_grid(tmp_path, range(1, runs + 1))
     got = {row[1]: row[2:] for row in section(run_report(tmp_path), "Table 2")}
     assert len(got) == 3 * min(runs, 2) and {name: got[name] for name in rows} == rows
@@ -449,6 +458,7 @@ def test_a_schedule_has_one_style_in_every_figure_of_every_report(tmp_path):
 def test_a_schedule_not_finished_is_said_so_and_table_2_says_why_it_has_no_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
     monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(averages, "swa_error", known_swa_error)
     fake_run(tmp_path, "default", 6, **MULTISTEP)
     fake_run(tmp_path, "t1", 6, done=2, warm_restart=True, t_zero=1, t_mult=2)  # interrupted at 2 of 6
     fake_run(tmp_path, "t10", 6, **SGDR_10_2)  # its first cycle ends at epoch 10: no snapshots in 6
@@ -607,3 +617,60 @@ def test_a_scaled_try_out_says_which_of_the_papers_epochs_it_rounds():
         "(1.5), T_0 = 50 becomes 8 (7.5); at EPOCHS=40 only T_0 = 1 is rounded."
     )
     assert paper_report.Rows(40, "wrn-28-10", scaled=True).exactness() == ""  # 10, 20, 40, 2; steps 12, 24, 32
+
+
+def test_beside_table_2_the_single_network_ensemble_swa_and_ema_with_their_costs(tmp_path, monkeypatch):
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
+    monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(averages, "swa_error", known_swa_error)
+    for dataset in ("cifar10", "cifar100"):
+        fake_grid(tmp_path / dataset, range(1, 4), dataset)
+    for seed in range(1, 4):  # CIFAR-10's runs also trained an EMA: 0.05 points below the network, each epoch
+        folder = fake_run(
+            tmp_path / "ema", f"seed{seed}", 200, seed=seed, snapshot_epochs=(10, 30, 70, 150), ema=0.999, **SGDR_10_2
+        )
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        rows = [{**row, "ema_test_error": row["test_error"] - 0.0005} for row in rows]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    text = run_report(tmp_path)
+    heading = "Beside Table 2"
+    for k, dataset in enumerate(("cifar10", "cifar100")):
+        part = text.split(f"## {dataset}, wrn-28-10, paper recipe, 200 epochs, ema None: the paper's setup")[1]
+        rows = {row[1]: row[2:] for row in section(part, heading) if not row[0].startswith("Izmailov")}
+        # [test error, networks at test time, training epochs, paper]; three runs, seeds 1-3 (the median: seed 2).
+        assert rows == {
+            "single network (epoch 150)": ["0.15 (0.15-0.15)", "1", "200", TABLE2[(1, 1)][k]],
+            "snapshot ensemble, M = 1": ["2.15 (1.15-3.15)", "1", "200", TABLE2[(1, 1)][k]],
+            "snapshot ensemble, M = 2": ["2.11 (1.11-3.11)", "2", "200", ""],
+            "snapshot ensemble, M = 3": ["2.08 (1.08-3.08)", "3", "200", TABLE2[(1, 3)][k]],
+            "SWA of the same 1 snapshot": ["1.65 (0.65-2.65)", "1", "200", ""],
+            "SWA of the same 2 snapshots": ["1.61 (0.61-2.61)", "1", "200", ""],
+            "SWA of the same 3 snapshots": ["1.58 (0.58-2.58)", "1", "200", ""],
+        }
+        anchor = [row for row in section(part, heading) if row[0].startswith("Izmailov")]
+        assert anchor == [
+            [
+                "Izmailov et al. 2018: WRN-28-10, SWA's own schedule, 1.5x its SGD budget",
+                "SWA (one network)",
+                "",
+                "1",
+                "1.5x the SGD budget",
+                ("3.21", "17.85")[k],
+            ]
+        ]
+        assert (tmp_path / "report" / f"averages_{dataset}_wrn-28-10_paper.png").is_file()
+    ema = text.split("ema 0.999: the paper's setup")[1].split("\n## ")[0]
+    rows = {row[1]: row[2:] for row in section(ema, heading) if not row[0].startswith("Izmailov")}
+    assert rows["EMA of the weights (decay 0.999)"] == ["0.10 (0.10-0.10)", "1", "200", ""]
+    assert text.count("EMA of the weights (decay") == 1  # only where trained
+
+
+def test_the_averages_figure_draws_the_ensemble_and_swa_of_each_schedule_in_its_style(tmp_path):
+    rows = paper_report.Rows(200, "wrn-28-10")
+    schedule = (0.05, (10, 2))
+    figure = paper_report.averages_figure({schedule: ([3.0, 2.5, 2.2], [2.9, 2.7, 2.6])}, rows, "test")
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines() if not line.get_label().startswith("_")}
+    ensemble, swa = (lines[f"{rows.name(schedule)}: {what}"] for what in ("ensemble", "SWA"))
+    assert list(ensemble.get_ydata()) == [3.0, 2.5, 2.2] and list(swa.get_ydata()) == [2.9, 2.7, 2.6]
+    style = rows.styles([schedule])[schedule]
+    assert ensemble.get_color() == swa.get_color() == style.color and ensemble.get_linestyle() != swa.get_linestyle()

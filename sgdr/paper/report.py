@@ -8,7 +8,7 @@ import sys
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from sgdr import drawing, storage
 from sgdr.cli import UserError
 from sgdr.data.cifar import TEST_IMAGES
-from sgdr.paper import ensembles, gridstate
+from sgdr.paper import averages, ensembles, gridstate
 from sgdr.paper.grid import PLAN, PlannedRun, plan_is_scaled, read_plan_file, short_name
 from sgdr.paper.tables import (
     ANYTIME_BASELINE,
@@ -27,11 +27,13 @@ from sgdr.paper.tables import (
     PAPER_RUNS,
     PAPER_SETUP,
     PAPER_TABLE1,
+    SWA_PAPER_SETUP,
     TABLE2_MODEL,
     TABLE2_NS,
     TABLE2_POOL,
     TABLE2_RUNS,
     paper_column,
+    paper_swa,
     paper_table1,
     paper_table2,
     scaled_epochs,
@@ -538,6 +540,93 @@ def table2(
     )
 
 
+AVERAGES_PROTOCOL = (
+    "Each row's test error is the median (range) over the schedule's runs, one value per run: the single network "
+    "read at the recommended solution; the ensemble of the run's last M cycle-end snapshots (softmax outputs "
+    "averaged); SWA of the same M snapshots (their weights averaged, BatchNorm's statistics recomputed over the "
+    "run's training images in order, without augmentation: one network); EMA (`train.py --ema`), the moving "
+    "average of the weights at the recommended solution's epoch. None of them trains more than the run. "
+    "See docs/averaging.md."
+)
+
+
+def averages_table(
+    runs: list[Run], dataset: str, test: ensembles.SnapshotOutputs, rows: Rows
+) -> tuple[list[str], dict[tuple, tuple[list[float], list[float]]]]:
+    """Beside Table 2, for each warm-restart schedule whose runs all have snapshots: the single network, the
+    snapshot ensemble of M, SWA of the same M snapshots and EMA where trained, each with its test error (median
+    and range over the runs), the networks it evaluates at test time and its training epochs; the paper's numbers
+    where they exist. Also the figure's curves: per schedule, the median over runs of the ensemble's and SWA's
+    error for M = 1, 2, 3."""
+    lines = [
+        "| schedule | method | test error %, median (range) | networks at test time | training epochs | paper |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    average = averages.AverageOutputs(test)
+    curves: dict[tuple, tuple[list[float], list[float]]] = {}
+    for schedule, group in by_schedule(runs, rows).items():
+        if not group[0].config["warm_restart"]:
+            continue
+        group = by_seed(group)
+        sets = [ensembles.run_snapshots(run.folder) for run in group]
+        if not all(sets):
+            continue  # Table 2 says why
+        name, paper = rows.name(schedule), rows.paper(schedule) or schedule
+        epochs = _spread_int([len(run.metrics) for run in group])
+        largest = min(3, min(len(s) for s in sets))
+        ensemble = [[100 * ensembles.ensemble_error(s[-m:], test) for s in sets] for m in range(1, largest + 1)]
+        swa = [[100 * averages.swa_error([s[-m:]], average) for s in sets] for m in range(1, largest + 1)]
+        curves[schedule] = ([statistics.median(c) for c in ensemble], [statistics.median(c) for c in swa])
+        read = _spread_int([run.read_epoch for run in group])
+        single = f"{_spread([run.test_error for run in group])}"
+        table1_paper = paper_table2(paper, dataset, 1, 1, rows.column)
+        lines.append(f"| {name} | single network (epoch {read}) | {single} | 1 | {epochs} | {table1_paper} |")
+        for m, column in enumerate(ensemble, 1):
+            cited = paper_table2(paper, dataset, 1, m, rows.column)
+            lines.append(f"| {name} | snapshot ensemble, M = {m} | {_spread(column)} | {m} | {epochs} | {cited} |")
+        for m, column in enumerate(swa, 1):
+            lines.append(
+                f"| {name} | SWA of the same {m} snapshot{'s' * (m > 1)} | {_spread(column)} | 1 | {epochs} |  |"
+            )
+        if all("ema_test_error" in run.metrics[run.read_epoch - 1] for run in group):
+            ema = [100 * run.metrics[run.read_epoch - 1]["ema_test_error"] for run in group]
+            decay = group[0].config["ema"]
+            lines.append(f"| {name} | EMA of the weights (decay {decay:g}) | {_spread(ema)} | 1 | {epochs} |  |")
+    if not curves:
+        return ["No warm-restart schedule of this group has snapshots in every run: nothing to average."], curves
+    if cited := paper_swa(dataset, rows.column):
+        lines.append(f"| {SWA_PAPER_SETUP} | SWA (one network) | | 1 | 1.5x the SGD budget | {cited} |")
+    return lines + ["", AVERAGES_PROTOCOL], curves
+
+
+def _spread_int(values: Sequence[int]) -> str:
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def averages_figure(
+    curves: dict[tuple, tuple[list[float], list[float]]], rows: Rows, title: str, styles: dict | None = None
+):
+    """Test error against M for each schedule: its snapshot ensemble in its style (``styles``: the group's),
+    SWA of the same snapshots in its colour and marker with a dotted line."""
+    styles = styles or rows.styles(list(curves))
+    series = []
+    for schedule, (ensemble, swa) in curves.items():
+        style = styles[schedule]
+        dotted = replace(style, linestyle=":" if style.linestyle != ":" else "-.")
+        series.append(drawing.Series(range(1, len(ensemble) + 1), ensemble, f"{rows.name(schedule)}: ensemble", style))
+        series.append(drawing.Series(range(1, len(swa) + 1), swa, f"{rows.name(schedule)}: SWA", dotted))
+    scaled = f" ({rows.scaling()})" if rows.scaled else ""
+    return drawing.comparison_figure(
+        series,
+        "Snapshots (M)",
+        "Test error % (median over runs)",
+        f"Ensemble of M snapshots (M networks) against SWA of the same M (one network): {title}",
+        note=f"One run's last M cycle ends; schedules without snapshots have no curve.{scaled}",
+        integer_x=True,
+    )
+
+
 def recommended_curve(group: Sequence[Run]) -> tuple[list[float], list[int]]:
     """Figure 2's curve for one schedule: the median over seeds of the recommended solution's test
     error, at every epoch until the first cycle ends (the current network), then at each cycle end."""
@@ -737,7 +826,15 @@ def ensembles_figure(curves: dict, rows: Rows, title: str, styles: dict | None =
 
 
 def figures(
-    runs: list[Run], curves: dict, out: Path, name: str, dataset: str, model: str, rows: Rows, title: str
+    runs: list[Run],
+    curves: dict,
+    out: Path,
+    name: str,
+    dataset: str,
+    model: str,
+    rows: Rows,
+    title: str,
+    average_curves: dict | None = None,
 ) -> list[Path]:
     paths = [out / f"test_error_{name}.png"]
     title += ", a scaled try-out" if rows.scaled else ""
@@ -749,7 +846,10 @@ def figures(
         paths.append(out / f"ensembles_{name}.png")
         warm = [s for s, group in groups.items() if group[0].config["warm_restart"]]
         left_out = len([s for s in warm if s not in curves])
-        drawing.save_figure(ensembles_figure(curves, rows, title, styles, left_out), paths[1])
+        drawing.save_figure(ensembles_figure(curves, rows, title, styles, left_out), paths[-1])
+    if average_curves:
+        paths.append(out / f"averages_{name}.png")
+        drawing.save_figure(averages_figure(average_curves, rows, title, styles), paths[-1])
     return paths
 
 
@@ -869,7 +969,7 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         lines += table1(group, dataset, paper_header, rows, waiting[key]) + [""]
         lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group, rows)
         lines.append("")
-        curves = {}
+        curves, average_curves = {}, {}
         if not skip_ensembles:
             test = ensembles.SnapshotOutputs(data_dir, pick_device(device))  # this group's test set
             try:
@@ -877,13 +977,17 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
                 grid_settings = "".join(f"{word}={settings[key]} " for word, key in grid_words)
                 grid_settings = grid_settings.replace(f"EPOCHS={PAPER_EPOCHS} ", "") + "SCALED=1 " * rows.scaled
                 table, curves = table2(group, dataset, test, paper_header, rows, grid_settings)
+                average_table, average_curves = averages_table(group, dataset, test, rows)
             except UserError as error:  # most often: no data set here
                 raise UserError(
-                    f"{error}\nOnly Table 2 (the snapshot ensembles) needs the test set: pass the "
-                    "--data-dir the runs used, or --skip-ensembles to leave Table 2 out."
+                    f"{error}\nOnly Table 2 and the weight averages (the snapshots) need the data set: pass the "
+                    "--data-dir the runs used, or --skip-ensembles to leave them out."
                 ) from None
             lines += ["### Table 2: snapshot ensembles (the last M cycle-end snapshots of each run)", ""] + table + [""]
-        for path in figures(group, curves, out, name, dataset, model, rows, group_title(settings, varying)):
+            heading = "### Beside Table 2: one network or M, from the same snapshots (single, ensemble, SWA, EMA)"
+            lines += [heading, ""] + average_table + [""]
+        title = group_title(settings, varying)
+        for path in figures(group, curves, out, name, dataset, model, rows, title, average_curves):
             lines.append(f"![{path.stem}]({path.name})")
             written.append(path)
         lines.append("")
