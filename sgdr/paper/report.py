@@ -621,7 +621,7 @@ def averages_figure(
         series,
         "Snapshots (M)",
         "Test error % (median over runs)",
-        f"Ensemble of M snapshots (M networks) against SWA of the same M (one network): {title}",
+        f"Ensemble (M networks) and SWA (one network) of M snapshots: {title}",
         note=f"One run's last M cycle ends; schedules without snapshots have no curve.{scaled}",
         integer_x=True,
     )
