@@ -7,7 +7,8 @@ With several runs, M counts snapshots per run: M = 3 over 3 runs is the paper's 
 snapshots". The members are each run's last M snapshots (just before the last M restarts).
 Beside each row, SWA of the same snapshots: their weights averaged and BatchNorm's statistics
 recomputed over the run's training images, one network per run (several runs: those networks'
-softmax outputs averaged). See docs/averaging.md.
+softmax outputs averaged). A run trained with --ema: its moving average's test error at the last
+snapshot's epoch, as the run recorded it. See docs/averaging.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sgdr.paper.ensembles import SnapshotOutputs, last_m_errors, run_snapshots
 from sgdr.parallel import devices
 from sgdr.parallel.devices import pick_device
 from sgdr.run import layout, record
+from sgdr.run.outputs import read_metrics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +81,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs = "; ".join(", ".join(str(layout.snapshot_epoch(p)) for p in snapshots[-m:]) for snapshots in runs)
         print(f"| {m} | {epochs} | {error:.2%} | {swa[m]:.2%} |")
     print(f"networks at test time: the ensemble M x {len(runs)}, SWA {len(runs)}")
+    for run, snapshots in zip(args.runs, runs):
+        if (ema := ema_error(run, layout.snapshot_epoch(snapshots[-1]))) is not None:
+            print(f"{run}: EMA of the weights (--ema) at epoch {layout.snapshot_epoch(snapshots[-1])}: {ema:.2%}")
     return 0
+
+
+def ema_error(run: Path, epoch: int) -> float | None:
+    """The test error its run recorded for the moving average of its weights (train.py --ema) at ``epoch``, or
+    None (a run without --ema, or metrics that cannot be read)."""
+    try:
+        rows = read_metrics(layout.metrics_of(run))
+    except (OSError, ValueError):
+        return None
+    row = next((row for row in rows if row.get("epoch") == epoch), {})
+    return row.get("ema_test_error")
 
 
 if __name__ == "__main__":

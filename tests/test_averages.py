@@ -4,6 +4,7 @@ ensemble.py prints it beside the ensembles, refusing what it cannot average."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -134,10 +135,20 @@ def test_ensemble_py_prints_swa_beside_the_ensemble(runs, cifar_dir):
         members = snapshots[-int(m) :]
         assert float(ensemble_error) == pytest.approx(100 * ensembles.ensemble_error(members, test), abs=0.005)
         assert float(swa_error) == pytest.approx(100 * averages.swa_error([members], outputs), abs=0.005)
-    assert "networks at test time: the ensemble M x 1, SWA 1" in out
+    assert "networks at test time: the ensemble M x 1, SWA 1" in out and "EMA" not in out  # trained without
     code, out, err = call(ensemble.main, [str(run), "--data-dir", str(cifar_dir), "--largest-m", "2"])
     assert code == 0, err
     assert re.findall(r"^\| (\d) \|", out, re.M) == ["1", "2"]
+
+
+def test_ensemble_py_gives_a_runs_ema_beside_its_snapshots(cifar_dir, tmp_path):
+    argv = [*WARM, "--seed", "5", "--ema", "0.5", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    assert call(train.main, argv)[0] == 0
+    run = tmp_path / "runs" / "wr_s1_m2"
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[6])  # epoch 7, the last snapshot's
+    code, out, err = call(ensemble.main, [str(run), "--data-dir", str(cifar_dir)])
+    assert code == 0, err
+    assert f"{run}: EMA of the weights (--ema) at epoch 7: {last['ema_test_error']:.2%}" in out
 
 
 def test_ensemble_py_refuses_more_snapshots_than_a_run_has(runs, cifar_dir):
