@@ -141,6 +141,24 @@ def test_ensemble_py_prints_swa_beside_the_ensemble(runs, cifar_dir):
     assert re.findall(r"^\| (\d) \|", out, re.M) == ["1", "2"]
 
 
+def test_with_several_runs_each_run_is_averaged_alone_and_their_swa_networks_ensembled(runs, cifar_dir):
+    folders = [runs["plain"], runs["recompute"]]  # two runs, each with snapshots at epochs 1, 3, 7
+    code, out, err = call(ensemble.main, [*map(str, folders), "--data-dir", str(cifar_dir), "--device", "cpu"])
+    assert code == 0, err
+    rows = re.findall(r"^\| (\d) \| [\d, ;]+ \| [\d.]+% \| ([\d.]+)% \|$", out, re.M)
+    assert [m for m, _ in rows] == ["1", "2", "3"]
+    test = ensembles.SnapshotOutputs(cifar_dir, torch.device("cpu"))
+    outputs = averages.AverageOutputs(test)
+    snapshots = [ensembles.run_snapshots(folder) for folder in folders]
+    for m, swa in rows:
+        members = [s[-int(m) :] for s in snapshots]
+        logits = [outputs.logits(run) for run in members]
+        by_hand = ensembles.error_rate(ensembles.average_softmax(logits), test.labels())
+        assert float(swa) == pytest.approx(100 * by_hand, abs=0.005)
+        assert averages.swa_error(members, outputs) == by_hand
+    assert "networks at test time: the ensemble M x 2, SWA 2" in out
+
+
 def test_ensemble_py_gives_a_runs_ema_beside_its_snapshots(cifar_dir, tmp_path):
     argv = [*WARM, "--seed", "5", "--ema", "0.5", "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
     assert call(train.main, argv)[0] == 0
