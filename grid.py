@@ -26,7 +26,8 @@ Settings, by environment variable (defaults: the paper's):
   COMPARE=1   (adds two comparison schedules: one cosine cycle after a 5-epoch warmup, no restart,
                $((EPOCHS - 5)):1/w5; and SGDR with cycle decay 0.5, 10:2/d0.5)
   SCALED=1    (a try-out that shows what the paper shows: every schedule's epochs, T_0, the default's
-               steps and warmups, x EPOCHS/200, rounded, at least 1; e.g. EPOCHS=30)
+               steps and warmups, x EPOCHS/200, rounded, at least 1; EPOCHS=40 rounds
+               only T_0 = 1)
   TABLE2_SEEDS=""   (seeds T_0 = 10, T_mult = 2 is also trained with, for Table 2's ensembles of 16 runs:
                      TABLE2_SEEDS="$(seq 1 16)"; off by default, 11 more runs)
   SIGNAL_SECONDS=300   (--submit: how long before its time limit a task stops and requeues itself)

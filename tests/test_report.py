@@ -635,7 +635,7 @@ def test_beside_table_2_the_single_network_ensemble_swa_and_ema_with_their_costs
     text = run_report(tmp_path)
     heading = "Beside Table 2"
     for k, dataset in enumerate(("cifar10", "cifar100")):
-        part = text.split(f"## {dataset}, wrn-28-10, paper recipe, 200 epochs, ema None: the paper's setup")[1]
+        part = text.split(f"## {dataset}, wrn-28-10, paper recipe, 200 epochs, ema off: the paper's setup")[1]
         rows = {row[1]: row[2:] for row in section(part, heading) if not row[0].startswith("Izmailov")}
         # [test error, networks at test time, training epochs, paper]; three runs, seeds 1-3 (the median: seed 2).
         assert rows == {

@@ -714,7 +714,7 @@ def anytime(runs: list[Run], rows: Rows) -> list[str]:
         )
     header = ["schedule", "median test error % at each cycle end (epoch: error)"]
     for b in present:
-        header += [f"first at or below {targets[b].level:.2f}", f"the {short[b]}'s epochs / these"]
+        header += [f"first at or below {targets[b].level:.2f}", f"epochs of the {short[b]} / these"]
     lines += ["", "| " + " | ".join([*header, "the paper"]) + " |", "|" + " --- |" * (len(header) + 1)]
     for schedule, group in groups.items():
         values, points = recommended_curve(group)
@@ -901,8 +901,12 @@ def section_heading(
 
 
 def group_title(settings: dict[str, Any], varying: Sequence[str]) -> str:
+    """``cifar10, wrn-28-10, paper recipe, 200 epochs``, and the settings that tell this group from the others
+    (a setting a group does not use is said as such: ``ema off``, ``train_subset all``, never Python's None)."""
+    unset = {"train_subset": "all", "test_subset": "all"}
+    said = [f", {key} {unset.get(key, 'off') if settings.get(key) is None else settings[key]}" for key in varying]
     return f"{settings['dataset']}, {settings['model']}, {settings['recipe']} recipe, {settings['epochs']} epochs" + (
-        "".join(f", {key} {settings[key]}" for key in varying)
+        "".join(said)
     )
 
 
