@@ -14,10 +14,9 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from sgdr.cli import UserError
 from sgdr.data import cifar, loaders
-from sgdr.paper.ensembles import SnapshotOutputs, average_softmax, error_rate
+from sgdr.paper.ensembles import SnapshotOutputs, average_softmax, error_rate, network_of
 from sgdr.run import checkpoint
 from sgdr.run.settings import same_run
-from sgdr.training.networks import build_network
 
 
 def averaged_snapshot(members: Sequence[Path]) -> dict:
@@ -45,14 +44,7 @@ def averaged_snapshot(members: Sequence[Path]) -> dict:
                 f"the snapshots {members[0]} and {path} are of different runs: a weight average is taken "
                 "over one run's snapshots. Move the other run's snapshot out of this run's snapshots/."
             )
-        try:
-            network = build_network(config["model"], snapshot["num_classes"])
-            network.load_state_dict(snapshot["model"])
-        except (ValueError, RuntimeError) as error:
-            raise UserError(
-                f"the snapshot {path} does not hold the {config['model']} its settings name "
-                f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
-            ) from None
+        network = network_of(snapshot, path)
         if average is None:
             average = AveragedModel(network)
         average.update_parameters(network)

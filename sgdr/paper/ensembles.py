@@ -76,14 +76,7 @@ class SnapshotOutputs:
         self.loader.mean, self.loader.std = (
             inputs[k].to(self.device) if k in inputs else self.stats[k] for k in ("mean", "std")
         )
-        try:
-            model = build_network(config["model"], snapshot["num_classes"])
-            model.load_state_dict(snapshot["model"])
-        except (ValueError, RuntimeError) as error:  # a network this version does not build as saved
-            raise UserError(
-                f"the snapshot {path} does not hold the {config['model']} its settings name "
-                f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
-            ) from None
+        model = network_of(snapshot, path)
         check_owner(path, config)
         # Evaluated as its run validated it: in the run's precision (TF32, autocast), determinism,
         # pooling and memory format; snapshots from before a setting existed, as they trained.
@@ -104,6 +97,21 @@ class SnapshotOutputs:
 
     def labels(self) -> torch.Tensor:
         return self.loader.labels.cpu()
+
+
+def network_of(snapshot: dict, path: Path) -> torch.nn.Module:
+    """The network a snapshot (as ``checkpoint.load_snapshot`` reads it, from ``path``) holds, on the CPU; a
+    UserError naming the file when this version does not build that network as saved."""
+    config = snapshot["config"]
+    try:
+        model = build_network(config["model"], snapshot["num_classes"])
+        model.load_state_dict(snapshot["model"])
+    except (ValueError, RuntimeError) as error:
+        raise UserError(
+            f"the snapshot {path} does not hold the {config['model']} its settings name "
+            f"({str(error).splitlines()[0]}). Leave it out, or restore it from a backup."
+        ) from None
+    return model
 
 
 def check_owner(path: Path, config: dict) -> None:
