@@ -19,7 +19,7 @@ from sgdr import storage
 FIGSIZE = (10, 7)
 STYLE = "ggplot"
 # Curves take their colours in this order: the reference figure's multistep run red, then its warm-restart
-# runs green and gray (the tutorial's colours); the report's schedules the same way.
+# runs green and gray (the tutorial's colours). The report's schedules have styles of their own (report.py).
 PALETTE = ("red", "green", "gray", "blue", "purple", "orange", "brown", "olive", "cyan", "black")
 
 
@@ -56,27 +56,24 @@ def clipped_limits(values: Sequence[float]) -> tuple[float, float] | None:
     return kept[0] - margin, kept[-1] + margin
 
 
-def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False, marks: Sequence[tuple] = ()) -> Figure:
-    """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ...,
-    or of (values, colour, label, x) curves against x, drawn with a marker at each point. With
+def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False) -> Figure:
+    """One 10x7-inch ggplot-style figure of (values, colour, label) curves against 1, 2, 3, ... With
     ``clip``, spikes (see ``clipped_limits``) are cut off the axis, drawn as triangles on its top
-    edge, and the title says so with the largest value. ``marks``: (x, y, colour, label) points
-    drawn as stars, without a line."""
+    edge, and the title says so with the largest value. (The report's comparisons are
+    ``comparison_figure``'s.)"""
     with matplotlib.style.context(STYLE):
         fig = Figure(figsize=FIGSIZE)
         ax = fig.subplots()
         limits = clipped_limits([v for curve in curves for v in curve[0]]) if clip else None
         top = limits[1] if limits else None
         above = []
-        for values, color, label, *x in curves:
-            xs = list(x[0] if x else range(1, len(values) + 1))
-            ax.plot(xs, values, color=color, label=label, marker="o" if x else None)
+        for values, color, label in curves:
+            xs = list(range(1, len(values) + 1))
+            ax.plot(xs, values, color=color, label=label)
             if top is not None:
                 spikes = [(at, v) for at, v in zip(xs, values) if v > top]
                 ax.plot([at for at, _ in spikes], [top] * len(spikes), "^", color=color, clip_on=False)
                 above += [v for _, v in spikes]
-        for at, value, color, label in marks:
-            ax.plot([at], [value], "*", color=color, label=label, markersize=14, markeredgecolor="black")
         if limits is not None:
             ax.set_ylim(*limits)
             ax.set_title(
@@ -86,7 +83,7 @@ def draw(curves: Sequence[tuple], xlabel: str, ylabel: str, clip: bool = False, 
             )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if any(curve[2] for curve in curves) or any(mark[3] for mark in marks):
+        if any(curve[2] for curve in curves):
             ax.legend()
     return fig
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from sgdr.training.schedules import MILESTONES, cycle_ends
+from sgdr.training.schedules import MILESTONES
 
 # The paper's Table 1, its own rows ("WRN (ours)"): test error %, (CIFAR-10, CIFAR-100), the median of 5
 # runs of WRN-28-10 and of 2 of WRN-28-20. A schedule is (eta_0, None) for the multistep default (x 0.2 after
@@ -83,20 +83,6 @@ def paper_table2(schedule: tuple, dataset: str, runs: int, m: int, model: str = 
     T_0 = 10, T_mult = 2 runs only; other networks but WRN-28-20 are shown WRN-28-10's, for orientation)."""
     cell = PAPER_TABLE2.get((runs, m)) if (schedule, paper_column(model)) == (TABLE2_SCHEDULE, TABLE2_MODEL) else None
     return f"{cell[COLUMN[dataset]]:.2f}" if cell and dataset in COLUMN else ""
-
-
-def paper_points(dataset: str, model: str, epochs: int) -> list[tuple[tuple, int, float]]:
-    """(schedule, epoch, test error %) of the paper's Table 1 entries in ``model``'s column, each at the epoch the
-    paper reads it (its recommended solution after 200 epochs), those within ``epochs``."""
-    if dataset not in COLUMN:
-        return []
-    points = []
-    for schedule, cell in PAPER_TABLE1[paper_column(model)].items():
-        shape = schedule[1]
-        read = cycle_ends(*shape, PAPER_EPOCHS)[-1] if shape else PAPER_EPOCHS
-        if read <= epochs:
-            points.append((schedule, read, cell[COLUMN[dataset]]))
-    return points
 
 
 def scaled_epochs(epochs: int, budget: int) -> int:
