@@ -128,21 +128,40 @@ def other_settings(record: Record, run: PlannedRun) -> str:
     )
 
 
-def last_task(log: Path) -> str | None:
-    """The SLURM array task (``<array job>_<task>``) that last ran the run, as its job script logged it; tasks
-    that found the run busy (another task held it) are passed over, as by ``last_exit``."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    starts: list[list] = []  # [task, found the run busy], in the order they started
-    for line in lines:
-        if started := TASK_LINE.match(line):
-            starts.append([started[1], False])
-        elif (ended := EXIT_LINE.match(line)) and int(ended[1]) == BUSY and starts:
-            starts[-1][1] = True
-    ran = [task for task, busy in starts if not busy]
-    return ran[-1] if ran else None
+@dataclass(frozen=True)
+class Tasks:
+    """The SLURM array tasks of one run: those that started it (its log, in order) and whether each found it
+    busy (another task held it, exit status BUSY), and those a submission gave it that its log may not name
+    yet (the grid's slurm/ records)."""
+
+    started: tuple[tuple[str, bool], ...] = ()
+    submitted: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, run: PlannedRun, submitted: dict[Path, list[str]]) -> Tasks:
+        try:
+            lines = run.files.log.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        started: list[list] = []
+        for line in lines:
+            if begun := TASK_LINE.match(line):
+                started.append([begun[1], False])
+            elif (ended := EXIT_LINE.match(line)) and int(ended[1]) == BUSY and started:
+                started[-1][1] = True
+        given = submitted.get(run.files.run_dir.resolve(), [])
+        return cls(tuple((task, busy) for task, busy in started), tuple(given))
+
+    @property
+    def every(self) -> list[str]:
+        """Every task of the run, each once: those that started it, then those only submitted."""
+        return list(dict.fromkeys([*(task for task, _ in self.started), *self.submitted]))
+
+    @property
+    def last(self) -> str | None:
+        """The task that last ran the run (those that found it busy passed over, as by ``last_exit``)."""
+        ran = [task for task, busy in self.started if not busy]
+        return ran[-1] if ran else None
 
 
 def queue() -> dict[str, str] | None:
@@ -180,32 +199,17 @@ def submitted_tasks(folder: Path) -> dict[Path, list[str]]:
     return tasks
 
 
-def logged_tasks(log: Path) -> list[str]:
-    """Every array task that started the run, as its job script logged it (those that found it busy too)."""
-    try:
-        return [m[1] for line in log.read_text(errors="replace").splitlines() if (m := TASK_LINE.match(line))]
-    except OSError:
-        return []
-
-
-def tasks_of(run: PlannedRun, submitted: dict[Path, list[str]]) -> list[str]:
-    """The array tasks that ran or will run ``run``: those its log names, those a submission gave it."""
-    return list(dict.fromkeys([*logged_tasks(run.files.log), *submitted.get(run.files.run_dir.resolve(), [])]))
-
-
-def with_queue(run: PlannedRun, now: RunState, queued: dict[str, str], submitted: dict[Path, list[str]]) -> RunState:
+def with_queue(now: RunState, tasks: Tasks, queued: dict[str, str]) -> RunState:
     """A run not under way, as the queue tells it: queued (a task of it waits to start: a requeue, a preemption,
     a submission not started yet), or no task of it in the queue (cancelled?)."""
-    mine = tasks_of(run, submitted)
+    mine = tasks.every
     if now.state not in ("interrupted", "not started") or not mine:
         return now
     if waiting := [task for task in mine if task in queued]:
         task = waiting[-1]
-        return replace(
-            now, state="queued", detail=f"task {task} is {queued[task]} in the queue: it continues by itself"
-        )
-    last = last_task(run.files.log) or mine[-1]
-    said = f"no task of it is in the queue (the last: {last}; cancelled?): submit again to continue"
+        said = f"task {task} is {queued[task]} in the queue: it continues by itself"
+        return replace(now, state="queued", detail=said)
+    said = f"no task of it is in the queue (the last: {tasks.last or mine[-1]}; cancelled?): submit again to continue"
     return replace(now, detail=f"{now.detail}; {said}" if now.detail else said)
 
 
@@ -215,8 +219,8 @@ def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, in
     states = [state(run) for run in runs]
     said = ""
     submitted = submitted_tasks(folder)
-    waiting = ("interrupted", "not started")
-    if any(now.state in waiting and tasks_of(run, submitted) for run, now in zip(runs, states)):
+    tasks = [Tasks.of(run, submitted) for run in runs]  # each log read once
+    if any(now.state in ("interrupted", "not started") and mine.every for now, mine in zip(states, tasks)):
         queued = queue()
         if queued is None:
             said = (
@@ -224,7 +228,7 @@ def table(runs: list[PlannedRun], folder: Path) -> tuple[list[str], dict[str, in
                 "whose task was cancelled both read as interrupted)"
             )
         else:
-            states = [with_queue(run, now, queued, submitted) for run, now in zip(runs, states)]
+            states = [with_queue(now, mine, queued) for now, mine in zip(states, tasks)]
     names = [short_name(run, folder) for run in runs]
     width = max(map(len, names), default=0)
     lines = []
