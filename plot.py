@@ -6,7 +6,6 @@ The figures themselves (size, style, colours) are drawing.py's, shared with trai
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,10 +13,9 @@ from pathlib import Path
 from sgdr import storage
 from sgdr.cli import Parser, UserError, int_at_least, reports_user_errors
 from sgdr.drawing import REFERENCE_T_ZEROS, color, line_figure
-from sgdr.paper.grid import PLAN, SEED_FOLDER
+from sgdr.paper.grid import part_of_grid
 from sgdr.run import layout
 from sgdr.run.record import DamagedRecord, read_record
-from sgdr.training.recipes import RECIPES
 
 
 def load_losses(path: Path, command: str) -> list[float]:
@@ -34,25 +32,6 @@ def load_losses(path: Path, command: str) -> list[float]:
     if not values:
         raise UserError(f"{path} is not a list of per-epoch losses. Rerun: {command}")
     return values
-
-
-def is_grid(folder: Path) -> bool:
-    """Whether ``folder`` holds a grid or is part of one (grid.sh's GRID_DIR, a grid, a seed's folder of it, a
-    folder of a schedule's options in one) rather than the reference runs, by grid.sh's names:
-    ``<GRID_DIR>/<dataset>-<model>-<recipe>/seed<k>/[<options>/]`` and the grid's plan."""
-    seed = re.compile(SEED_FOLDER.format(r"\d+"))
-    grid = re.compile(r"cifar(10|100)-.+-(" + "|".join(RECIPES) + ")")
-
-    def a_grid(place: Path) -> bool:
-        if (place / PLAN).is_file():
-            return True
-        return bool(grid.fullmatch(place.name)) and any(seed.fullmatch(p.name) for p in place.glob("seed*"))
-
-    return (
-        a_grid(folder)  # a grid
-        or any(a_grid(inside) for inside in folder.glob("*") if inside.is_dir())  # GRID_DIR
-        or any(a_grid(above) for above in (folder.parent, folder.parent.parent))  # a seed's folder, its options'
-    )
 
 
 def unfinished(files: layout.RunFiles, losses: list[float]) -> str:
@@ -90,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--output-dir {out} is a file, not a folder: name the folder the reference runs wrote to.")
     runs = [(False, 0, color(0), "Multistep (default)")]
     runs += [(True, t0, color(1 + i), f"Warm restarts, T_0 = {t0}") for i, t0 in enumerate(args.t_zeros)]
-    if is_grid(out):  # a grid's seed folder holds a multistep run's pickles too: they are not the reference runs
+    if part_of_grid(out):  # a grid's seed folder holds a multistep run's pickles too: they are not the reference runs
         raise UserError(
             f"{out} holds a grid: plot.py draws the reference runs (sh run.sh writes them to outputs/), and "
             f"report.py reads a grid: python report.py --runs {out}"

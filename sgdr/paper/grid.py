@@ -22,7 +22,8 @@ from typing import Any
 
 from sgdr import storage
 from sgdr.cli import UserError
-from sgdr.paper.tables import PAPER_EPOCHS, scaled_epochs
+from sgdr.data import cifar
+from sgdr.paper.tables import PAPER_EPOCHS, scaled_epochs, scaled_shape
 from sgdr.paper.tables import TABLE2_SCHEDULE as TABLE2_RATE_AND_SHAPE
 from sgdr.run import layout, settings
 from sgdr.training.recipes import LR, RECIPES
@@ -30,6 +31,7 @@ from sgdr.training.schedules import MILESTONES, OPTION_DEFAULTS
 
 PLAN = "grid.txt"  # in a grid's folder: its train.py commands, one a line, as grid.sh --print gives them
 SEED_FOLDER = "seed{}"  # in a grid's folder: each seed's runs
+GRID_NAME = "{dataset}-{model}-{recipe}"  # a grid's folder in GRID_DIR
 # The grid's settings (grid.sh's environment) and their defaults: the paper's grid, its Table 1 (the default
 # schedule with eta_0 = 0.1 too: the baseline of its claim of fewer epochs), 5 seeds (its medians are of 5
 # runs), with the SGDR authors' recipe and network.
@@ -154,10 +156,11 @@ def scaled(schedule: Schedule, epochs: int) -> Schedule:
         (name, scaled_epochs(value, epochs) if name == "warmup_epochs" and value else value)
         for name, value in schedule.options
     )
+    # The rule the report reads the runs back by (tables.scaled_shape): T_0 scaled, or the default's milestones.
+    shape = scaled_shape((schedule.t_zero, schedule.t_mult) if schedule.warm_restart else None, epochs)
     if schedule.warm_restart:
-        return Schedule(True, scaled_epochs(schedule.t_zero, epochs), schedule.t_mult, schedule.lr, options)
-    milestones = tuple(scaled_epochs(m, epochs) for m in MILESTONES)
-    return Schedule(False, lr=schedule.lr, options=options, milestones=milestones)
+        return Schedule(True, shape[0], shape[1], schedule.lr, options)
+    return Schedule(False, lr=schedule.lr, options=options, milestones=shape[1])
 
 
 def scaled_words(words: Sequence[str], schedules: Sequence[Schedule], epochs: int) -> list[Schedule]:
@@ -222,12 +225,11 @@ class Grid:
     @property
     def root(self) -> Path:
         """The grid's folder, where its seeds' folders, its plan and its SLURM output go."""
-        return Path(self.folder) / f"{self.dataset}-{self.model}-{self.recipe}"
+        return Path(self.folder) / GRID_NAME.format(dataset=self.dataset, model=self.model, recipe=self.recipe)
 
     def runs(self) -> list[PlannedRun]:
         """Every run, seed by seed (SEEDS, then the other TABLE2_SEEDS), schedule by schedule, each run once."""
-        table2 = read_word(TABLE2_SCHEDULE, self.baseline)
-        table2 = scaled(table2, self.epochs) if self.scaled else table2
+        table2 = self.table2_schedule
         seeds = self.seeds + [s for s in self.table2_seeds if s not in self.seeds]
         planned: dict[str, PlannedRun] = {}
         for seed in seeds:
@@ -237,6 +239,12 @@ class Grid:
                 run = self.run(schedule, seed)
                 planned.setdefault(run.same_run, run)
         return list(planned.values())
+
+    @property
+    def table2_schedule(self) -> Schedule:
+        """The schedule of Table 2's runs (T_0 = 10, T_mult = 2, scaled with the rest under SCALED=1)."""
+        table2 = read_word(TABLE2_SCHEDULE, self.baseline)
+        return scaled(table2, self.epochs) if self.scaled else table2
 
     @property
     def plan_notes(self) -> list[str]:
@@ -321,8 +329,7 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     for schedule in schedules:
         if schedule not in grid.schedules:  # one spelling of one run: 10:2/d0.5/w5 is 10:2/w5/d0.5
             grid.schedules.append(schedule)
-    table2 = read_word(TABLE2_SCHEDULE, grid.baseline)
-    table2 = scaled(table2, grid.epochs) if grid.scaled else table2
+    table2 = grid.table2_schedule
     if grid.table2_seeds and table2.t_zero > grid.epochs:  # its runs would end no cycle: no snapshot, no ensemble
         raise GridError(
             f"TABLE2_SEEDS trains T_0 = {table2.t_zero}, T_mult = {table2.t_mult} for Table 2's ensembles, whose first "
@@ -458,3 +465,24 @@ def plan_is_scaled(plan: Path) -> bool:
         return any(line.startswith(SCALED_MARK) for line in plan.read_text(errors="replace").splitlines())
     except OSError:
         return False
+
+
+def part_of_grid(folder: Path) -> bool:
+    """Whether ``folder`` holds a grid or is part of one, by the names grid.sh gives (``<GRID_DIR>/<dataset>-
+    <model>-<recipe>/seed<k>/[<options>/]``) or the plan it writes: GRID_DIR, a grid, a seed's folder, a folder
+    of a schedule's options in one. (plot.py, which draws the reference runs, tells a grid from them.)"""
+    seed = re.compile(SEED_FOLDER.format(r"\d+"))
+    names = GRID_NAME.format(
+        dataset="(" + "|".join(cifar.DATASETS) + ")", model=".+", recipe="(" + "|".join(RECIPES) + ")"
+    )
+
+    def a_grid(place: Path) -> bool:
+        if (place / PLAN).is_file():
+            return True
+        return bool(re.fullmatch(names, place.name)) and any(seed.fullmatch(p.name) for p in place.glob("seed*"))
+
+    return (
+        a_grid(folder)  # a grid
+        or any(a_grid(inside) for inside in folder.glob("*") if inside.is_dir())  # GRID_DIR
+        or any(a_grid(above) for above in (folder.parent, folder.parent.parent))  # a seed's folder, its options'
+    )
