@@ -85,11 +85,15 @@ def run(
                     train_loss, train_acc, lrs = exp.train_epoch(epoch, guard)
                     test_loss, test_acc = exp.validate(guard)
                     ema = exp.validate_ema(guard)
+                    exp.average_weights(epoch)
+                    swa = exp.validate_swa(guard, last=epoch == args.epochs - 1)
                     exp.schedule.after_epoch()
-                    exp.add_epoch(train_loss, test_loss, train_acc, test_acc, lrs, ema)
+                    exp.add_epoch(train_loss, test_loss, train_acc, test_acc, lrs, ema, swa)
                     print(f"Training accuracy: {train_acc:.2%}, test error: {1 - test_acc:.2%}")
                     if ema is not None:
                         print(f"Moving average of the weights (--ema): test error {1 - ema[1]:.2%}")
+                    if exp.swa is not None:
+                        print(swa_line(exp, swa))
 
                     figures = epoch == args.epochs - 1 or time.monotonic() >= figures_due
                     exp.save()  # first: the other files never describe more epochs than the checkpoint
@@ -151,6 +155,18 @@ def stopping_cleanly(exp: Experiment, record: RunRecord, command: Sequence[str])
             with suppress(OSError):  # the record may not fit on the disk either: the first error is the one to report
                 record.end("stopped: the disk is full" if disk_full(error) else "aborted")
             raise
+
+
+def swa_line(exp: Experiment, validated: tuple[float, float] | None) -> str:
+    """--swa-start: how many epochs' weights the average holds, and its test error once validated."""
+    start, count = exp.config["swa_start"], int(exp.swa.n_averaged)
+    if not count:
+        return f"SWA (--swa-start): averaging starts after epoch {start}"
+    epochs_in = f"epoch {start}" if count == 1 else f"epochs {start}-{start + count - 1}"
+    held = f"SWA (--swa-start): the average of the weights after {epochs_in}"
+    if validated is None:
+        return f"{held}; validated after the last epoch"
+    return f"{held}, BatchNorm recomputed: test error {1 - validated[1]:.2%}"
 
 
 def epochs(count: int) -> str:

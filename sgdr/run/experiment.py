@@ -95,6 +95,7 @@ class Experiment:
     saved_epochs: int | None = None  # the epochs the checkpoint on disk holds (None: none written yet)
     batch_norm_images: Any = None  # the training images as validation reads them (--recompute-bn), made once
     ema: AveragedModel | None = None  # --ema: the moving average of ``model``'s weights and buffers
+    swa: AveragedModel | None = None  # --swa-start: the equal-weight average of ``model``'s weights, epoch by epoch
 
     def start_ema(self, decay: float) -> None:
         """--ema: an exponential moving average of the network's parameters and buffers (BatchNorm's
@@ -103,6 +104,30 @@ class Experiment:
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         self.history.setdefault("ema_test_loss", [])
         self.history.setdefault("ema_test_acc", [])
+
+    def start_swa(self) -> None:
+        """--swa-start: SWA's average of the network's parameters (torch's ``AveragedModel``, equal weights),
+        joined by the weights after each epoch from --swa-start on (``average_weights``); its BatchNorm
+        statistics are recomputed before it is validated, after the run's last epoch (``validate_swa``)."""
+        self.swa = AveragedModel(self.model)
+        self.history.setdefault("swa_test_loss", [])
+        self.history.setdefault("swa_test_acc", [])
+
+    def average_weights(self, epoch: int) -> None:
+        """--swa-start: after epoch ``epoch`` (from 0) has trained, its weights join the average if it is
+        --swa-start's epoch or later."""
+        if self.swa is not None and epoch + 1 >= self.config["swa_start"]:
+            self.swa.update_parameters(self.model)
+
+    def validate_swa(self, guard: Guard, last: bool) -> tuple[float, float] | None:
+        """--swa-start, after the run's ``last`` epoch: the average, its BatchNorm statistics recomputed from the
+        training images as --recompute-bn recomputes the network's (then rank 0's taken by every process),
+        validated as the network is. None without --swa-start or before the last epoch."""
+        if self.swa is None or not last:
+            return None
+        self.recompute_batch_norm(self.swa.module)
+        self.team.share_buffers(self.swa.module)
+        return validate(self.swa.module, self.test_loader, self.device, self.autocast, guard)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything ``restore`` needs to continue exactly from here."""
@@ -115,6 +140,7 @@ class Experiment:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.scheduler.state_dict(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            **({"swa": self.swa.state_dict()} if self.swa is not None else {}),
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -144,6 +170,13 @@ class Experiment:
                 self.ema.load_state_dict(saved["ema"])
             except (KeyError, RuntimeError) as error:
                 raise self._damaged("its moving average of the weights does not fit this network", error) from None
+        if self.swa is not None:
+            if not isinstance(saved.get("swa"), dict) or "swa_test_acc" not in saved["history"]:
+                raise self._damaged("it has no average of the weights, which its settings (--swa-start) keep")
+            try:
+                self.swa.load_state_dict(saved["swa"])
+            except (KeyError, RuntimeError) as error:
+                raise self._damaged("its average of the weights does not fit this network", error) from None
         self.history, self.epochs_done = saved["history"], saved["epoch"]
         self.saved_epochs = saved["epoch"]
         try:
@@ -224,17 +257,17 @@ class Experiment:
         self.team.share_buffers(self.ema.module)
         return validate(self.ema.module, self.test_loader, self.device, self.autocast, guard)
 
-    def recompute_batch_norm(self) -> None:
-        """BatchNorm's running statistics, replaced by their averages over the training images as they pass
-        the network now (torch's ``update_bn``: one pass in train mode, momentum None). Training reads the
-        batch's own statistics, never these, so the weights train exactly as without; the checkpoint holds
-        the recomputed statistics, and a resumed run recomputes the same ones."""
+    def recompute_batch_norm(self, network: nn.Module | None = None) -> None:
+        """BatchNorm's running statistics of ``network`` (the run's, by default), replaced by their averages over
+        the training images as they pass it now (torch's ``update_bn``: one pass in train mode, momentum None).
+        Training reads the batch's own statistics, never these, so the weights train exactly as without; the
+        checkpoint holds the recomputed statistics, and a resumed run recomputes the same ones."""
         if self.batch_norm_images is None:
             self.batch_norm_images = loaders.in_order(
                 self.train_loader.dataset, self.test_loader, self.config["batch_size"]
             )
         with self.autocast():
-            update_bn(self.batch_norm_images, self.model)
+            update_bn(self.batch_norm_images, self.model if network is None else network)
 
     def add_epoch(
         self,
@@ -244,6 +277,7 @@ class Experiment:
         test_acc: float,
         lrs: list[float],
         ema: tuple[float, float] | None = None,
+        swa: tuple[float, float] | None = None,
     ) -> None:
         """One more complete epoch: its losses and accuracies, and the rate of each of its batches. Called
         only once the epoch is complete, so the history (and every file written from it) never holds part
@@ -258,6 +292,9 @@ class Experiment:
         if ema is not None:  # --ema: the moving average's test loss and accuracy
             self.history["ema_test_loss"].append(ema[0])
             self.history["ema_test_acc"].append(ema[1])
+        if self.swa is not None:  # --swa-start: the average's, after the last epoch; None (null) before
+            self.history["swa_test_loss"].append(None if swa is None else swa[0])
+            self.history["swa_test_acc"].append(None if swa is None else swa[1])
         self.history["lr"].extend(lrs)
         self.epochs_done += 1
 
@@ -404,6 +441,7 @@ def setup(
         warmup_start=args.warmup_start_lr,
         decay=args.cycle_decay,
         limit=args.cycle_limit,
+        swa=(args.swa_start, args.swa_lr) if args.swa_start is not None else None,
     )
     # Compile the module, then wrap it in DDP: PyTorch's documented order (compiling the wrapper traces DDP's hooks).
     # Static shapes: one graph for each batch shape the network meets (train.py's header counts them),
@@ -432,6 +470,8 @@ def setup(
     )
     if args.ema is not None:
         exp.start_ema(args.ema)
+    if args.swa_start is not None:
+        exp.start_swa()
     if saved is not None:
         exp.restore(saved)
     if team.world > 1:

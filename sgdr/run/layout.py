@@ -113,9 +113,12 @@ def snapshot_epoch(path: Path) -> int:
     return int(SNAPSHOT.fullmatch(path.name)[1])
 
 
-def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int) -> RunFiles:
-    """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts."""
+def run_files(output_dir: str | Path, warm_restart: bool, t_zero: int, t_mult: int, swa: bool = False) -> RunFiles:
+    """``loss.jpg`` & co. for the multistep run; ``wr_*_s{T_0}_m{T_mult}`` for warm restarts; ``swa_*`` for
+    SWA's schedule (``swa``), beside them."""
     out = Path(output_dir)
+    if swa:
+        return RunFiles(out / "swa_loss.jpg", out / "swa_train_loss.pkl", out / "swa_val_loss.pkl", out / RUNS / "swa")
     if not warm_restart:
         return RunFiles(out / "loss.jpg", out / "train_loss.pkl", out / "val_loss.pkl", out / RUNS / "multistep")
     tag = f"s{t_zero}_m{t_mult}"
@@ -135,7 +138,7 @@ def files_of(args: Namespace, output_dir: str | Path | None = None) -> RunFiles:
     option in the same folder is another run's settings there, refused on resume (grid.sh gives such
     runs folders of their own)."""
     out = args.output_dir if output_dir is None else output_dir
-    return run_files(out, args.warm_restart, args.t_zero, args.t_mult)
+    return run_files(out, args.warm_restart, args.t_zero, args.t_mult, getattr(args, "swa_start", None) is not None)
 
 
 def combined_figure(output_dir: str | Path) -> Path:

@@ -12,7 +12,8 @@ from sgdr.run import layout
 
 def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     """One row per epoch for ``metrics.jsonl``: losses, top-1 accuracies, test error, and the
-    learning rates of the epoch's first and last batch; with --ema, the moving average's test loss and error."""
+    learning rates of the epoch's first and last batch; with --ema, the moving average's test loss and error; with
+    --swa-start, SWA's test loss and error, on the run's last epoch."""
     per_epoch = len(history["lr"]) // len(history["train_loss"]) if history["train_loss"] else 0
     return [
         {
@@ -28,6 +29,12 @@ def metrics_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
             **(
                 {"ema_test_loss": history["ema_test_loss"][k], "ema_test_error": 1 - history["ema_test_acc"][k]}
                 if "ema_test_acc" in history
+                else {}
+            ),
+            # --swa-start: SWA's average, BatchNorm recomputed, validated after the run's last epoch
+            **(
+                {"swa_test_loss": history["swa_test_loss"][k], "swa_test_error": 1 - history["swa_test_acc"][k]}
+                if history.get("swa_test_acc") and history["swa_test_acc"][k] is not None
                 else {}
             ),
         }

@@ -214,6 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
         "saved in the checkpoint and validated after every epoch: ema_test_loss and ema_test_error in "
         "metrics.jsonl, see docs/averaging.md. Training is unchanged (default: off)",
     )
+    swa = parser.add_argument_group("SWA's own schedule (Izmailov et al. 2018; see docs/averaging.md)")
+    swa.add_argument(
+        "--swa-start",
+        type=positive,
+        metavar="EPOCH",
+        help="train under SWA's schedule in place of the multistep one: the initial rate (--lr) for the first "
+        "EPOCH/2 epochs, falling linearly to --swa-lr by 0.9 x EPOCH, then constant; from epoch EPOCH on, the "
+        "weights after each epoch join an equal-weight average (torch's AveragedModel), whose BatchNorm "
+        "statistics are recomputed (update_bn) and which is validated after the last epoch: swa_test_error in "
+        "metrics.jsonl. The SWA paper's WRN-28-10: -e 300 --lr 0.1 --swa-start 161 --swa-lr 0.05, 1.5x its "
+        "200-epoch budget (default: off)",
+    )
+    swa.add_argument(
+        "--swa-lr",
+        type=number_in(0.0, RATE_MAX, low_included=False),
+        metavar="LR",
+        help="the constant rate while the weights are averaged (default: half of --lr, the SWA paper's 0.05 of 0.1)",
+    )
     extra.add_argument(
         "--seed",
         type=int_at_least(0, SEED_MAX),
@@ -259,6 +277,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 f"argument {flag}: shapes warm restarts only, and this run uses the multistep schedule: "
                 "add -wr (--warm-restart), or leave it out"
             )
+    if args.swa_start is None and args.swa_lr is not None:
+        parser.error("argument --swa-lr: is the rate of SWA's schedule, which this run does not use: add --swa-start")
+    if args.swa_start is not None:
+        if args.warm_restart:
+            parser.error(
+                "argument --swa-start: SWA's schedule replaces the multistep one, and -wr asks for warm restarts: "
+                "leave one out (ensemble.py averages a warm-restart run's snapshots without training again)"
+            )
+        if args.milestones != list(MILESTONES):
+            parser.error("argument --milestones: are the multistep schedule's, and --swa-start asks for SWA's")
+        if args.swa_start > args.epochs:
+            parser.error(
+                f"argument --swa-start: epoch {args.swa_start} is after the run's last ({args.epochs}), so no "
+                f"weights would be averaged: give -e {args.swa_start} or more, or an earlier --swa-start"
+            )
+        args.swa_lr = args.lr / 2 if args.swa_lr is None else args.swa_lr
     if args.warmup_start_lr != OPTION_DEFAULTS["warmup_start_lr"] and not args.warmup_epochs:
         parser.error(
             "argument --warmup-start-lr: is where a warmup starts, and this run has none: "
@@ -282,7 +316,11 @@ def _warm(config: dict[str, Any]) -> bool:
 
 
 def _multistep(config: dict[str, Any]) -> bool:
-    return not config["warm_restart"]
+    return not config["warm_restart"] and config.get("swa_start") is None
+
+
+def _swa(config: dict[str, Any]) -> bool:
+    return config.get("swa_start") is not None
 
 
 def _torchvision(config: dict[str, Any]) -> bool:
@@ -336,6 +374,9 @@ DECIDES: dict[str, Decides] = {
     "recompute_bn": Decides(before=False),
     # Off (None) before --ema, and recorded only when on: the runs without it keep their records and checkpoints.
     "ema": Decides(before=None, only_when_set=True),
+    # Off (None) before SWA's schedule, and recorded only when on, as --ema.
+    "swa_start": Decides(before=None, acts=lambda config: not config["warm_restart"], only_when_set=True),
+    "swa_lr": Decides(before=None, acts=_swa, only_when_set=True),
     "seed": Decides(),
     "workers": Decides(acts=_torchvision, new_run=lambda device: min(4, os.cpu_count() or 1)),
     "processes": Decides(),  # not a flag: how many processes share the run (each normalises its share of a batch)
@@ -419,7 +460,7 @@ def problem(config: dict[str, Any]) -> str | None:
     config = upgrade(config)
     if not isinstance(config.get("warm_restart"), bool):
         return f"warm_restart is {config.get('warm_restart')!r}, not true or false"
-    kind = "warm-restart" if config["warm_restart"] else "multistep"
+    kind = "warm-restart" if config["warm_restart"] else "SWA-schedule" if _swa(config) else "multistep"
     flags = {action.dest: action for action in build_parser()._actions}
     for name, setting in DECIDES.items():
         if name not in flags or (name not in config and name not in READ):

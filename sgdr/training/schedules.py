@@ -1,5 +1,7 @@
 """Learning-rate schedules: the multistep default and SGDR's cosine annealing with warm restarts,
-optionally shaped by a linear warmup, a decay of each cycle's peak and a limit on the cycles."""
+optionally shaped by a linear warmup, a decay of each cycle's peak and a limit on the cycles; and beside
+them the schedule of Stochastic Weight Averaging (SWA, Izmailov et al. 2018), under which a run averages
+its weights."""
 
 from __future__ import annotations
 
@@ -218,6 +220,49 @@ class ShapedWarmRestarts(WarmRestarts):
         return said
 
 
+def swa_rate(epoch: int, start: int, lr: float, swa_lr: float) -> float:
+    """The rate of epoch ``epoch`` (counted from 0) under SWA's own schedule (Izmailov et al. 2018, their
+    schedule for CIFAR, budget fractions as their script has them): with t = epoch / ``start``, ``lr`` while
+    t <= 0.5, then falling linearly to ``swa_lr`` at t = 0.9, and ``swa_lr`` from there on, which is the
+    constant rate the weights are averaged under from epoch ``start`` (counted from 1) to the end."""
+    t = epoch / start
+    if t <= 0.5:
+        return lr
+    ratio = swa_lr / lr
+    factor = 1.0 - (1.0 - ratio) * (t - 0.5) / 0.4 if t <= 0.9 else ratio
+    return lr * factor
+
+
+class SwaRate(LRScheduler):
+    """SWA's schedule (``swa_rate``), stepped after every epoch: the rate of each epoch in closed form from its
+    index, so the state (``last_epoch``, the base rates, ``start`` and ``swa_lr``) gives it again on resume.
+
+    A constant rate after the decay, as torch's ``SWALR`` holds one once its annealing is over; SWA's own
+    schedule reaches ``swa_lr`` at 0.9 x ``start``, before the averaging begins, so there is nothing left
+    for ``SWALR`` to anneal, and one closed form gives the whole schedule bit for bit on resume."""
+
+    def __init__(self, optimizer: Optimizer, start: int, swa_lr: float):
+        self.start, self.swa_lr = start, swa_lr
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [swa_rate(self.last_epoch, self.start, base, self.swa_lr) for base in self.base_lrs]
+
+    def describe(self) -> str:
+        """The schedule line: its phases by epoch (counted from 1), as ``swa_rate`` gives them."""
+        lr = self.base_lrs[0]
+        epochs = range(0, 2 * self.start)
+        flat = max(e for e in epochs if swa_rate(e, self.start, lr, self.swa_lr) == lr) + 1
+        low = min(e for e in epochs if e / self.start > 0.9) + 1
+        first = f"epochs 1-{flat}" if flat > 1 else "epoch 1"
+        return (
+            f"Using SWA's schedule (Izmailov et al. 2018): lr {lr:g} in {first}, falling linearly to "
+            f"{self.swa_lr:g} by epoch {low}, then {self.swa_lr:g}; from epoch {self.start} on, the weights after "
+            "each epoch join an equal-weight average (torch's AveragedModel), whose BatchNorm statistics are "
+            "recomputed (update_bn) before it is validated after the last epoch."
+        )
+
+
 @dataclass
 class Schedule:
     """When the training loop steps its scheduler: after every batch or after every epoch.
@@ -246,6 +291,8 @@ class Schedule:
     def describe(self) -> str:
         """The line a run prints to say which schedule it uses."""
         s = self.scheduler
+        if isinstance(s, SwaRate):
+            return s.describe()
         if isinstance(s, CosineAnnealingWarmRestarts):
             line = f"Using cosine annealing with warm restarts: T_0 = {s.T_0}, T_mult = {s.T_mult}"
             line += f", eta_min = {s.eta_min:g}"
@@ -270,8 +317,10 @@ def build_schedule(
     warmup_start: float = 0.0,
     decay: float = 1.0,
     limit: int | None = None,
+    swa: tuple[int, float] | None = None,
 ) -> Schedule:
-    """SGDR stepped per batch when ``warm_restart``, else the multistep default stepped per epoch.
+    """SGDR stepped per batch when ``warm_restart``, else the multistep default stepped per epoch, or with
+    ``swa`` (the epoch averaging starts at, and the rate it runs at) SWA's schedule, stepped per epoch.
 
     ``by_samples``: (batches per epoch, batch size / samples per epoch) for the script's stepping
     (``SampleWarmRestarts``); None for the tutorial's fractional epochs. ``warmup``, ``warmup_start``,
@@ -282,6 +331,10 @@ def build_schedule(
     shaped = options != OPTION_DEFAULTS
     if shaped and not warm_restart:
         raise ValueError("a warmup, a cycle decay and a cycle limit shape warm restarts only")
+    if swa is not None:
+        if warm_restart or shaped:
+            raise ValueError("SWA's schedule replaces the multistep one; it takes no warm restarts")
+        return Schedule(SwaRate(optimizer, *swa), per_batch=False)
     if shaped:
         scheduler = ShapedWarmRestarts(optimizer, t_zero, t_mult, warmup, warmup_start, decay, limit, by_samples)
         return Schedule(scheduler, per_batch=True)
