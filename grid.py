@@ -25,6 +25,9 @@ Settings, by environment variable (defaults: the paper's):
       seed<k>/w5_d0.5/)
   COMPARE=1   (adds two comparison schedules: one cosine cycle after a 5-epoch warmup, no restart,
                $((EPOCHS - 5)):1/w5; and SGDR with cycle decay 0.5, 10:2/d0.5)
+  SWA=1       (adds the word swa: SWA's own schedule, Izmailov et al. 2018, at 1.5x EPOCHS, lr 0.1,
+               averaging from epoch 161 of 200 scaled to EPOCHS at 0.05: -e 300 --swa-start 161 at 200;
+               its runs in seed<k>/runs/swa, read by report.py beside Table 2)
   SCALED=1    (a try-out that shows what the paper shows: every schedule's epochs, T_0, the default's
                steps and warmups, x EPOCHS/200, rounded, at least 1; EPOCHS=40 rounds
                only T_0 = 1)

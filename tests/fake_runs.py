@@ -38,6 +38,7 @@ def fake_run(
     the report's figure tells which epoch it read. ``devices``: where its sessions trained."""
     config = {**PAPER_CONFIG, "seed": 1, **settings}
     schedule = f"wr_s{config['t_zero']}_m{config['t_mult']}" if config.get("warm_restart") else "multistep"
+    schedule = "swa" if config.get("swa_start") is not None else schedule
     folder = root / name / "runs" / schedule
     folder.mkdir(parents=True)
     done = epochs if done is None else done

@@ -357,6 +357,26 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
     assert "-t0 95 -tm 1 --warmup-epochs 5" in shlex.join(grid_commands(env, "-e", "100")[2])
 
 
+def test_grid_trains_swas_own_schedule_at_one_and_a_half_times_its_budget():
+    """The word swa (or SWA=1): the SWA paper's WRN-28-10 schedule, -e 300 --lr 0.1 --swa-start 161 --swa-lr 0.05
+    beside 200 epochs, scaled with the budget (161/200 of it, rounded half up), in its own run folder."""
+    env = {"PYTHON": "python", "SEEDS": "1", "SCHEDULES": "default 10:2"}
+    seed1 = "outputs/grid/cifar10-wrn-28-10-paper/seed1"
+    for extra in ({"SWA": "1"}, {"SCHEDULES": "default 10:2 swa"}):
+        commands = grid_commands({**env, **extra})
+        assert len(commands) == 3 and "-e" not in commands[2][:4]
+        assert shlex.join(commands[2][commands[2].index("--output-dir") + 1 :]) == (
+            f"{seed1} --resume -e 300 --lr 0.1 --swa-start 161 --swa-lr 0.05"
+        )
+    for epochs, swa_epochs, start in (("30", "45", "24"), ("4", "6", "3"), ("1", "2", "1")):
+        command = grid_commands({**env, "SCHEDULES": "swa", "EPOCHS": epochs})[-1]  # scaled with SCALED=1 or not
+        assert shlex.join(command).endswith(f"-e {swa_epochs} --lr 0.1 --swa-start {start} --swa-lr 0.05")
+        assert command[command.index("-e") :].count("-e") == 1
+    args = [settings.parse_args(command[2:]) for command in grid_commands({**env, "SWA": "1"})]
+    assert [layout.files_of(a).run_dir.name for a in args] == ["multistep", "wr_s10_m2", "swa"]
+    assert len(grid_commands({**env, "SCHEDULES": "swa swa", "SWA": "1"})) == 1  # one run, however often named
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
@@ -372,6 +392,9 @@ def test_grid_adds_the_comparison_schedules_and_shaped_words_in_folders_of_their
         ({"SCHEDULES": "10:2/d0.5/d0.3"}, "SCHEDULES: 10:2/d0.5/d0.3 is neither"),  # which decay?
         ({"COMPARE": "1", "EPOCHS": "5"}, "COMPARE=1 adds a 5-epoch warmup before one cycle"),
         ({"COMPARE": "yes"}, "COMPARE is yes; COMPARE=1 adds the comparison schedules"),
+        ({"SWA": "on"}, "SWA is on; SWA=1 adds SWA's own schedule (the word swa)"),
+        ({"SCHEDULES": "swa@0.1"}, "SCHEDULES: swa@0.1 is neither"),
+        ({"SCHEDULES": "swa/w5"}, "SCHEDULES: swa/w5 is neither"),
         ({"EPOCHS": "abc"}, "EPOCHS is abc, not a whole number of epochs (expected an integer"),
     ],
 )
@@ -519,6 +542,8 @@ def test_the_grid_has_help_and_reads_its_epochs_as_train_py_does():
         (["-t0", "5"], "--t-zero is the grid's own: set SCHEDULES"),
         (["--milestones", "3"], "--milestones is the grid's own: set SCHEDULES"),
         (["--cycle-decay", "0.5"], "--cycle-decay is the grid's own: set SCHEDULES"),
+        (["--swa-start", "3"], "--swa-start is the grid's own: set SCHEDULES"),
+        (["--swa-lr", "0.1"], "--swa-lr is the grid's own: set SCHEDULES"),
         (["--overwrite"], "--overwrite is the grid's own: every run resumes"),
         (["-w"], "unrecognized arguments: -w"),
     ],

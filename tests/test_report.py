@@ -674,3 +674,41 @@ def test_the_averages_figure_draws_the_ensemble_and_swa_of_each_schedule_in_its_
     assert list(ensemble.get_ydata()) == [3.0, 2.5, 2.2] and list(swa.get_ydata()) == [2.9, 2.7, 2.6]
     style = rows.styles([schedule])[schedule]
     assert ensemble.get_color() == swa.get_color() == style.color and ensemble.get_linestyle() != swa.get_linestyle()
+
+
+def fake_swa_run(root: Path, seed: int, epochs: int, swa_error: float, **settings) -> None:
+    """A run of SWA's own schedule whose network ends at 2 + seed / 10 % and whose average at ``swa_error`` %."""
+    swa = {"warm_restart": False, "lr": 0.1, "swa_start": 161, "swa_lr": 0.05}
+    folder = fake_run(root, f"seed{seed}", epochs, seed=seed, error=lambda e: 2 + seed / 10, **swa, **settings)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    rows[-1]["swa_test_error"] = swa_error / 100
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_runs_of_swas_own_schedule_sit_beside_table_2_with_their_longer_budget(tmp_path, monkeypatch):
+    """grid.sh's word swa: runs of 1.5x the group's epochs, read beside its Table 2 (not in Table 1), the network
+    at their last epoch and SWA's average, with their epochs said against the group's; with --skip-ensembles too.
+    A SWA run with no group of its settings to sit beside is named as left out."""
+    monkeypatch.setattr(ensembles, "SnapshotOutputs", FakeOutputs)
+    monkeypatch.setattr(ensembles, "ensemble_error", known_ensemble_error)
+    monkeypatch.setattr(averages, "swa_error", known_swa_error)
+    fake_grid(tmp_path / "grid", range(1, 4))
+    for seed, error in zip(range(1, 4), (1.5, 1.25, 1.75)):
+        fake_swa_run(tmp_path / "grid", seed, 300, error)
+    fake_swa_run(tmp_path / "other", 1, 300, 1.0, dataset="cifar100")  # no CIFAR-100 runs beside it
+    name = "SWA's own schedule (lr 0.1, then 0.05 while averaging from epoch 161 of 300)"
+    want = {
+        "the network itself (epoch 300)": ["2.20 (2.10-2.30)", "1", "300 (1.5x these runs' 200)", ""],
+        "SWA: the weights after epochs 161-300 averaged, BatchNorm recomputed": [
+            "1.50 (1.25-1.75)", "1", "300 (1.5x these runs' 200)", ""
+        ],
+    }  # fmt: skip
+    for flags, heading in (((), "Beside Table 2"), (("--skip-ensembles",), "Beside Table 2: SWA's own schedule")):
+        text = run_report(tmp_path, *flags)
+        assert text.count("## cifar10, wrn-28-10, paper recipe") == 1  # one group: the SWA runs form none
+        rows = {row[1]: row[2:] for row in section(text, heading) if row[0] == name}
+        assert rows == want
+        assert name not in text.split("### Table 1")[1].split("###")[0]
+        assert "SWA's own schedule (`train.py --swa-start`, the word `swa` of grid.sh)" in text
+        said = text.split("Left out, SWA's schedule with no runs of the same settings to sit beside: ")[1]
+        assert said.startswith(f"{tmp_path / 'other' / 'seed1' / 'runs' / 'swa'} (300 epochs)")

@@ -1,9 +1,10 @@
 """The paper's grid, planned once: its settings (what grid.sh reads from the environment), the schedule words
 of SCHEDULES, the train.py command and folder of every run, and the plan file that remembers them.
 
-A word is ``default`` (the multistep schedule) or ``T_0:T_mult`` (warm restarts); ``@LR`` after either trains
-it with another initial rate; after ``T_0:T_mult``, ``/wW /sS /dD /kK`` add a warmup of W epochs from rate S,
-a cycle decay D and a limit of K cycles, each at most once, in any order. Values are read as train.py's flags
+A word is ``default`` (the multistep schedule), ``T_0:T_mult`` (warm restarts) or ``swa`` (SWA's own schedule at
+1.5x the grid's budget, ``swa_schedule``); ``@LR`` after either of the first two trains it with another initial
+rate; after ``T_0:T_mult``, ``/wW /sS /dD /kK`` add a warmup of W epochs from rate S, a cycle decay D and a limit
+of K cycles, each at most once, in any order. Values are read as train.py's flags
 read them, and a word is the run it names: options at their defaults are dropped and numbers written one way
 (``10:2/d0.50/w0`` is ``10:2/d0.5``), so that one run has one folder, ``<grid>/seed<k>/<what the word adds>``.
 """
@@ -11,12 +12,14 @@ read them, and a word is the run it names: options at their defaults are dropped
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +48,17 @@ DEFAULTS = {
     "SCHEDULES": "default default@0.1 50:1 100:1 200:1 1:2 10:2",
     "TABLE2_SEEDS": "",
     "COMPARE": "",
+    "SWA": "",
     "SCALED": "",
     "PYTHON": "python",
 }
 # The schedule of the paper's snapshot ensembles (Table 2), trained for TABLE2_SEEDS too.
 TABLE2_SCHEDULE = "{}:{}".format(*TABLE2_RATE_AND_SHAPE[1])
 COMPARE_WARMUP = 5  # COMPARE=1: one cosine after a warmup of this many epochs, and SGDR with cycle decay 0.5
+# The SWA paper's (Izmailov et al. 2018) WRN-28-10 on CIFAR: 300 epochs for its SGD baseline's 200 (1.5x the
+# budget), lr 0.1, averaging from epoch 161 at 0.05. ``swa`` (or SWA=1) trains it at 1.5x EPOCHS, its start
+# scaled as every epoch count of the paper's (tables.scaled_epochs).
+SWA_WORD, SWA_BUDGET, SWA_START, SWA_LR, SWA_RATE = "swa", Fraction(3, 2), 161, 0.1, 0.05
 # In the plan of a grid planned with SCALED=1 (a comment: train.py commands are the other lines); report.py
 # reads it to show each run as the paper's schedule it was scaled from.
 SCALED_MARK = "# scaled:"
@@ -59,7 +67,7 @@ OPTIONS = {"w": "warmup_epochs", "s": "warmup_start_lr", "d": "cycle_decay", "k"
 WORD = re.compile(r"(?P<shape>default|\d+:\d+)(?:@(?P<lr>[^/@]*))?(?P<options>(?:/[^/]*)*)")
 WORD_HELP = (
     "is neither default nor T_0:T_mult (e.g. 10:2), with @LR for another initial lr (default@0.1) and, after "
-    "T_0:T_mult, /wW /sS /dD /kK, each at most once (10:2/w5/d0.5)."
+    "T_0:T_mult, /wW /sS /dD /kK, each at most once (10:2/w5/d0.5), nor swa (SWA's own schedule, alone)."
 )
 
 
@@ -85,10 +93,13 @@ class Schedule:
     lr: float | None = None
     options: tuple[tuple[str, Any], ...] = ()
     milestones: tuple[int, ...] | None = None  # the default's, scaled (SCALED=1); None: train.py's
+    swa: tuple[int, int] | None = None  # SWA's schedule: (its epochs, the epoch averaging starts at)
 
     @property
     def word(self) -> str:
         """The word in its one spelling."""
+        if self.swa is not None:
+            return SWA_WORD
         text = f"{self.t_zero}:{self.t_mult}" if self.warm_restart else "default"
         text += f"@{number_text(self.lr)}" if self.lr is not None else ""
         return text + "".join(f"/{letter}{number_text(value)}" for letter, value in self._lettered())
@@ -96,12 +107,26 @@ class Schedule:
     @property
     def tag(self) -> str:
         """The folder its runs get inside a seed's ("" for T_0:T_mult or default alone): ``lr0.1_w5_d0.5``."""
+        if self.swa is not None:
+            return ""  # its run folder is its own (runs/swa), beside the others'
         parts = [f"lr{number_text(self.lr)}"] if self.lr is not None else []
         return "_".join(parts + [f"{letter}{number_text(value)}" for letter, value in self._lettered()])
 
     @property
     def flags(self) -> list[str]:
         """train.py's flags for it."""
+        if self.swa is not None:
+            epochs, start = self.swa
+            return [
+                "-e",
+                str(epochs),
+                "--lr",
+                number_text(self.lr),
+                "--swa-start",
+                str(start),
+                "--swa-lr",
+                str(SWA_RATE),
+            ]
         words = ["--lr", number_text(self.lr)] if self.lr is not None else []
         if self.warm_restart:
             words += ["--warm-restart", "-t0", str(self.t_zero), "-tm", str(self.t_mult)]
@@ -121,6 +146,8 @@ def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
     shaping options every run of the grid has without the word (its flags, else train.py's defaults): a value
     the word gives that is already the baseline's is no part of the schedule (one run, one folder)."""
     baseline = baseline if baseline is not None else {"lr": LR, **OPTION_DEFAULTS}
+    if word == SWA_WORD:
+        return Schedule(False, lr=SWA_LR, swa=(0, 0))  # its epochs are the grid's: see swa_schedule
     match = WORD.fullmatch(word)
     if match is None or (match["lr"] is not None and not match["lr"]):
         raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
@@ -149,9 +176,22 @@ def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
     return Schedule(warm, t_zero, t_mult, None if lr == baseline["lr"] else lr, options)
 
 
+def swa_schedule(budget: int) -> Schedule:
+    """The SWA paper's schedule for a grid of ``budget`` epochs: 1.5x as many (rounded half up), averaging from its
+    epoch 161 of 200 scaled to the budget, lr 0.1 then 0.05: at 200, -e 300 --swa-start 161, as the paper."""
+    return Schedule(False, lr=SWA_LR, swa=(swa_epochs(budget), scaled_epochs(SWA_START, budget)))
+
+
+def swa_epochs(budget: int) -> int:
+    """The epochs of SWA's schedule beside runs of ``budget`` epochs: 1.5x as many, rounded half up."""
+    return math.floor(SWA_BUDGET * budget + Fraction(1, 2))
+
+
 def scaled(schedule: Schedule, epochs: int) -> Schedule:
     """``schedule`` with its epochs (T_0, the default's milestones, a warmup) scaled from the paper's 200 to
-    ``epochs`` (tables.scaled_epochs: rounded half up, at least 1)."""
+    ``epochs`` (tables.scaled_epochs: rounded half up, at least 1); SWA's is scaled already (``swa_schedule``)."""
+    if schedule.swa is not None:
+        return schedule
     options = tuple(
         (name, scaled_epochs(value, epochs) if name == "warmup_epochs" and value else value)
         for name, value in schedule.options
@@ -259,7 +299,8 @@ class Grid:
         words = [
             *self.python,
             self.script,
-            *("-e", str(self.epochs), "--model", self.model, "--dataset", self.dataset, "--recipe", self.recipe),
+            *(() if schedule.swa else ("-e", str(self.epochs))),  # SWA's schedule gives its own
+            *("--model", self.model, "--dataset", self.dataset, "--recipe", self.recipe),
             *("--seed", str(seed), "--output-dir", str(output), "--resume", *self.flags, *schedule.flags),
         ]
         return planned_run(words, "the grid")
@@ -271,7 +312,7 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     that cannot make one. The flags that name a run's folder (--model, --dataset, --recipe, -e) are read as
     train.py reads them; --seed, --output-dir, the schedule's flags and --overwrite are the grid's own."""
     given = _given(flags)
-    schedule_flags = ("warm_restart", "t_zero", "t_mult", "milestones", *OPTION_DEFAULTS)
+    schedule_flags = ("warm_restart", "t_zero", "t_mult", "milestones", *OPTION_DEFAULTS, "swa_start", "swa_lr")
     for own in ("seed", "output_dir", *schedule_flags, "overwrite"):
         if own in given:
             flag = "-wr (--warm-restart)" if own == "warm_restart" else f"--{own.replace('_', '-')}"
@@ -280,7 +321,7 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
                 "output_dir": "set GRID_DIR=... instead",
                 "overwrite": "every run resumes (a requeued task would start its run over); remove the run's "
                 "folder to start it over",
-            }.get(own, 'set SCHEDULES="..." instead (a word a schedule, e.g. 10:2/w5)')
+            }.get(own, 'set SCHEDULES="..." instead (a word a schedule, e.g. 10:2/w5, or swa)')
             raise GridError(f"{flag} is the grid's own: {instead}.")
     setting = {**DEFAULTS, **{key: value for key, value in environ.items() if key in DEFAULTS}}
     parser = settings.build_parser()
@@ -307,15 +348,20 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
     words = setting["SCHEDULES"].split()
     if not grid.seeds or not words:
         raise GridError('SEEDS and SCHEDULES must each name at least one (e.g. SEEDS="1 2 3").')
-    compare, scale = setting["COMPARE"], setting["SCALED"]
+    compare, scale, swa = setting["COMPARE"], setting["SCALED"], setting["SWA"]
     if compare not in ("", "1"):
         raise GridError(f"COMPARE is {compare}; COMPARE=1 adds the comparison schedules, unset it for none.")
+    if swa not in ("", "1"):
+        raise GridError(f"SWA is {swa}; SWA=1 adds SWA's own schedule (the word swa), unset it for none.")
     if scale not in ("", "1"):
         raise GridError(f"SCALED is {scale}; SCALED=1 scales every schedule to EPOCHS, unset it for none.")
     grid.scaled = scale == "1" and grid.epochs != PAPER_EPOCHS
     if compare == "1":
         words.append(f"{TABLE2_SCHEDULE}/d0.5")
+    if swa == "1":
+        words.append(SWA_WORD)
     schedules = [read_word(word, grid.baseline) for word in words]
+    schedules = [swa_schedule(grid.epochs) if s.swa is not None else s for s in schedules]
     if grid.scaled:
         schedules = scaled_words(words, schedules, grid.epochs)
     if compare == "1":  # one cycle after a warmup, to the end: built at the grid's length, scaled or not

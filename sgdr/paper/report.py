@@ -17,7 +17,7 @@ from sgdr import drawing, storage
 from sgdr.cli import UserError
 from sgdr.data.cifar import TEST_IMAGES
 from sgdr.paper import averages, ensembles, gridstate
-from sgdr.paper.grid import PLAN, PlannedRun, plan_is_scaled, read_plan_file, short_name
+from sgdr.paper.grid import PLAN, PlannedRun, plan_is_scaled, read_plan_file, short_name, swa_epochs
 from sgdr.paper.tables import (
     ANYTIME_BASELINE,
     CLAIM_T_MULT,
@@ -48,8 +48,10 @@ from sgdr.training.recipes import LR
 from sgdr.training.schedules import GAMMA, MILESTONES, OPTION_DEFAULTS, cycle_ends, run_cycle_ends
 
 # Settings that vary inside a group: the seed and the schedule's (its kind, T_0 and T_mult or milestones, the
-# initial rate, and the options that shape warm restarts).
-SCHEDULE_KEYS = ("seed", "warm_restart", "t_zero", "t_mult", "milestones", "lr", *OPTION_DEFAULTS)
+# initial rate, the options that shape warm restarts, SWA's schedule).
+SCHEDULE_KEYS = (
+    "seed", "warm_restart", "t_zero", "t_mult", "milestones", "lr", *OPTION_DEFAULTS, "swa_start", "swa_lr"
+)  # fmt: skip
 RECOMMENDED = """Each run is read where the paper reads it (Section 3): with warm restarts, the recommended
 solution is the network at the end of the last completed cycle (where the rate has reached
 eta_min; before the first restart, the current network); with the default schedule, the last
@@ -95,6 +97,11 @@ class Run:
         """Every setting but the seed and the schedule: runs that share them are one experiment."""
         kept = {k: v for k, v in self.config.items() if k not in SCHEDULE_KEYS}
         return tuple(sorted({**kept, "epochs": self.epochs}.items(), key=lambda kv: kv[0]))
+
+    @property
+    def swa(self) -> bool:
+        """Trained under SWA's schedule (train.py --swa-start): read beside a group, not in its tables."""
+        return self.config.get("swa_start") is not None
 
     @property
     def read_epoch(self) -> int:
@@ -540,6 +547,14 @@ def table2(
     )
 
 
+SWA_PROTOCOL = (
+    "SWA's own schedule (`train.py --swa-start`, the word `swa` of grid.sh): other runs, of the same settings, "
+    "trained longer under the SWA paper's schedule (the initial rate, falling linearly to the averaging rate, then "
+    "constant while the weights after each epoch from the start are averaged); read at their last epoch: the "
+    "network itself, and the average, BatchNorm's statistics recomputed as above, validated once after the last "
+    "epoch. Their training epochs are their own (the SWA paper's budget: 1.5x its SGD baseline's); on this "
+    "group's recipe, not the SWA paper's training."
+)
 AVERAGES_PROTOCOL = (
     "Each row's test error is the median (range) over the schedule's runs, one value per run: the single network "
     "read at the recommended solution; the ensemble of the run's last M cycle-end snapshots (softmax outputs "
@@ -550,18 +565,22 @@ AVERAGES_PROTOCOL = (
 )
 
 
+AVERAGES_HEADER = (
+    "| schedule | method | test error %, median (range) | networks at test time | training epochs | paper |",
+    "| --- | --- | --- | --- | --- | --- |",
+)
+
+
 def averages_table(
-    runs: list[Run], dataset: str, test: ensembles.SnapshotOutputs, rows: Rows
+    runs: list[Run], dataset: str, test: ensembles.SnapshotOutputs, rows: Rows, swa_lines: Sequence[str] = ()
 ) -> tuple[list[str], dict[tuple, tuple[list[float], list[float]]]]:
     """Beside Table 2, for each warm-restart schedule whose runs all have snapshots: the single network, the
     snapshot ensemble of M, SWA of the same M snapshots and EMA where trained, each with its test error (median
     and range over the runs), the networks it evaluates at test time and its training epochs; the paper's numbers
-    where they exist. Also the figure's curves: per schedule, the median over runs of the ensemble's and SWA's
+    where they exist; then ``swa_lines`` (``swa_table``: runs of SWA's own schedule beside them). Also the figure's
+    curves: per schedule, the median over runs of the ensemble's and SWA's
     error for M = 1, 2, 3."""
-    lines = [
-        "| schedule | method | test error %, median (range) | networks at test time | training epochs | paper |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = list(AVERAGES_HEADER)
     average = averages.AverageOutputs(test)
     curves: dict[tuple, tuple[list[float], list[float]]] = {}
     for schedule, group in by_schedule(runs, rows).items():
@@ -592,11 +611,54 @@ def averages_table(
             ema = [100 * run.metrics[run.read_epoch - 1]["ema_test_error"] for run in group]
             decay = group[0].config["ema"]
             lines.append(f"| {name} | EMA of the weights (decay {decay:g}) | {_spread(ema)} | 1 | {epochs} |  |")
-    if not curves:
-        return ["No warm-restart schedule of this group has snapshots in every run: nothing to average."], curves
+    none = "No warm-restart schedule of this group has snapshots in every run: nothing to average"
+    if not curves and not swa_lines:
+        return [f"{none}."], curves
+    lines += swa_lines
     if cited := paper_swa(dataset, rows.column):
         lines.append(f"| {SWA_PAPER_SETUP} | SWA (one network) | | 1 | 1.5x the SGD budget | {cited} |")
-    return lines + ["", AVERAGES_PROTOCOL], curves
+    notes = ([AVERAGES_PROTOCOL] if curves else []) + ([SWA_PROTOCOL] if swa_lines else [])
+    spaced = [line for note in notes for line in ("", note)]
+    return ([] if curves else [f"{none} but SWA's own schedule.", ""]) + lines + spaced, curves
+
+
+def swa_beside(settings: tuple, swa_runs: Sequence[Run], budgets: Sequence[int]) -> list[Run]:
+    """The runs of ``swa_runs`` (SWA's schedule) that sit beside the group of runs of ``settings``: those of the
+    same settings but their epochs, trained for 1.5x the group's (grid.swa_epochs, as the word swa trains
+    them), or, where no group of ``budgets`` (the epochs of the groups of these settings) is, the longest group
+    no longer than they."""
+    group = dict(settings)
+
+    def budget(run: Run) -> int | None:
+        if any(k != "epochs" and v != group.get(k) for k, v in run.settings) or len(run.settings) != len(settings):
+            return None
+        matched = [b for b in budgets if swa_epochs(b) == run.epochs]
+        shorter = [b for b in budgets if b <= run.epochs]
+        return matched[0] if matched else max(shorter, default=None)
+
+    return [run for run in swa_runs if budget(run) == group["epochs"]]
+
+
+def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
+    """Rows of the averages table for runs trained under SWA's schedule beside a group of ``budget`` epochs: per
+    setting of it (its start, rates and epochs), the network at its last epoch and SWA's average, each the median
+    (range) over the runs, one network at test time, and the training epochs against the group's."""
+    lines = []
+    kinds: dict[tuple, list[Run]] = defaultdict(list)
+    for run in swa_runs:
+        c = run.config
+        kinds[(c["swa_start"], c.get("lr", LR), c["swa_lr"], run.epochs)].append(run)
+    for (start, lr, swa_lr, epochs), group in sorted(kinds.items()):
+        group = by_seed(group)
+        name = f"SWA's own schedule (lr {lr:g}, then {swa_lr:g} while averaging from epoch {start} of {epochs})"
+        spent = f"{epochs} ({epochs / budget:.3g}x these runs' {budget})"
+        last = [run.error_at(epochs) for run in group]
+        averaged = [100 * run.metrics[-1]["swa_test_error"] for run in group if "swa_test_error" in run.metrics[-1]]
+        lines.append(f"| {name} | the network itself (epoch {epochs}) | {_spread(last)} | 1 | {spent} |  |")
+        if averaged:
+            said = f"SWA: the weights after epochs {start}-{epochs} averaged, BatchNorm recomputed"
+            lines.append(f"| {name} | {said} | {_spread(averaged)} | 1 | {spent} |  |")
+    return lines
 
 
 def _spread_int(values: Sequence[int]) -> str:
@@ -924,10 +986,15 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         raise UserError(f"no finished runs under {runs_dir}. sh grid.sh trains the paper's grid there.")
     groups: dict = defaultdict(list)
     for run in finished:
-        groups[run.settings].append(run)
+        if not run.swa:  # SWA's schedule: read beside the group of its settings (swa_beside)
+            groups[run.settings].append(run)
+    swa_runs = [run for run in finished if run.swa]
+    budgets = [dict(settings)["epochs"] for settings in groups]
+    beside = {settings: swa_beside(settings, swa_runs, budgets) for settings in groups}
+    alone = [run for run in swa_runs if not any(run in placed for placed in beside.values())]
     waiting: dict = defaultdict(list)  # unfinished runs of a group: named in its Table 1
     for run in runs:
-        if not run.finished and run.settings in groups:
+        if not run.finished and not run.swa and run.settings in groups:
             waiting[run.settings].append(run)
     lines = ["# SGDR reproduction report", "", RECOMMENDED, ""]
     planned: set[Path] = set()
@@ -946,6 +1013,12 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
     if unfinished:
         lines += [
             "Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished),
+            "",
+        ]
+    if alone:
+        lines += [
+            "Left out, SWA's schedule with no runs of the same settings to sit beside: "
+            + ", ".join(f"{r.folder} ({r.epochs} epochs)" for r in alone),
             "",
         ]
     if warnings:
@@ -974,6 +1047,9 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group, rows)
         lines.append("")
         curves, average_curves = {}, {}
+        swa_lines = swa_table(beside[key], settings["epochs"])
+        if skip_ensembles and swa_lines:  # no snapshots read: SWA's own schedule alone
+            lines += ["### Beside Table 2: SWA's own schedule", "", *AVERAGES_HEADER, *swa_lines, "", SWA_PROTOCOL, ""]
         if not skip_ensembles:
             test = ensembles.SnapshotOutputs(data_dir, pick_device(device))  # this group's test set
             try:
@@ -981,7 +1057,7 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
                 grid_settings = "".join(f"{word}={settings[key]} " for word, key in grid_words)
                 grid_settings = grid_settings.replace(f"EPOCHS={PAPER_EPOCHS} ", "") + "SCALED=1 " * rows.scaled
                 table, curves = table2(group, dataset, test, paper_header, rows, grid_settings)
-                average_table, average_curves = averages_table(group, dataset, test, rows)
+                average_table, average_curves = averages_table(group, dataset, test, rows, swa_lines)
             except UserError as error:  # most often: no data set here
                 raise UserError(
                     f"{error}\nOnly Table 2 and the weight averages (the snapshots) need the data set: pass the "
