@@ -141,3 +141,14 @@ def test_swa_flags_that_cannot_make_a_run_are_refused(flags, said, cifar_dir, tm
     code, _, err = call(train.main, ["--data-dir", str(cifar_dir), "--output-dir", str(tmp_path), *flags])
     assert code == 2 and said in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_without_its_average_is_refused_as_damaged(cifar_dir, tmp_path):
+    assert call(train.main, swa_argv(cifar_dir, tmp_path, "-e", "3"))[0] == 0
+    path = tmp_path / "runs" / RUN / "checkpoint.pt"
+    saved = torch.load(path, weights_only=True)
+    del saved["swa"]
+    torch.save(saved, path)
+    code, _, err = call(train.main, swa_argv(cifar_dir, tmp_path, "--resume"))
+    assert code == 1 and "Traceback" not in err
+    assert "is damaged: it has no average of the weights, which its settings (--swa-start) keep" in err

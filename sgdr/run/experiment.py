@@ -163,20 +163,16 @@ class Experiment:
             self.schedule.scheduler.load_state_dict(saved["scheduler"])
         except (KeyError, ValueError, TypeError, IndexError) as error:
             raise self._damaged("its optimiser or schedule state does not fit this run", error) from None
-        if self.ema is not None:
-            if not isinstance(saved.get("ema"), dict) or "ema_test_acc" not in saved["history"]:
-                raise self._damaged("it has no moving average of the weights, which its settings (--ema) keep")
+        averages = (("ema", self.ema, "moving average", "--ema"), ("swa", self.swa, "average", "--swa-start"))
+        for key, average, what, flag in averages:
+            if average is None:
+                continue
+            if not isinstance(saved.get(key), dict) or f"{key}_test_acc" not in saved["history"]:
+                raise self._damaged(f"it has no {what} of the weights, which its settings ({flag}) keep")
             try:
-                self.ema.load_state_dict(saved["ema"])
+                average.load_state_dict(saved[key])
             except (KeyError, RuntimeError) as error:
-                raise self._damaged("its moving average of the weights does not fit this network", error) from None
-        if self.swa is not None:
-            if not isinstance(saved.get("swa"), dict) or "swa_test_acc" not in saved["history"]:
-                raise self._damaged("it has no average of the weights, which its settings (--swa-start) keep")
-            try:
-                self.swa.load_state_dict(saved["swa"])
-            except (KeyError, RuntimeError) as error:
-                raise self._damaged("its average of the weights does not fit this network", error) from None
+                raise self._damaged(f"its {what} of the weights does not fit this network", error) from None
         self.history, self.epochs_done = saved["history"], saved["epoch"]
         self.saved_epochs = saved["epoch"]
         try:
