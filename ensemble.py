@@ -8,7 +8,8 @@ snapshots". The members are each run's last M snapshots (just before the last M 
 Beside each row, SWA of the same snapshots: their weights averaged and BatchNorm's statistics
 recomputed over the run's training images, one network per run (several runs: those networks'
 softmax outputs averaged). A run trained with --ema: its moving average's test error at the last
-snapshot's epoch, as the run recorded it. See docs/averaging.md.
+snapshot's epoch, as the run recorded it. A run of SWA's own schedule (--swa-start) keeps no snapshots:
+it is refused, with its own average's test error. See docs/averaging.md.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not snapshots:
             raise UserError(
                 f"{run} has no snapshots: they are taken at the end of each warm-restart cycle "
-                "(python train.py --warm-restart ...), in <run folder>/snapshots/."
+                f"(python train.py --warm-restart ...), in <run folder>/snapshots/.{swa_said(run)}"
             )
     fewest = min(len(snapshots) for snapshots in runs)
     if args.largest_m is not None and args.largest_m > fewest:
@@ -85,6 +86,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (ema := ema_error(run, layout.snapshot_epoch(snapshots[-1]))) is not None:
             print(f"{run}: EMA of the weights (--ema) at epoch {layout.snapshot_epoch(snapshots[-1])}: {ema:.2%}")
     return 0
+
+
+def swa_said(run: Path) -> str:
+    """For a run of SWA's own schedule (train.py --swa-start), which keeps no snapshots: where its own average is,
+    with its test error once validated; "" for another run."""
+    try:
+        rows = read_metrics(layout.metrics_of(run))
+    except (OSError, ValueError):
+        return ""
+    validated = [row for row in rows if "swa_test_error" in row]
+    if not validated:
+        return ""
+    row = validated[-1]
+    return (
+        f" It is a run of SWA's own schedule (--swa-start), which averages its weights as it trains: its average's "
+        f"test error after epoch {row['epoch']} is {row['swa_test_error']:.2%} (swa_test_error in metrics.jsonl)."
+    )
 
 
 def ema_error(run: Path, epoch: int) -> float | None:

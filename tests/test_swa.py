@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import SMALL, TINY, assert_same_run, call, harness
 
+import ensemble
 import train
 from sgdr.paper import averages, ensembles
 from sgdr.run import checkpoint as checkpoints
@@ -152,3 +153,11 @@ def test_a_checkpoint_without_its_average_is_refused_as_damaged(cifar_dir, tmp_p
     code, _, err = call(train.main, swa_argv(cifar_dir, tmp_path, "--resume"))
     assert code == 1 and "Traceback" not in err
     assert "is damaged: it has no average of the weights, which its settings (--swa-start) keep" in err
+
+
+def test_ensemble_py_on_a_run_of_swas_schedule_says_where_its_average_is(cifar_dir, tmp_path):
+    assert call(train.main, swa_argv(cifar_dir, tmp_path))[0] == 0
+    code, _, err = call(ensemble.main, [str(tmp_path / "runs" / RUN), "--data-dir", str(cifar_dir)])
+    assert code == 1 and "Traceback" not in err
+    error = metrics(tmp_path)[-1]["swa_test_error"]
+    assert f"its average's test error after epoch 4 is {error:.2%} (swa_test_error in metrics.jsonl)" in err
