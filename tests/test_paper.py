@@ -375,6 +375,8 @@ def test_grid_trains_swas_own_schedule_at_one_and_a_half_times_its_budget():
     args = [settings.parse_args(command[2:]) for command in grid_commands({**env, "SWA": "1"})]
     assert [layout.files_of(a).run_dir.name for a in args] == ["multistep", "wr_s10_m2", "swa"]
     assert len(grid_commands({**env, "SCHEDULES": "swa swa", "SWA": "1"})) == 1  # one run, however often named
+    code, out, err = grid_sh({**env, "SWA": "1"}, "--print", "--lr", "0.2")  # SWA's rates would override it
+    assert code == 2 and out == "" and "--lr goes to every run, and the word swa trains SWA's own rates" in err
 
 
 @pytest.mark.parametrize(

@@ -712,3 +712,27 @@ def test_runs_of_swas_own_schedule_sit_beside_table_2_with_their_longer_budget(t
         assert "SWA's own schedule (`train.py --swa-start`, the word `swa` of grid.sh)" in text
         said = text.split("Left out, SWA's schedule with no runs of the same settings to sit beside: ")[1]
         assert said.startswith(f"{tmp_path / 'other' / 'seed1' / 'runs' / 'swa'} (300 epochs)")
+
+
+def test_a_swa_run_sits_beside_its_own_settings_group_whatever_other_groups_last(tmp_path):
+    """A CIFAR-10 group of 250 epochs and a CIFAR-100 group of 200: a CIFAR-10 SWA run of 300 epochs (1.5x the
+    CIFAR-100 group's) sits beside the CIFAR-10 group, the longest of its settings no longer than it; an
+    unfinished SWA run of a group's own length is named as not finished, not dropped; a finished one whose metrics
+    lack the average says so."""
+    fake_run(tmp_path / "c10", "seed1", 250, **MULTISTEP)
+    fake_run(tmp_path / "c100", "seed1", 200, dataset="cifar100", **MULTISTEP)
+    fake_swa_run(tmp_path / "c10", 1, 300, 1.5)
+    fake_swa_run(tmp_path / "c10", 2, 300, 1.5)
+    metrics = tmp_path / "c10" / "seed2" / "runs" / "swa" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    del rows[-1]["swa_test_error"]
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    swa = {"warm_restart": False, "lr": 0.1, "swa_start": 161, "swa_lr": 0.05}
+    fake_run(tmp_path / "unfinished", "seed3", 250, seed=3, done=10, **swa)
+    text = run_report(tmp_path, "--skip-ensembles")
+    part = text.split("## cifar10, wrn-28-10, paper recipe, 250 epochs")[1].split("\n## ")[0]
+    rows = {row[1]: row[2:] for row in section(part, "Beside Table 2: SWA's own schedule") if row[0].startswith("SWA")}
+    averaged = "SWA: the weights after epochs 161-300 averaged, BatchNorm recomputed (1 of the 2 runs: the others' "
+    assert rows[averaged + "metrics have no swa_test_error)"] == ["1.50", "1", "300 (1.2x these runs' 250)", ""]
+    assert "Left out, SWA's schedule" not in text
+    assert f"Left out, not finished: {tmp_path / 'unfinished' / 'seed3' / 'runs' / 'swa'} (10 epochs)" in text

@@ -5,6 +5,7 @@ last epoch; kept in the checkpoint, so a killed run resumes to the same bits."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -55,9 +56,35 @@ def test_the_rate_is_the_swa_papers_schedule():
         scheduler.step()
     assert seen == rates
     assert scheduler.describe().startswith(
-        "Using SWA's schedule (Izmailov et al. 2018): lr 0.1 in epochs 1-81, falling linearly to 0.05 by epoch 146, "
-        "then 0.05; from epoch 161 on"
+        "Using SWA's schedule (Izmailov et al. 2018): lr 0.1 in epochs 1-81, falling linearly in epochs 82-145, "
+        "0.05 from epoch 146; from epoch 161 on"
     )
+
+
+@pytest.mark.parametrize(
+    ("start", "lr", "swa_lr", "said"),
+    [
+        (1, 0.1, 0.05, "lr 0.1 in epoch 1, 0.05 from epoch 2; from epoch 1 on"),
+        (2, 0.1, 0.05, "lr 0.1 in epochs 1-2, 0.05 from epoch 3;"),
+        (3, 0.1, 0.05, "lr 0.1 in epochs 1-2, falling linearly in epoch 3, 0.05 from epoch 4;"),
+        (10, 0.1, 0.05, "lr 0.1 in epochs 1-6, falling linearly in epochs 7-9, 0.05 from epoch 10;"),
+        (10, 0.1, 0.3, "lr 0.1 in epochs 1-6, rising linearly in epochs 7-9, 0.3 from epoch 10;"),
+        (10, 0.1, 0.1, "lr 0.1 throughout; from epoch 10 on"),
+    ],
+)
+def test_the_schedule_line_gives_the_epochs_of_each_phase_as_the_rates_are(start, lr, swa_lr, said):
+    """Each phase the line names holds the rates swa_rate gives: lr up to the flat phase's end, a rate strictly
+    between in the linear one, swa_lr from its first epoch on."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    line = SwaRate(optimizer, start, swa_lr).describe()
+    assert said in line
+    rates = [swa_rate(e, start, lr, swa_lr) for e in range(3 * start)]
+    if lr != swa_lr:
+        flat, low = (int(n) for n in re.findall(r"(?:epochs? 1-|epoch )(\d+)", line)[:1] + re.findall(r"(\d+);", line))
+        assert rates[:flat] == [lr] * flat and rates[flat] != lr
+        assert all(r == pytest.approx(swa_lr, rel=1e-12) for r in rates[low - 1 :]) and rates[low - 2] != pytest.approx(
+            swa_lr
+        )
 
 
 def test_the_average_is_the_mean_of_the_weights_after_each_epoch_from_swa_start(cifar_dir, tmp_path):
@@ -133,7 +160,19 @@ def test_a_run_without_swa_keeps_no_average_and_writes_its_own_files(cifar_dir, 
         (["-wr", "--swa-start", "2"], "argument --swa-start: SWA's schedule replaces the multistep one"),
         (["--swa-lr", "0.01"], "argument --swa-lr: is the rate of SWA's schedule, which this run does not use"),
         (["-e", "4", "--swa-start", "5"], "argument --swa-start: epoch 5 is after the run's last (4)"),
-        (["--swa-start", "2", "--milestones", "1"], "argument --milestones: are the multistep schedule's"),
+        (
+            ["--swa-start", "2", "--milestones", "1"],
+            "are the multistep schedule's, and --swa-start asks for SWA's: leave --milestones out",
+        ),
+        (
+            ["-wr", "--swa-lr", "0.01"],
+            "argument --swa-lr: is the rate of SWA's schedule, which this run does not use: "
+            "leave it out (warm restarts have no SWA phase)",
+        ),
+        (
+            ["--swa-start", "2", "--warmup-epochs", "2"],
+            "argument --warmup-epochs: shapes warm restarts only, and this run uses SWA's schedule: leave it out",
+        ),
         (["--swa-start", "0"], "argument --swa-start"),
         (["--swa-start", "2", "--swa-lr", "0"], "argument --swa-lr"),
     ],

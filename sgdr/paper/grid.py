@@ -362,6 +362,12 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
         words.append(SWA_WORD)
     schedules = [read_word(word, grid.baseline) for word in words]
     schedules = [swa_schedule(grid.epochs) if s.swa is not None else s for s in schedules]
+    if "lr" in given and any(s.swa is not None for s in schedules):
+        raise GridError(
+            "--lr goes to every run, and the word swa trains SWA's own rates (--lr 0.1, then --swa-lr 0.05), which "
+            "would override it: leave --lr out (default@LR or T_0:T_mult@LR gives a schedule its rate), or leave "
+            "swa out of SCHEDULES and SWA=1 unset."
+        )
     if grid.scaled:
         schedules = scaled_words(words, schedules, grid.epochs)
     if compare == "1":  # one cycle after a warmup, to the end: built at the grid's length, scaled or not

@@ -622,21 +622,24 @@ def averages_table(
     return ([] if curves else [f"{none} but SWA's own schedule.", ""]) + lines + spaced, curves
 
 
-def swa_beside(settings: tuple, swa_runs: Sequence[Run], budgets: Sequence[int]) -> list[Run]:
-    """The runs of ``swa_runs`` (SWA's schedule) that sit beside the group of runs of ``settings``: those of the
-    same settings but their epochs, trained for 1.5x the group's (grid.swa_epochs, as the word swa trains
-    them), or, where no group of ``budgets`` (the epochs of the groups of these settings) is, the longest group
-    no longer than they."""
+def swa_beside(settings: tuple, swa_runs: Sequence[Run], groups: Sequence[tuple]) -> list[Run]:
+    """The runs of ``swa_runs`` (SWA's schedule) that sit beside the group of runs of ``settings``, among the
+    groups of ``groups`` (their settings): those of the same settings but their epochs, trained for 1.5x the
+    group's (grid.swa_epochs, as the word swa trains them), or, where no group of those settings is 1.5x shorter,
+    beside the longest of them no longer than they."""
     group = dict(settings)
 
+    def apart_from_epochs(one: tuple) -> dict:
+        return {key: value for key, value in one if key != "epochs"}
+
     def budget(run: Run) -> int | None:
-        if any(k != "epochs" and v != group.get(k) for k, v in run.settings) or len(run.settings) != len(settings):
-            return None
+        budgets = [dict(g)["epochs"] for g in groups if apart_from_epochs(g) == apart_from_epochs(run.settings)]
         matched = [b for b in budgets if swa_epochs(b) == run.epochs]
         shorter = [b for b in budgets if b <= run.epochs]
         return matched[0] if matched else max(shorter, default=None)
 
-    return [run for run in swa_runs if budget(run) == group["epochs"]]
+    return [run for run in swa_runs if apart_from_epochs(run.settings) == apart_from_epochs(settings) and
+            budget(run) == group["epochs"]]  # fmt: skip
 
 
 def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
@@ -657,6 +660,8 @@ def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
         lines.append(f"| {name} | the network itself (epoch {epochs}) | {_spread(last)} | 1 | {spent} |  |")
         if averaged:
             said = f"SWA: the weights after epochs {start}-{epochs} averaged, BatchNorm recomputed"
+            if len(averaged) < len(group):  # a run's metrics without the average's result (edited, or cut)
+                said += f" ({len(averaged)} of the {len(group)} runs: the others' metrics have no swa_test_error)"
             lines.append(f"| {name} | {said} | {_spread(averaged)} | 1 | {spent} |  |")
     return lines
 
@@ -989,8 +994,7 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         if not run.swa:  # SWA's schedule: read beside the group of its settings (swa_beside)
             groups[run.settings].append(run)
     swa_runs = [run for run in finished if run.swa]
-    budgets = [dict(settings)["epochs"] for settings in groups]
-    beside = {settings: swa_beside(settings, swa_runs, budgets) for settings in groups}
+    beside = {settings: swa_beside(settings, swa_runs, list(groups)) for settings in groups}
     alone = [run for run in swa_runs if not any(run in placed for placed in beside.values())]
     waiting: dict = defaultdict(list)  # unfinished runs of a group: named in its Table 1
     for run in runs:
@@ -1009,7 +1013,9 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         planned |= {run.files.run_dir.resolve() for run in plan_runs}
         if plan_is_scaled(plan):
             scaled |= {run.files.run_dir.resolve() for run in plan_runs}
-    unfinished = [r for r in runs if not r.finished and r.folder.resolve() not in planned and r.settings not in groups]
+    unfinished = [
+        r for r in runs if not r.finished and r.folder.resolve() not in planned and (r.swa or r.settings not in groups)
+    ]
     if unfinished:
         lines += [
             "Left out, not finished: " + ", ".join(f"{r.folder} ({len(r.metrics)} epochs)" for r in unfinished),

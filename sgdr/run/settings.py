@@ -273,12 +273,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key, default in OPTION_DEFAULTS.items():
         flag = "--" + key.replace("_", "-")
         if not args.warm_restart and getattr(args, key) != default:
+            if args.swa_start is not None:
+                parser.error(
+                    f"argument {flag}: shapes warm restarts only, and this run uses SWA's schedule: leave it out"
+                )
             parser.error(
                 f"argument {flag}: shapes warm restarts only, and this run uses the multistep schedule: "
                 "add -wr (--warm-restart), or leave it out"
             )
     if args.swa_start is None and args.swa_lr is not None:
-        parser.error("argument --swa-lr: is the rate of SWA's schedule, which this run does not use: add --swa-start")
+        fix = "leave it out (warm restarts have no SWA phase)" if args.warm_restart else "add --swa-start"
+        parser.error(f"argument --swa-lr: is the rate of SWA's schedule, which this run does not use: {fix}")
     if args.swa_start is not None:
         if args.warm_restart:
             parser.error(
@@ -286,7 +291,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 "leave one out (ensemble.py averages a warm-restart run's snapshots without training again)"
             )
         if args.milestones != list(MILESTONES):
-            parser.error("argument --milestones: are the multistep schedule's, and --swa-start asks for SWA's")
+            parser.error(
+                "argument --milestones: are the multistep schedule's, and --swa-start asks for SWA's: leave "
+                "--milestones out"
+            )
         if args.swa_start > args.epochs:
             parser.error(
                 f"argument --swa-start: epoch {args.swa_start} is after the run's last ({args.epochs}), so no "

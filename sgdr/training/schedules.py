@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from torch.optim import Optimizer
@@ -249,17 +250,23 @@ class SwaRate(LRScheduler):
         return [swa_rate(self.last_epoch, self.start, base, self.swa_lr) for base in self.base_lrs]
 
     def describe(self) -> str:
-        """The schedule line: its phases by epoch (counted from 1), as ``swa_rate`` gives them."""
-        lr = self.base_lrs[0]
-        epochs = range(0, 2 * self.start)
-        flat = max(e for e in epochs if swa_rate(e, self.start, lr, self.swa_lr) == lr) + 1
-        low = min(e for e in epochs if e / self.start > 0.9) + 1
-        first = f"epochs 1-{flat}" if flat > 1 else "epoch 1"
+        """The schedule line: its phases by epoch (counted from 1), as ``swa_rate`` gives them: ``lr`` up to
+        epoch index start / 2, ``swa_lr`` from 0.9 x start on, a linear change in the epochs between (if any)."""
+        lr, swa_lr, start = self.base_lrs[0], self.swa_lr, self.start
+        flat = max(e for e in range(start + 1) if Fraction(e, start) <= Fraction(1, 2)) + 1  # the last at lr
+        low = min(e for e in range(start + 1) if Fraction(e, start) >= Fraction(9, 10)) + 1  # the first at swa_lr
+        if lr == swa_lr:
+            rates = f"lr {lr:g} throughout"
+        else:
+            rates = f"lr {lr:g} in {f'epochs 1-{flat}' if flat > 1 else 'epoch 1'}"
+            if low > flat + 1:
+                between = f"epochs {flat + 1}-{low - 1}" if low > flat + 2 else f"epoch {flat + 1}"
+                rates += f", {'falling' if swa_lr < lr else 'rising'} linearly in {between}"
+            rates += f", {swa_lr:g} from epoch {low}"
         return (
-            f"Using SWA's schedule (Izmailov et al. 2018): lr {lr:g} in {first}, falling linearly to "
-            f"{self.swa_lr:g} by epoch {low}, then {self.swa_lr:g}; from epoch {self.start} on, the weights after "
-            "each epoch join an equal-weight average (torch's AveragedModel), whose BatchNorm statistics are "
-            "recomputed (update_bn) before it is validated after the last epoch."
+            f"Using SWA's schedule (Izmailov et al. 2018): {rates}; from epoch {start} on, the weights after each "
+            "epoch join an equal-weight average (torch's AveragedModel), whose BatchNorm statistics are recomputed "
+            "(update_bn) before it is validated after the last epoch."
         )
 
 
