@@ -27,6 +27,7 @@ from sgdr.parallel import devices
 from sgdr.parallel.devices import pick_device
 from sgdr.run import layout, record
 from sgdr.run.outputs import read_metrics
+from sgdr.run.record import read_record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,20 +90,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def swa_said(run: Path) -> str:
-    """For a run of SWA's own schedule (train.py --swa-start), which keeps no snapshots: where its own average is,
-    with its test error once validated; "" for another run."""
+    """For a run of SWA's own schedule (train.py --swa-start), which keeps no snapshots: where its own average's
+    result is, and the result once validated; "" for another run."""
     try:
-        rows = read_metrics(layout.metrics_of(run))
+        config = read_record(layout.record_of(run)).config
     except (OSError, ValueError):
         return ""
-    validated = [row for row in rows if "swa_test_error" in row]
-    if not validated:
+    if config.get("swa_start") is None:
         return ""
-    row = validated[-1]
-    return (
-        f" It is a run of SWA's own schedule (--swa-start), which averages its weights as it trains: its average's "
-        f"test error after epoch {row['epoch']} is {row['swa_test_error']:.2%} (swa_test_error in metrics.jsonl)."
+    said = (
+        " It is a run of SWA's own schedule (--swa-start), which averages its weights as it trains and validates "
+        "the average after its last epoch (swa_test_error in metrics.jsonl)"
     )
+    try:
+        validated = [row for row in read_metrics(layout.metrics_of(run)) if "swa_test_error" in row]
+    except (OSError, ValueError):
+        validated = []
+    if not validated:
+        return f"{said}: not yet (resume it to its last epoch)."
+    return f"{said}: after epoch {validated[-1]['epoch']}, {validated[-1]['swa_test_error']:.2%}."
 
 
 def ema_error(run: Path, epoch: int) -> float | None:

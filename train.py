@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import torch
 
@@ -28,7 +29,7 @@ from sgdr.parallel import distributed
 from sgdr.parallel.distributed import Team
 from sgdr.run.epoch import current_lr
 from sgdr.run.experiment import Experiment, disk_full, hold_run_folder, resume_command, setup
-from sgdr.run.record import RunRecord
+from sgdr.run.record import DamagedRecord, RunRecord, read_record
 from sgdr.run.settings import check_batch_size, check_team, parse_args
 from sgdr.run.stopping import Guard, Interrupted, NonFiniteLoss, stop_on_signals
 from sgdr.training.networks import count_parameters
@@ -58,7 +59,10 @@ def run(
             if exp.resumed:  # bring the outputs up to the checkpoint (with the figures, if no epoch follows)
                 exp.catch_up(figures=exp.epochs_done >= args.epochs)
             if exp.epochs_done >= args.epochs:
-                print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
+                if exp.resumed and not finished_at(exp.files.record, exp.epochs_done):
+                    end_early(exp, args, command)
+                else:
+                    print(f"This run has finished all {exp.epochs_done} epochs already; nothing to do.")
                 return exp.history
             if exp.resumed:
                 print(f"Resuming after epoch {exp.epochs_done} from {exp.files.checkpoint}.")
@@ -155,6 +159,34 @@ def stopping_cleanly(exp: Experiment, record: RunRecord, command: Sequence[str])
             with suppress(OSError):  # the record may not fit on the disk either: the first error is the one to report
                 record.end("stopped: the disk is full" if disk_full(error) else "aborted")
             raise
+
+
+def finished_at(path: Path, epochs_done: int) -> bool:
+    """Whether the run record at ``path`` says the run finished, at ``epochs_done`` epochs."""
+    try:
+        record = read_record(path)
+    except (OSError, DamagedRecord):
+        return False
+    return record.finished and record.epochs == epochs_done
+
+
+def end_early(exp: Experiment, args: argparse.Namespace, command: Sequence[str]) -> None:
+    """A run resumed with -e at or below the epochs its checkpoint holds, which its record does not say it finished
+    at (it was planned longer): it ends there, as if planned so, and is recorded finished. With --swa-start, its
+    average is validated now, if the last session stopped before its last epoch could."""
+    done = exp.epochs_done
+    command_line = shlex.join(["python", *command])
+    record = RunRecord(
+        exp.files.record, command_line, exp.config, done, exp.device, done, resumed=True, writes=exp.team.is_main
+    )
+    asks = "as many as" if done == args.epochs else "more than"
+    print(f"This run holds {epochs(done)}, {asks} -e {args.epochs} asks: it ends there, and is recorded finished.")
+    with stopping_cleanly(exp, record, command) as guard:
+        if (swa := exp.validate_late_average(guard)) is not None:
+            print(swa_line(exp, swa))
+            exp.save()
+            exp.write_outputs(figures=True)
+    record.end("finished")
 
 
 def swa_line(exp: Experiment, validated: tuple[float, float] | None) -> str:

@@ -696,7 +696,7 @@ def test_runs_of_swas_own_schedule_sit_beside_table_2_with_their_longer_budget(t
     for seed, error in zip(range(1, 4), (1.5, 1.25, 1.75)):
         fake_swa_run(tmp_path / "grid", seed, 300, error)
     fake_swa_run(tmp_path / "other", 1, 300, 1.0, dataset="cifar100")  # no CIFAR-100 runs beside it
-    name = "SWA's own schedule (lr 0.1, then 0.05 while averaging from epoch 161 of 300)"
+    name = "SWA's own schedule (lr 0.1, then 0.05 while averaging from epoch 161 of 300; 3 runs)"
     want = {
         "the network itself (epoch 300)": ["2.20 (2.10-2.30)", "1", "300 (1.5x these runs' 200)", ""],
         "SWA: the weights after epochs 161-300 averaged, BatchNorm recomputed": [
@@ -708,10 +708,11 @@ def test_runs_of_swas_own_schedule_sit_beside_table_2_with_their_longer_budget(t
         assert text.count("## cifar10, wrn-28-10, paper recipe") == 1  # one group: the SWA runs form none
         rows = {row[1]: row[2:] for row in section(text, heading) if row[0] == name}
         assert rows == want
+        assert [row[-1] for row in section(text, heading) if row[0].startswith("Izmailov")] == ["3.21"]
         assert name not in text.split("### Table 1")[1].split("###")[0]
         assert "SWA's own schedule (`train.py --swa-start`, the word `swa` of grid.sh)" in text
         said = text.split("Left out, SWA's schedule with no runs of the same settings to sit beside: ")[1]
-        assert said.startswith(f"{tmp_path / 'other' / 'seed1' / 'runs' / 'swa'} (300 epochs)")
+        assert said.startswith(f"{tmp_path / 'other' / 'seed1' / 'runs' / 'swa'} (300 epochs). Its rows go beside")
 
 
 def test_a_swa_run_sits_beside_its_own_settings_group_whatever_other_groups_last(tmp_path):
@@ -732,6 +733,9 @@ def test_a_swa_run_sits_beside_its_own_settings_group_whatever_other_groups_last
     text = run_report(tmp_path, "--skip-ensembles")
     part = text.split("## cifar10, wrn-28-10, paper recipe, 250 epochs")[1].split("\n## ")[0]
     rows = {row[1]: row[2:] for row in section(part, "Beside Table 2: SWA's own schedule") if row[0].startswith("SWA")}
+    assert {row[0] for row in section(part, "Beside Table 2: SWA's own schedule") if row[0].startswith("SWA")} == {
+        "SWA's own schedule (lr 0.1, then 0.05 while averaging from epoch 161 of 300; 2 runs)"
+    }
     averaged = "SWA: the weights after epochs 161-300 averaged, BatchNorm recomputed (1 of the 2 runs: the others' "
     assert rows[averaged + "metrics have no swa_test_error)"] == ["1.50", "1", "300 (1.2x these runs' 250)", ""]
     assert "Left out, SWA's schedule" not in text

@@ -547,3 +547,22 @@ def test_a_signal_stops_a_paper_recipe_run_that_resumes_exactly(cifar_dir, tmp_p
     code, _, err = call(train.main, [*args, "--resume"])
     assert code == 0, err
     assert_same_run(out, uninterrupted["paper"])
+
+
+def test_a_run_resumed_with_e_at_what_its_checkpoint_holds_ends_there_recorded_finished(cifar_dir, tmp_path):
+    """Planned for 4 epochs, killed in epoch 3, resumed with -e 2: the run ends at its 2 epochs (a smaller -e is how
+    a user stops a run early), recorded finished, so the report reads it; its files are a straight 2-epoch run's."""
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    assert call(train.main, argv("multistep", cifar_dir, straight, "-e", "2"))[0] == 0
+    killed = subprocess.run(
+        harness(cifar_dir, "batch:7", argv("multistep", cifar_dir, out)), capture_output=True, text=True, timeout=600
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    code, log, err = call(train.main, argv("multistep", cifar_dir, out, "-e", "2", "--resume"))
+    assert code == 0, err
+    assert "This run holds 2 complete epochs, as many as -e 2 asks: it ends there, and is recorded finished." in log
+    assert_same_run(out, straight)
+    record = json.loads((out / "runs" / "multistep" / "run.json").read_text())
+    assert record["finished"] and record["epochs"] == 2
+    code, log, _ = call(train.main, argv("multistep", cifar_dir, out, "-e", "1", "--resume"))
+    assert code == 0 and "This run has finished all 2 epochs already; nothing to do." in log

@@ -199,4 +199,36 @@ def test_ensemble_py_on_a_run_of_swas_schedule_says_where_its_average_is(cifar_d
     code, _, err = call(ensemble.main, [str(tmp_path / "runs" / RUN), "--data-dir", str(cifar_dir)])
     assert code == 1 and "Traceback" not in err
     error = metrics(tmp_path)[-1]["swa_test_error"]
-    assert f"its average's test error after epoch 4 is {error:.2%} (swa_test_error in metrics.jsonl)" in err
+    assert (
+        f"validates the average after its last epoch (swa_test_error in metrics.jsonl): after epoch 4, {error:.2%}."
+        in err
+    )
+    unfinished = tmp_path / "unfinished"
+    assert call(train.main, swa_argv(cifar_dir, unfinished, "-e", "2", "--swa-start", "2"))[0] == 0
+    run = unfinished / "runs" / RUN
+    rows = metrics(unfinished)
+    del rows[-1]["swa_test_error"]  # as a run stopped before its last epoch leaves them
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, _, err = call(ensemble.main, [str(run), "--data-dir", str(cifar_dir)])
+    assert code == 1 and "(swa_test_error in metrics.jsonl): not yet (resume it to its last epoch)." in err
+
+
+def test_a_run_ended_early_by_a_smaller_e_validates_its_average_and_is_recorded_finished(cifar_dir, tmp_path):
+    """Planned for 6 epochs, killed in epoch 5 (the checkpoint holds 4), resumed with -e 4: it ends at 4 as a run
+    planned so, its average validated then; every file as a straight 4-epoch run's, and the record says finished."""
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    assert call(train.main, swa_argv(cifar_dir, straight))[0] == 0
+    killed = subprocess.run(
+        harness(cifar_dir, "batch:14", swa_argv(cifar_dir, out, "-e", "6")), capture_output=True, text=True, timeout=600
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "swa_test_error" not in metrics(out)[-1]
+    code, log, err = call(train.main, swa_argv(cifar_dir, out, "--resume"))
+    assert code == 0, err
+    assert "This run holds 4 complete epochs, as many as -e 4 asks: it ends there, and is recorded finished." in log
+    assert "the average of the weights after epochs 3-4, BatchNorm recomputed: test error" in log
+    assert_same_run(out, straight)
+    record = json.loads((out / "runs" / RUN / "run.json").read_text())
+    assert record["finished"] and record["epochs"] == 4 and record["sessions"][-1]["outcome"] == "finished"
+    code, log, _ = call(train.main, swa_argv(cifar_dir, out, "--resume"))
+    assert code == 0 and "This run has finished all 4 epochs already; nothing to do." in log

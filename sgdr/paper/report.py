@@ -615,8 +615,7 @@ def averages_table(
     if not curves and not swa_lines:
         return [f"{none}."], curves
     lines += swa_lines
-    if cited := paper_swa(dataset, rows.column):
-        lines.append(f"| {SWA_PAPER_SETUP} | SWA (one network) | | 1 | 1.5x the SGD budget | {cited} |")
+    lines += swa_paper_row(dataset, rows.column)
     notes = ([AVERAGES_PROTOCOL] if curves else []) + ([SWA_PROTOCOL] if swa_lines else [])
     spaced = [line for note in notes for line in ("", note)]
     return ([] if curves else [f"{none} but SWA's own schedule.", ""]) + lines + spaced, curves
@@ -653,7 +652,8 @@ def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
         kinds[(c["swa_start"], c.get("lr", LR), c["swa_lr"], run.epochs)].append(run)
     for (start, lr, swa_lr, epochs), group in sorted(kinds.items()):
         group = by_seed(group)
-        name = f"SWA's own schedule (lr {lr:g}, then {swa_lr:g} while averaging from epoch {start} of {epochs})"
+        runs = f"{len(group)} run{'s' * (len(group) > 1)}"
+        name = f"SWA's own schedule (lr {lr:g}, then {swa_lr:g} while averaging from epoch {start} of {epochs}; {runs})"
         spent = f"{epochs} ({epochs / budget:.3g}x these runs' {budget})"
         last = [run.error_at(epochs) for run in group]
         averaged = [100 * run.metrics[-1]["swa_test_error"] for run in group if "swa_test_error" in run.metrics[-1]]
@@ -664,6 +664,12 @@ def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
                 said += f" ({len(averaged)} of the {len(group)} runs: the others' metrics have no swa_test_error)"
             lines.append(f"| {name} | {said} | {_spread(averaged)} | 1 | {spent} |  |")
     return lines
+
+
+def swa_paper_row(dataset: str, column: str) -> list[str]:
+    """The SWA paper's row of the averages table (its WRN-28-10 at 1.5x its budget), where it has a number."""
+    cited = paper_swa(dataset, column)
+    return [f"| {SWA_PAPER_SETUP} | SWA (one network) | | 1 | 1.5x the SGD budget | {cited} |"] if cited else []
 
 
 def _spread_int(values: Sequence[int]) -> str:
@@ -1024,7 +1030,9 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
     if alone:
         lines += [
             "Left out, SWA's schedule with no runs of the same settings to sit beside: "
-            + ", ".join(f"{r.folder} ({r.epochs} epochs)" for r in alone),
+            + ", ".join(f"{r.folder} ({r.epochs} epochs)" for r in alone)
+            + ". Its rows go beside a group of runs of the same settings, 2/3 as long (the grid's other schedules: "
+            'SCHEDULES="default 10:2 swa", or SWA=1 beside the default SCHEDULES).',
             "",
         ]
     if warnings:
@@ -1054,8 +1062,9 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         lines.append("")
         curves, average_curves = {}, {}
         swa_lines = swa_table(beside[key], settings["epochs"])
-        if skip_ensembles and swa_lines:  # no snapshots read: SWA's own schedule alone
-            lines += ["### Beside Table 2: SWA's own schedule", "", *AVERAGES_HEADER, *swa_lines, "", SWA_PROTOCOL, ""]
+        if skip_ensembles and swa_lines:  # no snapshots read: SWA's own schedule alone, beside the SWA paper's
+            lines += ["### Beside Table 2: SWA's own schedule", "", *AVERAGES_HEADER, *swa_lines]
+            lines += [*swa_paper_row(dataset, rows.column), "", SWA_PROTOCOL, ""]
         if not skip_ensembles:
             test = ensembles.SnapshotOutputs(data_dir, pick_device(device))  # this group's test set
             try:

@@ -129,6 +129,16 @@ class Experiment:
         self.team.share_buffers(self.swa.module)
         return validate(self.swa.module, self.test_loader, self.device, self.autocast, guard)
 
+    def validate_late_average(self, guard: Guard) -> tuple[float, float] | None:
+        """--swa-start, a run ended at the epoch its checkpoint holds though it was planned longer: the average
+        validated as after a last epoch, its result recorded for that epoch; None where there is nothing to do
+        (no --swa-start, or the last epoch's result is there)."""
+        if self.swa is None or self.history["swa_test_acc"][-1] is not None:
+            return None
+        result = self.validate_swa(guard, last=True)
+        self.history["swa_test_loss"][-1], self.history["swa_test_acc"][-1] = result
+        return result
+
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything ``restore`` needs to continue exactly from here."""
         return {

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 from torch.optim import Optimizer
@@ -253,8 +252,8 @@ class SwaRate(LRScheduler):
         """The schedule line: its phases by epoch (counted from 1), as ``swa_rate`` gives them: ``lr`` up to
         epoch index start / 2, ``swa_lr`` from 0.9 x start on, a linear change in the epochs between (if any)."""
         lr, swa_lr, start = self.base_lrs[0], self.swa_lr, self.start
-        flat = max(e for e in range(start + 1) if Fraction(e, start) <= Fraction(1, 2)) + 1  # the last at lr
-        low = min(e for e in range(start + 1) if Fraction(e, start) >= Fraction(9, 10)) + 1  # the first at swa_lr
+        flat = start // 2 + 1  # the last epoch at lr: index e with e / start <= 1/2, from 1
+        low = -(-9 * start // 10) + 1  # the first at swa_lr: index e with e / start >= 9/10, from 1
         if lr == swa_lr:
             rates = f"lr {lr:g} throughout"
         else:
