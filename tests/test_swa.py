@@ -232,3 +232,13 @@ def test_a_run_ended_early_by_a_smaller_e_validates_its_average_and_is_recorded_
     assert record["finished"] and record["epochs"] == 4 and record["sessions"][-1]["outcome"] == "finished"
     code, log, _ = call(train.main, swa_argv(cifar_dir, out, "--resume"))
     assert code == 0 and "This run has finished all 4 epochs already; nothing to do." in log
+
+
+def test_resuming_without_the_swa_flag_starts_another_run_and_names_the_one_beside_it(cifar_dir, tmp_path):
+    assert call(train.main, swa_argv(cifar_dir, tmp_path, "-e", "2", "--swa-start", "2"))[0] == 0
+    plain = ["-e", "1", "--seed", "21", *SMALL, *TINY, "--data-dir", str(cifar_dir), "--output-dir", str(tmp_path)]
+    code, log, err = call(train.main, [*plain, "--resume"])
+    assert code == 0, err
+    assert (
+        f"(Beside it, {tmp_path / 'runs'} holds the checkpoints of swa: to resume one of those, give the flags" in log
+    )

@@ -58,6 +58,12 @@ def open_checkpoint(args: argparse.Namespace, files: layout.RunFiles) -> dict[st
         )
     if args.resume:
         print(f"No checkpoint at {files.checkpoint}: starting the run.")
+        others = sorted(p.parent.name for p in files.run_dir.parent.glob(f"*/{layout.CHECKPOINT}"))
+        if others:  # the flags that name this run's folder may have been forgotten (-wr, -t0, --swa-start)
+            print(
+                f"(Beside it, {files.run_dir.parent} holds the checkpoints of {', '.join(others)}: to resume one of "
+                "those, give the flags it was started with.)"
+            )
     return None
 
 
