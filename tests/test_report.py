@@ -703,6 +703,11 @@ def test_runs_of_swas_own_schedule_sit_beside_table_2_with_their_longer_budget(t
             "1.50 (1.25-1.75)", "1", "300 (1.5x these runs' 200)", ""
         ],
     }  # fmt: skip
+    drawn = []
+    real_save = paper_report.drawing.save_figure
+    monkeypatch.setattr(
+        paper_report.drawing, "save_figure", lambda fig, path: (drawn.append(fig), real_save(fig, path))
+    )
     for flags, heading in (((), "Beside Table 2"), (("--skip-ensembles",), "Beside Table 2: SWA's own schedule")):
         text = run_report(tmp_path, *flags)
         assert text.count("## cifar10, wrn-28-10, paper recipe") == 1  # one group: the SWA runs form none
@@ -713,6 +718,11 @@ def test_runs_of_swas_own_schedule_sit_beside_table_2_with_their_longer_budget(t
         assert "SWA's own schedule (`train.py --swa-start`, the word `swa` of grid.sh)" in text
         said = text.split("Left out, SWA's schedule with no runs of the same settings to sit beside: ")[1]
         assert said.startswith(f"{tmp_path / 'other' / 'seed1' / 'runs' / 'swa'} (300 epochs). Its rows go beside")
+    # The averages figure (drawn by the first report) has SWA's own schedule as a level across M, in its own style.
+    averages_fig = next(fig for fig in drawn if "Ensemble (M networks) and SWA" in fig.texts[0].get_text())
+    level = [line for line in series_lines(averages_fig) if line.get_label().startswith("SWA's own schedule")]
+    assert [line.get_label() for line in level] == ["SWA's own schedule: SWA of epochs 161-300 (trained 1.5x as long)"]
+    assert list(level[0].get_ydata()) == [1.5, 1.5] and list(level[0].get_xdata()) == [1, 3]
 
 
 def test_a_swa_run_sits_beside_its_own_settings_group_whatever_other_groups_last(tmp_path):

@@ -641,11 +641,12 @@ def swa_beside(settings: tuple, swa_runs: Sequence[Run], groups: Sequence[tuple]
             budget(run) == group["epochs"]]  # fmt: skip
 
 
-def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
+def swa_table(swa_runs: Sequence[Run], budget: int) -> tuple[list[str], list[tuple[str, float]]]:
     """Rows of the averages table for runs trained under SWA's schedule beside a group of ``budget`` epochs: per
     setting of it (its start, rates and epochs), the network at its last epoch and SWA's average, each the median
-    (range) over the runs, one network at test time, and the training epochs against the group's."""
-    lines = []
+    (range) over the runs, one network at test time, and the training epochs against the group's. Also, for the
+    averages figure, (label, median test error) of each setting's SWA average."""
+    lines, levels = [], []
     kinds: dict[tuple, list[Run]] = defaultdict(list)
     for run in swa_runs:
         c = run.config
@@ -663,7 +664,9 @@ def swa_table(swa_runs: Sequence[Run], budget: int) -> list[str]:
             if len(averaged) < len(group):  # a run's metrics without the average's result (edited, or cut)
                 said += f" ({len(averaged)} of the {len(group)} runs: the others' metrics have no swa_test_error)"
             lines.append(f"| {name} | {said} | {_spread(averaged)} | 1 | {spent} |  |")
-    return lines
+            level = f"SWA's own schedule: SWA of epochs {start}-{epochs} (trained {epochs / budget:.3g}x as long)"
+            levels.append((level, statistics.median(averaged)))
+    return lines, levels
 
 
 def swa_paper_row(dataset: str, column: str) -> list[str]:
@@ -677,11 +680,19 @@ def _spread_int(values: Sequence[int]) -> str:
     return f"{low}" if low == high else f"{low}-{high}"
 
 
+SWA_LEVEL = drawing.Style("0.35", "--", "D")  # SWA's own schedule in the averages figure: one network, no M
+
+
 def averages_figure(
-    curves: dict[tuple, tuple[list[float], list[float]]], rows: Rows, title: str, styles: dict | None = None
+    curves: dict[tuple, tuple[list[float], list[float]]],
+    rows: Rows,
+    title: str,
+    styles: dict | None = None,
+    levels: Sequence[tuple[str, float]] = (),
 ):
     """Test error against M for each schedule: its snapshot ensemble in its style (``styles``: the group's),
-    SWA of the same snapshots in its colour and marker with a dotted line."""
+    SWA of the same snapshots in its colour and marker with a dotted line; ``levels``: (label, test error) of
+    SWA's own schedule beside them (``swa_table``), a level line across the M axis (its runs train 1.5x longer)."""
     styles = styles or rows.styles(list(curves))
     series = []
     for schedule, (ensemble, swa) in curves.items():
@@ -689,6 +700,9 @@ def averages_figure(
         dotted = replace(style, linestyle=":" if style.linestyle != ":" else "-.")
         series.append(drawing.Series(range(1, len(ensemble) + 1), ensemble, f"{rows.name(schedule)}: ensemble", style))
         series.append(drawing.Series(range(1, len(swa) + 1), swa, f"{rows.name(schedule)}: SWA", dotted))
+    largest = max((len(ensemble) for ensemble, _ in curves.values()), default=1)
+    for label, value in levels:
+        series.append(drawing.Series([1, max(largest, 2)], [value, value], label, SWA_LEVEL))
     scaled = f" ({rows.scaling()})" if rows.scaled else ""
     return drawing.comparison_figure(
         series,
@@ -908,6 +922,7 @@ def figures(
     rows: Rows,
     title: str,
     average_curves: dict | None = None,
+    swa_levels: Sequence[tuple[str, float]] = (),
 ) -> list[Path]:
     paths = [out / f"test_error_{name}.png"]
     title += ", a scaled try-out" if rows.scaled else ""
@@ -922,7 +937,7 @@ def figures(
         drawing.save_figure(ensembles_figure(curves, rows, title, styles, left_out), paths[-1])
     if average_curves:
         paths.append(out / f"averages_{name}.png")
-        drawing.save_figure(averages_figure(average_curves, rows, title, styles), paths[-1])
+        drawing.save_figure(averages_figure(average_curves, rows, title, styles, swa_levels), paths[-1])
     return paths
 
 
@@ -1061,7 +1076,7 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
         lines += ["### Anytime performance: epochs to the default schedule's result", ""] + anytime(group, rows)
         lines.append("")
         curves, average_curves = {}, {}
-        swa_lines = swa_table(beside[key], settings["epochs"])
+        swa_lines, swa_levels = swa_table(beside[key], settings["epochs"])
         if skip_ensembles and swa_lines:  # no snapshots read: SWA's own schedule alone, beside the SWA paper's
             lines += ["### Beside Table 2: SWA's own schedule", "", *AVERAGES_HEADER, *swa_lines]
             lines += [*swa_paper_row(dataset, rows.column), "", SWA_PROTOCOL, ""]
@@ -1082,7 +1097,7 @@ def write_report(runs_dir: Path, out: Path, data_dir: str, device: str, skip_ens
             heading = "### Beside Table 2: one network or M, from the same snapshots (single, ensemble, SWA, EMA)"
             lines += [heading, ""] + average_table + [""]
         title = group_title(settings, varying)
-        for path in figures(group, curves, out, name, dataset, model, rows, title, average_curves):
+        for path in figures(group, curves, out, name, dataset, model, rows, title, average_curves, swa_levels):
             lines.append(f"![{path.stem}]({path.name})")
             written.append(path)
         lines.append("")
