@@ -28,6 +28,7 @@ from sgdr.parallel.devices import pick_device
 from sgdr.run import layout, record
 from sgdr.run.outputs import read_metrics
 from sgdr.run.record import read_record
+from sgdr.run.settings import trains_swa
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,16 +97,13 @@ def swa_said(run: Path) -> str:
         config = read_record(layout.record_of(run)).config
     except (OSError, ValueError):
         return ""
-    if config.get("swa_start") is None:
+    if not trains_swa(config):
         return ""
     said = (
         " It is a run of SWA's own schedule (--swa-start), which averages its weights as it trains and validates "
         "the average after its last epoch (swa_test_error in metrics.jsonl)"
     )
-    try:
-        validated = [row for row in read_metrics(layout.metrics_of(run)) if "swa_test_error" in row]
-    except (OSError, ValueError):
-        validated = []
+    validated = [row for row in recorded_metrics(run) if "swa_test_error" in row]
     if not validated:
         return f"{said}: not yet (resume it to its last epoch)."
     return f"{said}: after epoch {validated[-1]['epoch']}, {validated[-1]['swa_test_error']:.2%}."
@@ -114,12 +112,16 @@ def swa_said(run: Path) -> str:
 def ema_error(run: Path, epoch: int) -> float | None:
     """The test error its run recorded for the moving average of its weights (train.py --ema) at ``epoch``, or
     None (a run without --ema, or metrics that cannot be read)."""
-    try:
-        rows = read_metrics(layout.metrics_of(run))
-    except (OSError, ValueError):
-        return None
-    row = next((row for row in rows if row.get("epoch") == epoch), {})
+    row = next((row for row in recorded_metrics(run) if row.get("epoch") == epoch), {})
     return row.get("ema_test_error")
+
+
+def recorded_metrics(run: Path) -> list[dict]:
+    """The rows of the run's metrics.jsonl; none where it cannot be read (what they would add is left unsaid)."""
+    try:
+        return read_metrics(layout.metrics_of(run))
+    except (OSError, ValueError):
+        return []
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def run(
                     test_loss, test_acc = exp.validate(guard)
                     ema = exp.validate_ema(guard)
                     exp.average_weights(epoch)
-                    swa = exp.validate_swa(guard, last=epoch == args.epochs - 1)
+                    swa = exp.validate_swa(guard) if epoch == args.epochs - 1 else None
                     exp.schedule.after_epoch()
                     exp.add_epoch(train_loss, test_loss, train_acc, test_acc, lrs, ema, swa)
                     print(f"Training accuracy: {train_acc:.2%}, test error: {1 - test_acc:.2%}")

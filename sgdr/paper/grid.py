@@ -26,7 +26,15 @@ from typing import Any
 from sgdr import storage
 from sgdr.cli import UserError
 from sgdr.data import cifar
-from sgdr.paper.tables import PAPER_EPOCHS, scaled_epochs, scaled_shape
+from sgdr.paper.tables import (
+    PAPER_EPOCHS,
+    SWA_PAPER_BUDGET,
+    SWA_PAPER_LR,
+    SWA_PAPER_RATE,
+    SWA_PAPER_START,
+    scaled_epochs,
+    scaled_shape,
+)
 from sgdr.paper.tables import TABLE2_SCHEDULE as TABLE2_RATE_AND_SHAPE
 from sgdr.run import layout, settings
 from sgdr.training.recipes import LR, RECIPES
@@ -55,10 +63,9 @@ DEFAULTS = {
 # The schedule of the paper's snapshot ensembles (Table 2), trained for TABLE2_SEEDS too.
 TABLE2_SCHEDULE = "{}:{}".format(*TABLE2_RATE_AND_SHAPE[1])
 COMPARE_WARMUP = 5  # COMPARE=1: one cosine after a warmup of this many epochs, and SGDR with cycle decay 0.5
-# The SWA paper's (Izmailov et al. 2018) WRN-28-10 on CIFAR: 300 epochs for its SGD baseline's 200 (1.5x the
-# budget), lr 0.1, averaging from epoch 161 at 0.05. ``swa`` (or SWA=1) trains it at 1.5x EPOCHS, its start
-# scaled as every epoch count of the paper's (tables.scaled_epochs).
-SWA_WORD, SWA_BUDGET, SWA_START, SWA_LR, SWA_RATE = "swa", Fraction(3, 2), 161, 0.1, 0.05
+# The word of the SWA paper's schedule (tables.SWA_PAPER_*): trained at 1.5x EPOCHS, its start scaled as every
+# epoch count of the paper's (tables.scaled_epochs).
+SWA_WORD = "swa"
 # In the plan of a grid planned with SCALED=1 (a comment: train.py commands are the other lines); report.py
 # reads it to show each run as the paper's schedule it was scaled from.
 SCALED_MARK = "# scaled:"
@@ -125,7 +132,7 @@ class Schedule:
                 "--swa-start",
                 str(start),
                 "--swa-lr",
-                str(SWA_RATE),
+                str(SWA_PAPER_RATE),
             ]
         words = ["--lr", number_text(self.lr)] if self.lr is not None else []
         if self.warm_restart:
@@ -141,13 +148,14 @@ class Schedule:
         return [(letters[name], value) for name, value in self.options]
 
 
-def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
+def read_word(word: str, baseline: Mapping[str, Any] | None = None, budget: int = PAPER_EPOCHS) -> Schedule:
     """The schedule a SCHEDULES word names; a GridError saying what is wrong with it. ``baseline``: the rate and
     shaping options every run of the grid has without the word (its flags, else train.py's defaults): a value
-    the word gives that is already the baseline's is no part of the schedule (one run, one folder)."""
+    the word gives that is already the baseline's is no part of the schedule (one run, one folder). ``budget``:
+    the grid's epochs, which SWA's schedule is 1.5x of (``swa_schedule``)."""
     baseline = baseline if baseline is not None else {"lr": LR, **OPTION_DEFAULTS}
     if word == SWA_WORD:
-        return Schedule(False, lr=SWA_LR, swa=(0, 0))  # its epochs are the grid's: see swa_schedule
+        return swa_schedule(budget)
     match = WORD.fullmatch(word)
     if match is None or (match["lr"] is not None and not match["lr"]):
         raise GridError(f"SCHEDULES: {word} {WORD_HELP}")
@@ -179,12 +187,12 @@ def read_word(word: str, baseline: Mapping[str, Any] | None = None) -> Schedule:
 def swa_schedule(budget: int) -> Schedule:
     """The SWA paper's schedule for a grid of ``budget`` epochs: 1.5x as many (rounded half up), averaging from its
     epoch 161 of 200 scaled to the budget, lr 0.1 then 0.05: at 200, -e 300 --swa-start 161, as the paper."""
-    return Schedule(False, lr=SWA_LR, swa=(swa_epochs(budget), scaled_epochs(SWA_START, budget)))
+    return Schedule(False, lr=SWA_PAPER_LR, swa=(swa_epochs(budget), scaled_epochs(SWA_PAPER_START, budget)))
 
 
 def swa_epochs(budget: int) -> int:
     """The epochs of SWA's schedule beside runs of ``budget`` epochs: 1.5x as many, rounded half up."""
-    return math.floor(SWA_BUDGET * budget + Fraction(1, 2))
+    return math.floor(SWA_PAPER_BUDGET * budget + Fraction(1, 2))
 
 
 def scaled(schedule: Schedule, epochs: int) -> Schedule:
@@ -360,8 +368,7 @@ def read_grid(environ: Mapping[str, str], flags: Sequence[str], script: str) -> 
         words.append(f"{TABLE2_SCHEDULE}/d0.5")
     if swa == "1":
         words.append(SWA_WORD)
-    schedules = [read_word(word, grid.baseline) for word in words]
-    schedules = [swa_schedule(grid.epochs) if s.swa is not None else s for s in schedules]
+    schedules = [read_word(word, grid.baseline, grid.epochs) for word in words]
     if "lr" in given and any(s.swa is not None for s in schedules):
         raise GridError(
             "--lr goes to every run, and the word swa trains SWA's own rates (--lr 0.1, then --swa-lr 0.05), which "

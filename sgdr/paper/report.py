@@ -43,7 +43,7 @@ from sgdr.parallel.devices import pick_device
 from sgdr.run import layout, record
 from sgdr.run.outputs import read_metrics
 from sgdr.run.record import read_record
-from sgdr.run.settings import problem, same_run
+from sgdr.run.settings import problem, same_run, trains_swa
 from sgdr.training.recipes import LR
 from sgdr.training.schedules import GAMMA, MILESTONES, OPTION_DEFAULTS, cycle_ends, run_cycle_ends
 
@@ -101,7 +101,7 @@ class Run:
     @property
     def swa(self) -> bool:
         """Trained under SWA's schedule (train.py --swa-start): read beside a group, not in its tables."""
-        return self.config.get("swa_start") is not None
+        return trains_swa(self.config)
 
     @property
     def read_epoch(self) -> int:

@@ -125,11 +125,11 @@ class Experiment:
         if self.swa is not None and epoch + 1 >= self.config["swa_start"]:
             self.swa.update_parameters(self.model)
 
-    def validate_swa(self, guard: Guard, last: bool) -> tuple[float, float] | None:
-        """--swa-start, after the run's ``last`` epoch: the average, its BatchNorm statistics recomputed from the
+    def validate_swa(self, guard: Guard) -> tuple[float, float] | None:
+        """--swa-start, after the run's last epoch: the average, its BatchNorm statistics recomputed from the
         training images as --recompute-bn recomputes the network's (then rank 0's taken by every process),
-        validated as the network is. None without --swa-start or before the last epoch."""
-        if self.swa is None or not last:
+        validated as the network is. None without --swa-start."""
+        if self.swa is None:
             return None
         self.recompute_batch_norm(self.swa.module)
         self.team.share_buffers(self.swa.module)
@@ -141,7 +141,7 @@ class Experiment:
         (no --swa-start, or the last epoch's result is there)."""
         if self.swa is None or self.history["swa_test_acc"][-1] is not None:
             return None
-        result = self.validate_swa(guard, last=True)
+        result = self.validate_swa(guard)
         self.history["swa_test_loss"][-1], self.history["swa_test_acc"][-1] = result
         return result
 

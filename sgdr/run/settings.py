@@ -324,10 +324,12 @@ def _warm(config: dict[str, Any]) -> bool:
 
 
 def _multistep(config: dict[str, Any]) -> bool:
-    return not config["warm_restart"] and config.get("swa_start") is None
+    return not config["warm_restart"] and not trains_swa(config)
 
 
-def _swa(config: dict[str, Any]) -> bool:
+def trains_swa(config: dict[str, Any]) -> bool:
+    """Whether the run of the settings ``config`` (a record's or a checkpoint's) trains under SWA's schedule
+    (--swa-start), which keeps no snapshots and is read beside the other runs, not among them."""
     return config.get("swa_start") is not None
 
 
@@ -384,7 +386,7 @@ DECIDES: dict[str, Decides] = {
     "ema": Decides(before=None, only_when_set=True),
     # Off (None) before SWA's schedule, and recorded only when on, as --ema.
     "swa_start": Decides(before=None, acts=lambda config: not config["warm_restart"], only_when_set=True),
-    "swa_lr": Decides(before=None, acts=_swa, only_when_set=True),
+    "swa_lr": Decides(before=None, acts=trains_swa, only_when_set=True),
     "seed": Decides(),
     "workers": Decides(acts=_torchvision, new_run=lambda device: min(4, os.cpu_count() or 1)),
     "processes": Decides(),  # not a flag: how many processes share the run (each normalises its share of a batch)
@@ -468,7 +470,7 @@ def problem(config: dict[str, Any]) -> str | None:
     config = upgrade(config)
     if not isinstance(config.get("warm_restart"), bool):
         return f"warm_restart is {config.get('warm_restart')!r}, not true or false"
-    kind = "warm-restart" if config["warm_restart"] else "SWA-schedule" if _swa(config) else "multistep"
+    kind = "warm-restart" if config["warm_restart"] else "SWA-schedule" if trains_swa(config) else "multistep"
     flags = {action.dest: action for action in build_parser()._actions}
     for name, setting in DECIDES.items():
         if name not in flags or (name not in config and name not in READ):
