@@ -289,3 +289,42 @@ def test_three_processes_resume_exactly_after_a_kill_inside_an_epoch(cifar_dir, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming after epoch 1" in resumed.stdout
     assert_same_run(tmp_path / "split", tmp_path / "whole")
+
+
+def test_swas_average_under_two_unseeded_processes_resumes_exactly_and_is_the_saved_networks(cifar_dir, tmp_path):
+    """--swa-start with two processes and no --seed: a run killed in rank 1 after the average has begun resumes to
+    the files of the run its printed seed repeats, and the average's recorded test metrics are those of the
+    average the checkpoint holds (rank 0's BatchNorm statistics, recomputed), evaluated in one process."""
+    swa = [
+        "-e",
+        "3",
+        "--swa-start",
+        "2",
+        "--lr",
+        "0.1",
+        "-b",
+        "16",
+        "--model",
+        "wrn-10-1",
+        "--data-dir",
+        str(cifar_dir),
+    ]
+    drawn, killed_dir = tmp_path / "drawn", tmp_path / "killed"
+    done = run_torchrun(cifar_dir, "none", [*swa, "--output-dir", str(drawn)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    seed = re.search(r"--seed (\d+) repeats this run", done.stdout)[1]
+    args = [*swa, "--seed", seed, "--output-dir", str(killed_dir)]
+    killed = run_torchrun(cifar_dir, "batch:8@1", args)  # rank 1 dies in epoch 3, the average holding epoch 2
+    assert killed.returncode != 0 and "Signal 9 (SIGKILL) received" in killed.stderr
+    resumed = run_torchrun(cifar_dir, "none", [*args, "--resume"])
+    assert resumed.returncode == 0 and "Resuming after epoch 2" in resumed.stdout, resumed.stderr[-3000:]
+    assert_same_run(killed_dir, drawn)
+
+    state = torch.load(drawn / "runs" / "swa" / "checkpoint.pt", weights_only=True)
+    assert state["swa"]["n_averaged"].item() == 2 and state["config"]["processes"] == 2
+    model = build_network("wrn-10-1", 10).to(memory_format=torch.channels_last)
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state["swa"].items() if k != "n_averaged"})
+    _, val_set = cifar.load_splits(cifar_dir)
+    loss, accuracy = validate(model, loaders.DeviceLoader(val_set, 16, CPU, channels_last=True), CPU)
+    last = json.loads((drawn / "runs" / "swa" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["swa_test_loss"] == pytest.approx(loss, rel=1e-6) and last["swa_test_error"] == 1 - accuracy
